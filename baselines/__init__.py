@@ -1,0 +1,1 @@
+"""Baselines compared with LayerCollapse: knowledge distillation, layer fusion and magnitude pruning."""

@@ -1,0 +1,333 @@
+"""The data set zoo: the embedded digits set plus torchvision data sets and ImageFolder layouts.
+
+Nothing is downloaded unless `download=true`; a missing data set raises a DataError that says where it
+looked and how to obtain the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+
+from .errors import DataError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class DataTransforms:
+    """Image size and normalisation for natural-image data sets (from the model's data config)."""
+
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+
+    def train(self) -> Callable:
+        from torchvision import transforms as T
+
+        return T.Compose([
+            _ToRGB(),
+            T.RandomResizedCrop(self.img_size, interpolation=self._mode()),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(self.mean, self.std),
+        ])
+
+    def eval(self) -> Callable:
+        from torchvision import transforms as T
+
+        return T.Compose([
+            _ToRGB(),
+            T.Resize(int(round(self.img_size / self.crop_pct)), interpolation=self._mode()),
+            T.CenterCrop(self.img_size),
+            T.ToTensor(),
+            T.Normalize(self.mean, self.std),
+        ])
+
+    def _mode(self):
+        from torchvision.transforms import InterpolationMode
+
+        return InterpolationMode(self.interpolation if self.interpolation != "random" else "bilinear")
+
+
+class _ToRGB:
+    """Greyscale or palette images -> RGB (a picklable transform, unlike a lambda)."""
+
+    def __call__(self, image):
+        return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+
+
+@dataclass
+class DatasetSpec:
+    """A data set of the zoo. `load(root, train_tf, eval_tf, download)` returns (train, val)."""
+
+    name: str
+    load: Callable[..., tuple[Dataset, Dataset]]
+    num_classes: int | None  # None: discovered from the folder layout
+    in_chans: int = 3
+    img_size: int = 224
+    natural_images: bool = True
+    how_to_get: str = ""
+
+    def classes(self, root: Path) -> int:
+        if self.num_classes is not None:
+            return self.num_classes
+        return len(_class_folders(_find_split(root, "train", self)))
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_chans: int
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _register(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name)(spec)
+
+
+# --------------------------------------------------------------------------------------------------------
+# digits: scikit-learn's 1797 8x8 images, shipped inside the package
+
+
+DIGITS_VAL_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # the split is fixed: every run, whatever its seed, sees the same held-out set
+
+
+def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_val, y_val): a fixed, stratified split; images 1x8x8 scaled to [-1, 1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    idx_train, idx_val = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=DIGITS_VAL_FRACTION, stratify=y.numpy(),
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    idx_train, idx_val = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
+    return x[idx_train], y[idx_train], x[idx_val], y[idx_val]
+
+
+def _load_digits(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+    x_train, y_train, x_val, y_val = digits_tensors()
+    return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val)
+
+
+_register(DatasetSpec("digits", _load_digits, num_classes=10, in_chans=1, img_size=8, natural_images=False,
+                      how_to_get="ships inside scikit-learn; nothing to download"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Folder layouts: train/<class>/*, val/<class>/*
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+
+
+def _find_split(root: Path, split: str, spec: DatasetSpec) -> Path:
+    aliases = {"train": ["train"], "val": ["val", "validation", "test"]}[split]
+    for name in aliases:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(
+        f"{spec.name}: no {split}/ folder under {root} (looked for {', '.join(a + '/' for a in aliases)}). "
+        f"{spec.how_to_get}"
+    )
+
+
+def _image_folder(path: Path, transform: Any, spec: DatasetSpec):
+    from torchvision.datasets import ImageFolder
+
+    empty = [p.name for p in path.iterdir() if p.is_dir() and not any(f.is_file() for f in p.rglob("*"))]
+    if empty:
+        raise DataError(f"{spec.name}: class folder(s) {', '.join(sorted(empty))} under {path} hold no images; "
+                        "remove them or add the images")
+    try:
+        return ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, OSError) as e:
+        raise DataError(f"{spec.name}: cannot read the image folder {path}: {e}") from e
+
+
+def _load_folder_pair(name: str) -> Callable:
+    def load(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+        spec = DATASETS.get(name)
+        train_dir, val_dir = _find_split(root, "train", spec), _find_split(root, "val", spec)
+        train = _image_folder(train_dir, train_tf, spec)
+        val = _image_folder(val_dir, eval_tf, spec)
+        if train.classes != val.classes:
+            missing = sorted(set(train.classes) ^ set(val.classes))
+            raise DataError(f"{spec.name}: train/ and val/ under {root} have different classes "
+                            f"(differing: {', '.join(missing[:10])})")
+        return train, val
+
+    return load
+
+
+def _load_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+    """ImageFolder layout, or torchvision's ImageNet layout (meta.bin beside train/ and val/)."""
+    if (root / "meta.bin").exists():
+        from torchvision.datasets import ImageNet
+
+        return ImageNet(str(root), split="train", transform=train_tf), ImageNet(str(root), split="val",
+                                                                                  transform=eval_tf)
+    return _load_folder_pair("imagenet")(root, train_tf, eval_tf, download)
+
+
+_register(DatasetSpec(
+    "imagenet", _load_imagenet, num_classes=None,
+    how_to_get="Get ImageNet-1k from https://image-net.org (login needed), then arrange it as "
+               "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (e.g. with the valprep.sh script), or use "
+               "torchvision.datasets.ImageNet(root) on the official archives once, and set data_root=PATH.",
+))
+_register(DatasetSpec(
+    "imagefolder", _load_folder_pair("imagefolder"), num_classes=None,
+    how_to_get="Point data_root at a folder holding train/<class>/* and val/<class>/* images.",
+))
+
+
+class TinyImageNetVal(Dataset):
+    """Tiny ImageNet's original val layout: val/images/*.JPEG listed in val/val_annotations.txt."""
+
+    def __init__(self, val_dir: Path, class_to_idx: dict[str, int], transform: Any) -> None:
+        from torchvision.datasets.folder import default_loader
+
+        self.loader, self.transform = default_loader, transform
+        self.samples = []
+        for line in (val_dir / "val_annotations.txt").read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                if parts[1] not in class_to_idx:
+                    raise DataError(f"tiny_imagenet: val class {parts[1]} is not among the train classes")
+                self.samples.append((val_dir / "images" / parts[0], class_to_idx[parts[1]]))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, target = self.samples[i]
+        return self.transform(self.loader(str(path))), target
+
+
+def _load_tiny_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+    spec = DATASETS.get("tiny_imagenet")
+    if (root / "tiny-imagenet-200").is_dir():
+        root = root / "tiny-imagenet-200"
+    train = _image_folder(_find_split(root, "train", spec), train_tf, spec)
+    if (root / "val" / "val_annotations.txt").exists():
+        return train, TinyImageNetVal(root / "val", train.class_to_idx, eval_tf)
+    return _load_folder_pair("tiny_imagenet")(root, train_tf, eval_tf, download)
+
+
+_register(DatasetSpec(
+    "tiny_imagenet", _load_tiny_imagenet, num_classes=200, img_size=64,
+    how_to_get="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data_root.",
+))
+
+
+# --------------------------------------------------------------------------------------------------------
+# torchvision data sets
+
+
+def _torchvision(name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict, marker: str, extra: dict | None = None):
+    """A loader for a torchvision data set class that fails clearly when the files are missing."""
+
+    def load(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        common = dict(extra or {})
+        if download:
+            common["download"] = True
+        try:
+            train = [cls(str(root), transform=train_tf, **kw, **common) for kw in _as_list(train_kwargs)]
+            val = cls(str(root), transform=eval_tf, **val_kwargs, **common)
+        except (RuntimeError, FileNotFoundError) as e:
+            spec = DATASETS.get(name)
+            raise DataError(
+                f"{spec.name}: not found under {root} (looked for {root / marker}): {e}. "
+                f"{spec.how_to_get} Pass download=true to let torchvision fetch it, or set data_root=PATH."
+            ) from e
+        return (train[0] if len(train) == 1 else ConcatDataset(train)), val
+
+    return load
+
+
+def _as_list(kwargs: dict | list) -> list[dict]:
+    return kwargs if isinstance(kwargs, list) else [kwargs]
+
+
+_register(DatasetSpec("cifar10", _torchvision("cifar10", "CIFAR10", {"train": True}, {"train": False}, "cifar-10-batches-py"),
+                      num_classes=10, img_size=32,
+                      how_to_get="Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+                                 "extract it into data_root."))
+_register(DatasetSpec("cifar100", _torchvision("cifar100", "CIFAR100", {"train": True}, {"train": False},
+                                               "cifar-100-python"),
+                      num_classes=100, img_size=32,
+                      how_to_get="Get cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                                 "and extract it into data_root."))
+_register(DatasetSpec("flowers102", _torchvision("flowers102", "Flowers102", [{"split": "train"}, {"split": "val"}],
+                                                 {"split": "test"}, "flowers-102"),
+                      num_classes=102, how_to_get="Oxford 102 Flowers (torchvision.datasets.Flowers102 layout)."))
+_register(DatasetSpec("pets", _torchvision("pets", "OxfordIIITPet", {"split": "trainval"}, {"split": "test"},
+                                           "oxford-iiit-pet"),
+                      num_classes=37, how_to_get="Oxford-IIIT Pets (torchvision.datasets.OxfordIIITPet layout)."))
+_register(DatasetSpec("stanford_cars", _torchvision("stanford_cars", "StanfordCars", {"split": "train"}, {"split": "test"},
+                                                    "stanford_cars"),
+                      num_classes=196,
+                      how_to_get="Stanford Cars (torchvision.datasets.StanfordCars layout; torchvision can no "
+                                 "longer download it: fetch it from Kaggle)."))
+
+CALTECH_VAL_FRACTION = 0.2
+
+
+def _load_caltech101(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
+    """Caltech101 has no official split: a fixed seeded 80/20 split."""
+    import torchvision.datasets as tvd
+
+    spec = DATASETS.get("caltech101")
+    try:
+        train_view = tvd.Caltech101(str(root), target_type="category", transform=train_tf, download=download)
+        val_view = tvd.Caltech101(str(root), target_type="category", transform=eval_tf, download=download)
+    except (RuntimeError, FileNotFoundError) as e:
+        raise DataError(f"caltech101: not found under {root / 'caltech101'}: {e}. {spec.how_to_get}") from e
+    order = torch.randperm(len(train_view), generator=torch.Generator().manual_seed(0)).tolist()
+    n_val = int(len(order) * CALTECH_VAL_FRACTION)
+    return Subset(train_view, order[n_val:]), Subset(val_view, order[:n_val])
+
+
+_register(DatasetSpec("caltech101", _load_caltech101, num_classes=101,
+                      how_to_get="Caltech101 (torchvision.datasets.Caltech101 layout; pass download=true)."))
+
+
+# --------------------------------------------------------------------------------------------------------
+
+
+def load_data(name: str, root: str | Path, transforms: DataTransforms | None, download: bool = False) -> DataSplits:
+    """Load a zoo data set. `transforms` is required for natural-image data sets."""
+    spec = DATASETS.get(name)
+    root = Path(root).expanduser()
+    if spec.natural_images:
+        if not root.exists() and not download:
+            raise DataError(f"{name}: data root {root} does not exist. {spec.how_to_get} "
+                            "Set data_root=PATH (or download=true where torchvision can fetch it).")
+        if transforms is None:
+            raise ValueError(f"{name} needs image transforms")
+        train, val = spec.load(root, transforms.train(), transforms.eval(), download)
+    else:
+        train, val = spec.load(root, None, None, download)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"{name}: an empty split under {root} (train {len(train)}, val {len(val)} samples)")
+    return DataSplits(train=train, val=val, num_classes=spec.classes(root), in_chans=spec.in_chans)

@@ -1,0 +1,25 @@
+"""User-facing errors: each names the problem and the fix; the CLI prints them without a traceback."""
+
+
+class LcbenchError(Exception):
+    """An error caused by input the user can fix (config, data, checkpoint, paths)."""
+
+
+class ConfigError(LcbenchError):
+    """A config key, value or type is wrong."""
+
+
+class DataError(LcbenchError):
+    """A data set is missing or malformed."""
+
+
+class CheckpointError(LcbenchError):
+    """A checkpoint is missing, corrupt or of another architecture."""
+
+
+class TrainingDiverged(LcbenchError):
+    """The loss became NaN or infinite."""
+
+
+class RunLockedError(LcbenchError):
+    """Another process is executing the same run."""

@@ -1,0 +1,10 @@
+"""`finetune`: the control. The same epochs of plain fine-tuning with no compression, so that a method that
+"beats the baseline" after extra epochs is compared with those epochs spent on the uncompressed model."""
+
+from . import METHODS
+from .base import Method
+
+
+@METHODS.register("finetune")
+class Finetune(Method):
+    name = "finetune"

@@ -1,0 +1,253 @@
+"""Executing one run: pretrain (train or load the original model) or compress (a method from that model).
+
+`execute(cfg)` owns the run folder: it writes config.yaml and env.json, trains through the one Trainer,
+measures the original and the final model, saves the final model, and writes result.json last (status
+`completed`, or `failed` with the error). A completed run is returned as recorded unless forced.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import measure
+from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
+from .data import DATASETS, DataSplits, DataTransforms, load_data
+from .errors import CheckpointError, ConfigError, DataError, LcbenchError
+from .methods import METHODS, Method
+from .models import create_model, last_linear
+from .provenance import environment
+from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text
+from .tracking import Tracker
+from .train import AMP_DTYPES, Trainer, evaluate, make_loader, seed_everything
+
+log = logging.getLogger("lcbench")
+MODEL_FORMAT = 1
+
+
+@dataclass
+class RunContext:
+    """What a method may use besides the model it trains."""
+
+    cfg: RunConfig
+    run: RunDir
+    device: torch.device
+    data: DataSplits
+    original: nn.Module  # the starting model, frozen in eval mode (KD teacher, fold reference)
+    input_shape: tuple[int, ...]
+    val_loader: Any
+
+    def evaluate(self, model: nn.Module) -> dict:
+        return evaluate(model, self.val_loader, self.device, self.cfg.precision)
+
+    def calibration_batch(self, size: int = 128) -> torch.Tensor:
+        """The first `size` held-out inputs (a fixed batch for measuring a fold's output error)."""
+        xs, n = [], 0
+        for inputs, _ in self.val_loader:
+            xs.append(inputs)
+            n += len(inputs)
+            if n >= size:
+                break
+        return torch.cat(xs)[:size].to(self.device)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Runtime set-up
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def setup_runtime(cfg: RunConfig) -> torch.device:
+    device = resolve_device(cfg.device)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision=fp16 needs a CUDA device; use precision=fp32 or bf16 on CPU")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return device
+
+
+def data_transforms(model: nn.Module, img_size: int | None) -> DataTransforms:
+    """The model's own data config (timm's resolve_data_config; ImageNet defaults otherwise)."""
+    from timm.data import resolve_data_config
+
+    dc = resolve_data_config({}, model=model)
+    return DataTransforms(img_size=img_size or dc["input_size"][-1], mean=tuple(dc["mean"]), std=tuple(dc["std"]),
+                          crop_pct=dc.get("crop_pct", 0.875), interpolation=dc.get("interpolation", "bilinear"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Final models: an ordinary state_dict plus what rebuilds the architecture
+
+
+def save_model(path: Path, model: nn.Module, cfg: RunConfig, num_classes: int, in_chans: int,
+               structure: dict) -> None:
+    atomic_torch_save(path, {
+        "format": MODEL_FORMAT, "model": cfg.model, "num_classes": num_classes, "in_chans": in_chans,
+        "img_size": cfg.img_size, "method": cfg.method, "structure": structure, "state_dict": model.state_dict(),
+    })
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights."""
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"model file {path} does not exist") from e
+    except Exception as e:  # unpickling errors of every kind mean the same thing here
+        raise CheckpointError(f"cannot read the model file {path}: truncated or not an lcbench model ({e})") from e
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not an lcbench model file (format {MODEL_FORMAT})")
+    model = create_model(saved["model"], saved["num_classes"], saved["in_chans"], saved["img_size"])
+    model = METHODS.get(saved["method"]).rebuild(model, saved["structure"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the rebuilt {saved['model']}: {e}") from e
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------
+# Executing a run
+
+
+def execute(cfg: RunConfig, force: bool = False, progress_bar: bool = True) -> dict:
+    """Run `cfg` in its own folder and return its result record (re-used when already completed)."""
+    rid = run_id(cfg)
+    run = RunDir(cfg.output_root, rid)
+    run.create()
+    run.lock()
+    tracker = None
+    try:
+        if run.is_completed() and not force:
+            log.info("run %s is already completed: %s", rid, run.path)
+            return run.result()
+        if force:
+            for path in (run.checkpoint_path, run.model_path, run.metrics_path):
+                path.unlink(missing_ok=True)
+        run.result_path.unlink(missing_ok=True)  # a failed record from an earlier attempt
+        atomic_write_text(run.config_path, to_yaml(cfg))
+        device = setup_runtime(cfg)
+        atomic_write_json(run.env_path, environment(device))
+        tracker = Tracker(cfg, rid, str(run.path))
+        result = _execute(cfg, run, device, progress_bar, tracker)
+        result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
+        atomic_write_json(run.result_path, result)
+        tracker.summary({"top1": result["final"]["top1"], "compression": result["compression"],
+                         "gmacs": result["final"]["gmacs"], "train_seconds": result["cost"]["train_seconds"],
+                         "speedup_measured_b1": result.get("speedup_measured_b1")})
+        tracker.finish()
+        return result
+    except BaseException as e:
+        error = {"type": type(e).__name__, "message": str(e) or type(e).__name__,
+                 "user_error": isinstance(e, LcbenchError), "traceback": traceback.format_exc()}
+        atomic_write_json(run.result_path, {"run_id": rid, "status": "failed", "config": to_dict(cfg),
+                                            "error": error})
+        if tracker:
+            tracker.finish(exit_code=1)
+        raise
+    finally:
+        run.release()
+
+
+def ensure_pretrained(cfg: RunConfig, progress_bar: bool) -> RunDir:
+    """The completed pretrain run a compress run starts from (executed here first when missing)."""
+    pre_cfg = pretrain_config(cfg)
+    pre_run = RunDir(cfg.output_root, run_id(pre_cfg))
+    if not pre_run.is_completed():
+        log.info("pretrain run %s is missing: running it first", pre_run.run_id)
+        execute(pre_cfg, progress_bar=progress_bar)
+    return pre_run
+
+
+def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bool, tracker: Tracker) -> dict:
+    started = time.perf_counter()
+    spec = DATASETS.get(cfg.dataset)
+    root = Path(cfg.data_root).expanduser()
+    if spec.natural_images and not root.exists() and not cfg.download:
+        load_data(cfg.dataset, root, None)  # raises the data set's "where to get it" error
+    num_classes = spec.classes(root)
+
+    pretrain_record = None
+    if cfg.stage == "compress":
+        pre_run = ensure_pretrained(cfg, progress_bar)
+        pretrain_record = pre_run.result()
+        model = load_model(pre_run.model_path)
+    else:
+        model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained)
+    transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
+    data = load_data(cfg.dataset, root, transforms, cfg.download)
+    check_label_count(model, data, cfg)
+
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    input_shape = tuple(data.val[0][0].shape)
+    val_loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
+    original = copy.deepcopy(model).eval().requires_grad_(False)
+    ctx = RunContext(cfg, run, device, data, original, input_shape, val_loader)
+
+    method_cls = METHODS.get(cfg.method)
+    method: Method = method_cls(method_params(cfg), ctx)
+    model = method.prepare(model)
+    trainer = Trainer(cfg, model, method, data.train, val_loader, run, device, input_shape, progress_bar, tracker)
+    model = trainer.fit()
+
+    final = method.finalize(model).eval()
+    final_eval = ctx.evaluate(final)
+    batches = sorted({1, cfg.latency_batch})
+    amp = AMP_DTYPES[cfg.precision]
+    final_m = {**measure.measure_model(final, input_shape, batches, cfg.latency_repeats, amp), **final_eval}
+    if cfg.stage == "compress":
+        original_m = measure.measure_model(original, input_shape, batches, cfg.latency_repeats, amp)
+        original_m.update({k: pretrain_record["final"][k] for k in ("top1", "top5", "loss")})
+    else:
+        original_m = dict(final_m)
+    save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method.structure())
+
+    return {
+        "stage": cfg.stage, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
+        "pretrain_run_id": pretrain_record["run_id"] if pretrain_record else None,
+        "config": to_dict(cfg),
+        "original": original_m,
+        "final": final_m,
+        **measure.compare(original_m, final_m, batches),
+        "delta_top1": final_m["top1"] - original_m["top1"],
+        "latency": {"device": measure.device_name(device), "dtype": cfg.precision, "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "batches": batches},
+        "cost": {"train_seconds": trainer.progress.train_seconds, "wall_seconds": time.perf_counter() - started,
+                 "epochs": trainer.progress.epoch, "samples_seen": trainer.progress.samples,
+                 "train_flops": trainer.progress.train_flops, "device": str(device)},
+        "method_report": method.report,
+    }
+
+
+def check_label_count(model: nn.Module, data: DataSplits, cfg: RunConfig) -> None:
+    """The model's output width must equal the data set's number of classes."""
+    _, head = last_linear(model)
+    if head.out_features != data.num_classes:
+        raise DataError(f"{cfg.model} predicts {head.out_features} classes but {cfg.dataset} has "
+                        f"{data.num_classes}; the model and data set do not match")
+

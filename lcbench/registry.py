@@ -1,0 +1,64 @@
+"""A small name -> object registry (as simple as timm's `create_model` registry)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; registration by decorator, lookup with helpful errors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._fallbacks: list[tuple[Callable[[str], T | None], Callable[[], Iterable[str]]]] = []
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: `@MODELS.register()` or `@MODELS.register("name")`."""
+
+        def decorator(obj: T) -> T:
+            key = name or getattr(obj, "name", None) or obj.__name__
+            if key in self._items:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = obj
+            return obj
+
+        return decorator
+
+    def add_fallback(self, lookup: Callable[[str], T | None], names: Callable[[], Iterable[str]]) -> None:
+        """Resolve names not registered here through another library (e.g. every timm model)."""
+        self._fallbacks.append((lookup, names))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items or any(lookup(name) is not None for lookup, _ in self._fallbacks)
+
+    def get(self, name: str) -> T:
+        if name in self._items:
+            return self._items[name]
+        for lookup, _ in self._fallbacks:
+            found = lookup(name)
+            if found is not None:
+                return found
+        close = difflib.get_close_matches(name, self.names(include_fallbacks=True), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"unknown {self.kind} {name!r}.{hint} Run `lcbench list {self.kind}s` to see all "
+            f"{len(self.names(include_fallbacks=True))} known {self.kind}s."
+        )
+
+    def names(self, pattern: str | None = None, include_fallbacks: bool = False) -> list[str]:
+        """Registered names (sorted), optionally filtered by a wildcard pattern like `digits_*`."""
+        found = set(self._items)
+        if include_fallbacks:
+            for _, names in self._fallbacks:
+                found.update(names())
+        if pattern:
+            found = {n for n in found if fnmatch.fnmatchcase(n, pattern)}
+        return sorted(found)

@@ -1,0 +1,233 @@
+"""Run folders and their records, written atomically so a killed job never leaves a half-written file.
+
+    <output_root>/<run_id>/
+        config.yaml     resolved config
+        env.json        provenance (git commit, versions, device, host)
+        metrics.jsonl   one JSON event per line, flushed as written
+        checkpoint.pt   latest training state (atomic)
+        model.pt        the final (compressed) model (atomic)
+        result.json     written last: status completed | failed | stopped, metrics or the error
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LcbenchError, RunLockedError
+
+RESULT = "result.json"
+FINAL_STATUSES = ("completed", "failed", "stopped")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf by None so every record is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(_clean(obj), default=_json_default, indent=indent, allow_nan=False)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save through a temp file + rename: the previous file stays valid if this write fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class RunDir:
+    """One run's folder: its files, its lock and its metrics log."""
+
+    def __init__(self, root: str | Path, run_id: str) -> None:
+        self.path = Path(root) / run_id
+        self.run_id = run_id
+        self._lock_file = None
+
+    # paths
+    config_path = property(lambda self: self.path / "config.yaml")
+    env_path = property(lambda self: self.path / "env.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
+    model_path = property(lambda self: self.path / "model.pt")
+    result_path = property(lambda self: self.path / RESULT)
+
+    def create(self) -> None:
+        """Make the folder, failing clearly when the output root is not writable."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise LcbenchError(
+                f"cannot write run records to {self.path}: {e.strerror or e}. "
+                "Choose a writable folder with output_root=PATH."
+            ) from e
+
+    def lock(self) -> None:
+        """Hold an exclusive lock for the lifetime of this process (two processes never run one run)."""
+        self._lock_file = open(self.path / ".lock", "w")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RunLockedError(f"run {self.run_id} is being executed by another process ({self.path})") from None
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def result(self) -> dict | None:
+        return read_json(self.result_path)
+
+    def is_completed(self) -> bool:
+        result = self.result()
+        return bool(result and result.get("status") == "completed")
+
+    # metrics
+    def log(self, event: str, **fields: Any) -> None:
+        """Append one event to metrics.jsonl and flush it to disk."""
+        line = dumps({"event": event, **fields}) + "\n"
+        with open(self.metrics_path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics_size(self) -> int:
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+
+    def truncate_metrics(self, size: int) -> None:
+        """Drop events written after a checkpoint (used when resuming from that checkpoint)."""
+        if self.metrics_path.exists() and self.metrics_path.stat().st_size > size:
+            with open(self.metrics_path, "r+") as f:
+                f.truncate(size)
+
+    def events(self, event: str | None = None) -> list[dict]:
+        return list(iter_events(self.metrics_path, event))
+
+
+def iter_events(path: Path, event: str | None = None) -> Iterator[dict]:
+    if not Path(path).exists():
+        return
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            record = json.loads(line)
+            if event is None or record.get("event") == event:
+                yield record
+
+
+def load_records(root: str | Path) -> list[dict]:
+    """Every run under `root`: its result.json, or a `running`/`incomplete` stub from its config."""
+    import yaml
+
+    records = []
+    root = Path(root)
+    if not root.is_dir():
+        raise LcbenchError(f"no run records: {root} is not a folder")
+    for run_path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        result = read_json(run_path / RESULT)
+        if result is None:
+            if not (run_path / "config.yaml").exists():
+                continue
+            try:
+                config = yaml.safe_load((run_path / "config.yaml").read_text())
+            except yaml.YAMLError:
+                config = {}
+            result = {"run_id": run_path.name, "status": _live_status(run_path), "config": config}
+        result["run_dir"] = str(run_path)
+        records.append(result)
+    return records
+
+
+def _live_status(run_path: Path) -> str:
+    """`running` if a process holds the run's lock, else `incomplete` (killed, never finished)."""
+    lock = run_path / ".lock"
+    if not lock.exists():
+        return "incomplete"
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "running"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return "incomplete"
+
+
+def records_table(root: str | Path):
+    """All run records as one flat pandas DataFrame (nested keys joined with dots)."""
+    import pandas as pd
+
+    records = load_records(root)
+    if not records:
+        return pd.DataFrame(columns=["run_id", "status"])
+    table = pd.json_normalize(records, sep=".")
+    first = [c for c in ("run_id", "status", "config.stage", "config.method", "config.model", "config.dataset",
+                         "config.seed", "final.top1", "compression", "error.message") if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]

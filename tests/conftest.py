@@ -1,0 +1,55 @@
+"""Shared fixtures: W&B disabled, fast digits configs, generated image-folder data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from lcbench.methods import load_builtin_methods  # noqa: E402
+
+load_builtin_methods()
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fast_overrides(out: Path, **extra) -> list[str]:
+    """A short digits run: few epochs, 1 thread (bit-reproducible), quick latency measurement."""
+    values = {"output_root": str(out), "epochs": 2, "threads": 1, "latency_repeats": 2, "latency_batch": 8,
+              "warmup_epochs": 0, **extra}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
+    """Run `python -m lcbench ...` in a subprocess and return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "lcbench", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or REPO, env={**os.environ, **(env or {})})
+
+
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 20,
+                       splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """A tiny ImageFolder data set of random RGB PNGs: root/<split>/<class>/*.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                pixels[..., c % 3] = 200  # a class-dependent colour so the task is learnable
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "imgs")

@@ -1,0 +1,98 @@
+import dataclasses
+
+import pytest
+
+from lcbench.config import (RunConfig, load_yaml, make_config, parse_override, pretrain_config, run_id)
+from lcbench.errors import ConfigError
+
+
+def test_defaults_validate_and_overrides_coerce_types():
+    cfg = make_config({}, ["epochs=5", "lr=1e-3", "model=digits_vit", "channels_last=true", "tracking.tags=[a,b]"])
+    assert cfg.epochs == 5 and isinstance(cfg.epochs, int)
+    assert cfg.lr == pytest.approx(1e-3) and isinstance(cfg.lr, float)
+    assert cfg.channels_last is True and cfg.tracking.tags == ["a", "b"]
+    assert make_config({}, ["lr=1"]).lr == 1.0  # an int where a float is expected
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: digits_vit\nepochs: 3\nlr: 1e-2\n")
+    cfg = make_config(load_yaml(path), ["epochs=4"])
+    assert (cfg.model, cfg.epochs, cfg.lr) == ("digits_vit", 4, 0.01)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=-1", "epochs: must be >= 0"),
+    ("epochs=2.5", "epochs: expected an integer"),
+    ("lr=fast", "lr: expected a number"),
+    ("lr=0", "lr: must be > 0"),
+    ("optimizer=adam", "optimizer: 'adam' is not one of sgd, adamw"),
+    ("no_such_key=1", "unknown key no_such_key"),
+    ("tracking.colour=red", "unknown key tracking.colour"),
+    ("model=resnet_nonexistent", "unknown model"),
+    ("dataset=mnist", "unknown dataset"),
+    ("method=layer_colapse", "unknown method"),
+    ("epochs", "not of the form key=value"),
+    ("channels_last=maybe", "expected true or false"),
+])
+def test_bad_values_name_the_key_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config({}, [override])
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        make_config({}, ["learning_rate=0.1"])
+    assert "valid keys" in str(e.value) or "RunConfig keys" in str(e.value)
+    assert "lr" in str(e.value)
+
+
+def test_stage_and_method_must_agree():
+    with pytest.raises(ConfigError, match="takes no method"):
+        make_config({}, ["stage=pretrain", "method=finetune"])
+    with pytest.raises(ConfigError, match="needs a method"):
+        make_config({}, ["stage=compress"])
+
+
+def test_run_id_is_a_stable_content_hash():
+    a, b = make_config({}, ["epochs=3"]), make_config({"epochs": 3})
+    assert run_id(a) == run_id(b) and len(run_id(a)) == 12
+    assert run_id(make_config({}, ["epochs=3", "seed=1"])) != run_id(a)
+    assert run_id(make_config({}, ["epochs=3", "lr=0.01"])) != run_id(a)
+    # where the run executes is not part of what it computes
+    assert run_id(make_config({}, ["epochs=3", "output_root=/elsewhere", "threads=7", "device=cpu"])) == run_id(a)
+
+
+def test_pretrain_config_of_a_compress_run_matches_a_direct_pretrain_run():
+    compress = make_config({}, ["stage=compress", "method=finetune",
+                                "epochs=2", "pretrain.epochs=7", "model=digits_vit"])
+    derived = pretrain_config(compress)
+    direct = make_config({}, ["stage=pretrain", "epochs=7", "model=digits_vit"])
+    assert derived.stage == "pretrain" and derived.epochs == 7
+    assert run_id(derived) == run_id(direct)
+
+
+def test_method_parameters_are_bare_keys_validated_by_the_method():
+    from lcbench.methods import METHODS, Method
+
+    @dataclasses.dataclass
+    class DummyParams:
+        k: int = 1
+
+    class Dummy(Method):
+        name = "dummy_for_config_test"
+        Params = DummyParams
+
+    if "dummy_for_config_test" not in METHODS.names():
+        METHODS.register("dummy_for_config_test")(Dummy)
+    cfg = make_config({}, ["stage=compress", "method=dummy_for_config_test", "k=3"])
+    assert cfg.method_args == {"k": 3}
+    with pytest.raises(ConfigError, match="k: expected an integer"):
+        make_config({}, ["stage=compress", "method=dummy_for_config_test", "k=x"])
+
+
+def test_parse_override_reads_yaml_scalars():
+    assert parse_override("a=1") == ("a", 1)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert parse_override("a=") == ("a", "")
+    assert dataclasses.is_dataclass(RunConfig)

@@ -1,0 +1,44 @@
+import pytest
+
+from lcbench.data import DATASETS
+from lcbench.errors import ConfigError
+from lcbench.methods import METHODS
+from lcbench.models import MODELS
+from lcbench.registry import Registry
+
+
+def test_register_get_and_list():
+    reg = Registry("widget")
+
+    @reg.register()
+    def alpha():
+        return 1
+
+    reg.register("beta")(len)
+    assert reg.get("alpha") is alpha and reg.get("beta") is len
+    assert reg.names() == ["alpha", "beta"]
+    assert reg.names("a*") == ["alpha"]
+
+
+def test_registering_twice_is_an_error():
+    reg = Registry("widget")
+    reg.register("x")(len)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("x")(len)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ConfigError, match="digits_vit") as e:
+        MODELS.get("digits_vt")
+    assert "unknown model" in str(e.value)
+    with pytest.raises(ConfigError, match="cifar10"):
+        DATASETS.get("cifar01")
+    with pytest.raises(ConfigError, match="unknown method"):
+        METHODS.get("no_such_method")
+
+
+def test_timm_models_resolve_through_the_fallback():
+    assert MODELS.get("vit_tiny_patch16_224").source == "timm"
+    assert MODELS.get("vgg11_bn").source == "torchvision"  # torchvision's Linear classifier, not timm's
+    assert "vit_base_patch16_224" in MODELS.names("vit_base_patch16_*", include_fallbacks=True)
+    assert set(MODELS.names("digits_*")) == {"digits_mlp", "digits_vit", "digits_mixer", "digits_vgg"}
