@@ -9,9 +9,21 @@ from collections.abc import Sequence
 
 from .errors import LcbenchError
 
-SUMMARY_COLUMNS = ["run_id", "status", "config.stage", "config.method", "config.model", "config.dataset",
-                   "config.seed", "final.top1", "compression", "final.gmacs", "final.latency_ms_b1",
-                   "cost.train_seconds", "error.message"]
+SUMMARY_COLUMNS = [
+    "run_id",
+    "status",
+    "config.stage",
+    "config.method",
+    "config.model",
+    "config.dataset",
+    "config.seed",
+    "final.top1",
+    "compression",
+    "final.gmacs",
+    "final.latency_ms_b1",
+    "cost.train_seconds",
+    "error.message",
+]
 
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -37,13 +49,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .store import dumps
 
     cfg = config_from_args(args.items)
-    print(f"run {run_id(cfg)}: stage={cfg.stage} method={cfg.method} model={cfg.model} dataset={cfg.dataset} "
-          f"-> {cfg.output_root}/{run_id(cfg)}", file=sys.stderr)
+    print(
+        f"run {run_id(cfg)}: stage={cfg.stage} method={cfg.method} model={cfg.model} dataset={cfg.dataset} "
+        f"-> {cfg.output_root}/{run_id(cfg)}",
+        file=sys.stderr,
+    )
     result = execute(cfg, force=args.force, progress_bar=not args.no_progress and sys.stderr.isatty())
-    summary = {k: result.get(k) for k in ("run_id", "status", "stage", "method", "model", "dataset", "seed",
-                                           "compression", "delta_top1")}
-    summary.update({f"final_{k}": result["final"].get(k) for k in ("top1", "top5", "params_nonzero", "gmacs",
-                                                                     "latency_ms_b1", "depth")})
+    summary = {
+        k: result.get(k)
+        for k in (
+            "run_id",
+            "status",
+            "stage",
+            "method",
+            "model",
+            "dataset",
+            "seed",
+            "compression",
+            "delta_top1",
+        )
+    }
+    summary.update(
+        {
+            f"final_{k}": result["final"].get(k)
+            for k in ("top1", "top5", "params_nonzero", "gmacs", "latency_ms_b1", "depth")
+        }
+    )
     summary["train_seconds"] = result["cost"]["train_seconds"]
     print(dumps(summary, indent=2))
     return 0

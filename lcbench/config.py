@@ -23,9 +23,16 @@ import yaml
 from .errors import ConfigError
 
 
-def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-           choices: list | None = None, min: float | None = None, max: float | None = None,
-           min_exclusive: float | None = None, help: str = "") -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    choices: list | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: float | None = None,
+    help: str = "",
+) -> Any:
     """A dataclass field with validation metadata."""
     meta = {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive, "help": help}
     if default_factory is not dataclasses.MISSING:
@@ -218,8 +225,15 @@ def describe_fields(cls: type) -> list[dict]:
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        rows.append({"key": f.name, "type": _type_name(hints[f.name]), "default": default,
-                     "choices": f.metadata.get("choices"), "help": f.metadata.get("help", "")})
+        rows.append(
+            {
+                "key": f.name,
+                "type": _type_name(hints[f.name]),
+                "default": default,
+                "choices": f.metadata.get("choices"),
+                "help": f.metadata.get("help", ""),
+            }
+        )
     return rows
 
 
@@ -270,7 +284,9 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def make_config(values: typing.Mapping[str, Any] | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
+def make_config(
+    values: typing.Mapping[str, Any] | None = None, overrides: typing.Iterable[str] = ()
+) -> RunConfig:
     """Build and validate a RunConfig from a mapping plus `key=value` overrides.
 
     Bare keys that are not RunConfig fields are the method's parameters (`k=2` for layercollapse).
@@ -291,9 +307,7 @@ def make_config(values: typing.Mapping[str, Any] | None = None, overrides: typin
         params = build_dataclass(method_cls.Params, method_args)
     except ConfigError as e:
         if "unknown key" in str(e):
-            raise ConfigError(
-                f"{e}. RunConfig keys: {', '.join(sorted(run_keys))}"
-            ) from None
+            raise ConfigError(f"{e}. RunConfig keys: {', '.join(sorted(run_keys))}") from None
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)
     cfg = build_dataclass(RunConfig, raw)
@@ -317,7 +331,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("stage=compress needs a method, e.g. method=finetune or method=layercollapse")
     if cfg.stage == "compress" and cfg.pretrained:
         raise ConfigError(
-            "stage=compress starts from its pretrain run; set pretrain.pretrained=... instead of pretrained=..."
+            "stage=compress starts from its pretrain run; "
+            "set pretrain.pretrained=... instead of pretrained=..."
         )
 
 
@@ -351,8 +366,9 @@ def run_id(cfg: RunConfig) -> str:
 def pretrain_config(cfg: RunConfig) -> RunConfig:
     """The pretrain run that a compress run starts from (same model, data set and execution settings)."""
     recipe = dataclasses.asdict(cfg.pretrain)
-    return dataclasses.replace(cfg, stage="pretrain", method="none", method_args={}, **recipe,
-                               pretrain=PretrainRecipe())
+    return dataclasses.replace(
+        cfg, stage="pretrain", method="none", method_args={}, **recipe, pretrain=PretrainRecipe()
+    )
 
 
 def to_yaml(cfg: RunConfig) -> str:

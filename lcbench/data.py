@@ -31,24 +31,28 @@ class DataTransforms:
     def train(self) -> Callable:
         from torchvision import transforms as T
 
-        return T.Compose([
-            _ToRGB(),
-            T.RandomResizedCrop(self.img_size, interpolation=self._mode()),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(self.mean, self.std),
-        ])
+        return T.Compose(
+            [
+                _ToRGB(),
+                T.RandomResizedCrop(self.img_size, interpolation=self._mode()),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
     def eval(self) -> Callable:
         from torchvision import transforms as T
 
-        return T.Compose([
-            _ToRGB(),
-            T.Resize(int(round(self.img_size / self.crop_pct)), interpolation=self._mode()),
-            T.CenterCrop(self.img_size),
-            T.ToTensor(),
-            T.Normalize(self.mean, self.std),
-        ])
+        return T.Compose(
+            [
+                _ToRGB(),
+                T.Resize(int(round(self.img_size / self.crop_pct)), interpolation=self._mode()),
+                T.CenterCrop(self.img_size),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
     def _mode(self):
         from torchvision.transforms import InterpolationMode
@@ -113,7 +117,9 @@ def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
     x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
     y = torch.tensor(digits.target, dtype=torch.long)
     idx_train, idx_val = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=DIGITS_VAL_FRACTION, stratify=y.numpy(),
+        torch.arange(len(y)).numpy(),
+        test_size=DIGITS_VAL_FRACTION,
+        stratify=y.numpy(),
         random_state=DIGITS_SPLIT_SEED,
     )
     idx_train, idx_val = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
@@ -125,8 +131,17 @@ def _load_digits(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tup
     return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val)
 
 
-_register(DatasetSpec("digits", _load_digits, num_classes=10, in_chans=1, img_size=8, natural_images=False,
-                      how_to_get="ships inside scikit-learn; nothing to download"))
+_register(
+    DatasetSpec(
+        "digits",
+        _load_digits,
+        num_classes=10,
+        in_chans=1,
+        img_size=8,
+        natural_images=False,
+        how_to_get="ships inside scikit-learn; nothing to download",
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -153,8 +168,10 @@ def _image_folder(path: Path, transform: Any, spec: DatasetSpec):
 
     empty = [p.name for p in path.iterdir() if p.is_dir() and not any(f.is_file() for f in p.rglob("*"))]
     if empty:
-        raise DataError(f"{spec.name}: class folder(s) {', '.join(sorted(empty))} under {path} hold no images; "
-                        "remove them or add the images")
+        raise DataError(
+            f"{spec.name}: class folder(s) {', '.join(sorted(empty))} under {path} hold no images; "
+            "remove them or add the images"
+        )
     try:
         return ImageFolder(str(path), transform=transform)
     except (FileNotFoundError, OSError) as e:
@@ -169,8 +186,10 @@ def _load_folder_pair(name: str) -> Callable:
         val = _image_folder(val_dir, eval_tf, spec)
         if train.classes != val.classes:
             missing = sorted(set(train.classes) ^ set(val.classes))
-            raise DataError(f"{spec.name}: train/ and val/ under {root} have different classes "
-                            f"(differing: {', '.join(missing[:10])})")
+            raise DataError(
+                f"{spec.name}: train/ and val/ under {root} have different classes "
+                f"(differing: {', '.join(missing[:10])})"
+            )
         return train, val
 
     return load
@@ -181,21 +200,30 @@ def _load_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> t
     if (root / "meta.bin").exists():
         from torchvision.datasets import ImageNet
 
-        return ImageNet(str(root), split="train", transform=train_tf), ImageNet(str(root), split="val",
-                                                                                  transform=eval_tf)
+        return ImageNet(str(root), split="train", transform=train_tf), ImageNet(
+            str(root), split="val", transform=eval_tf
+        )
     return _load_folder_pair("imagenet")(root, train_tf, eval_tf, download)
 
 
-_register(DatasetSpec(
-    "imagenet", _load_imagenet, num_classes=None,
-    how_to_get="Get ImageNet-1k from https://image-net.org (login needed), then arrange it as "
-               "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (e.g. with the valprep.sh script), or use "
-               "torchvision.datasets.ImageNet(root) on the official archives once, and set data_root=PATH.",
-))
-_register(DatasetSpec(
-    "imagefolder", _load_folder_pair("imagefolder"), num_classes=None,
-    how_to_get="Point data_root at a folder holding train/<class>/* and val/<class>/* images.",
-))
+_register(
+    DatasetSpec(
+        "imagenet",
+        _load_imagenet,
+        num_classes=None,
+        how_to_get="Get ImageNet-1k from https://image-net.org (login needed), then arrange it as "
+        "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (e.g. with the valprep.sh script), or use "
+        "torchvision.datasets.ImageNet(root) on the official archives once, and set data_root=PATH.",
+    )
+)
+_register(
+    DatasetSpec(
+        "imagefolder",
+        _load_folder_pair("imagefolder"),
+        num_classes=None,
+        how_to_get="Point data_root at a folder holding train/<class>/* and val/<class>/* images.",
+    )
+)
 
 
 class TinyImageNetVal(Dataset):
@@ -231,17 +259,24 @@ def _load_tiny_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool)
     return _load_folder_pair("tiny_imagenet")(root, train_tf, eval_tf, download)
 
 
-_register(DatasetSpec(
-    "tiny_imagenet", _load_tiny_imagenet, num_classes=200, img_size=64,
-    how_to_get="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data_root.",
-))
+_register(
+    DatasetSpec(
+        "tiny_imagenet",
+        _load_tiny_imagenet,
+        num_classes=200,
+        img_size=64,
+        how_to_get="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data_root.",
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------------------
 # torchvision data sets
 
 
-def _torchvision(name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict, marker: str, extra: dict | None = None):
+def _torchvision(
+    name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict, marker: str, extra: dict | None = None
+):
     """A loader for a torchvision data set class that fails clearly when the files are missing."""
 
     def load(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
@@ -269,26 +304,57 @@ def _as_list(kwargs: dict | list) -> list[dict]:
     return kwargs if isinstance(kwargs, list) else [kwargs]
 
 
-_register(DatasetSpec("cifar10", _torchvision("cifar10", "CIFAR10", {"train": True}, {"train": False}, "cifar-10-batches-py"),
-                      num_classes=10, img_size=32,
-                      how_to_get="Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
-                                 "extract it into data_root."))
-_register(DatasetSpec("cifar100", _torchvision("cifar100", "CIFAR100", {"train": True}, {"train": False},
-                                               "cifar-100-python"),
-                      num_classes=100, img_size=32,
-                      how_to_get="Get cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-                                 "and extract it into data_root."))
-_register(DatasetSpec("flowers102", _torchvision("flowers102", "Flowers102", [{"split": "train"}, {"split": "val"}],
-                                                 {"split": "test"}, "flowers-102"),
-                      num_classes=102, how_to_get="Oxford 102 Flowers (torchvision.datasets.Flowers102 layout)."))
-_register(DatasetSpec("pets", _torchvision("pets", "OxfordIIITPet", {"split": "trainval"}, {"split": "test"},
-                                           "oxford-iiit-pet"),
-                      num_classes=37, how_to_get="Oxford-IIIT Pets (torchvision.datasets.OxfordIIITPet layout)."))
-_register(DatasetSpec("stanford_cars", _torchvision("stanford_cars", "StanfordCars", {"split": "train"}, {"split": "test"},
-                                                    "stanford_cars"),
-                      num_classes=196,
-                      how_to_get="Stanford Cars (torchvision.datasets.StanfordCars layout; torchvision can no "
-                                 "longer download it: fetch it from Kaggle)."))
+_register(
+    DatasetSpec(
+        "cifar10",
+        _torchvision("cifar10", "CIFAR10", {"train": True}, {"train": False}, "cifar-10-batches-py"),
+        num_classes=10,
+        img_size=32,
+        how_to_get="Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+        "extract it into data_root.",
+    )
+)
+_register(
+    DatasetSpec(
+        "cifar100",
+        _torchvision("cifar100", "CIFAR100", {"train": True}, {"train": False}, "cifar-100-python"),
+        num_classes=100,
+        img_size=32,
+        how_to_get="Get cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+        "and extract it into data_root.",
+    )
+)
+_register(
+    DatasetSpec(
+        "flowers102",
+        _torchvision(
+            "flowers102",
+            "Flowers102",
+            [{"split": "train"}, {"split": "val"}],
+            {"split": "test"},
+            "flowers-102",
+        ),
+        num_classes=102,
+        how_to_get="Oxford 102 Flowers (torchvision.datasets.Flowers102 layout).",
+    )
+)
+_register(
+    DatasetSpec(
+        "pets",
+        _torchvision("pets", "OxfordIIITPet", {"split": "trainval"}, {"split": "test"}, "oxford-iiit-pet"),
+        num_classes=37,
+        how_to_get="Oxford-IIIT Pets (torchvision.datasets.OxfordIIITPet layout).",
+    )
+)
+_register(
+    DatasetSpec(
+        "stanford_cars",
+        _torchvision("stanford_cars", "StanfordCars", {"split": "train"}, {"split": "test"}, "stanford_cars"),
+        num_classes=196,
+        how_to_get="Stanford Cars (torchvision.datasets.StanfordCars layout; torchvision can no "
+        "longer download it: fetch it from Kaggle).",
+    )
+)
 
 CALTECH_VAL_FRACTION = 0.2
 
@@ -308,21 +374,31 @@ def _load_caltech101(root: Path, train_tf: Any, eval_tf: Any, download: bool) ->
     return Subset(train_view, order[n_val:]), Subset(val_view, order[:n_val])
 
 
-_register(DatasetSpec("caltech101", _load_caltech101, num_classes=101,
-                      how_to_get="Caltech101 (torchvision.datasets.Caltech101 layout; pass download=true)."))
+_register(
+    DatasetSpec(
+        "caltech101",
+        _load_caltech101,
+        num_classes=101,
+        how_to_get="Caltech101 (torchvision.datasets.Caltech101 layout; pass download=true).",
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------------------
 
 
-def load_data(name: str, root: str | Path, transforms: DataTransforms | None, download: bool = False) -> DataSplits:
+def load_data(
+    name: str, root: str | Path, transforms: DataTransforms | None, download: bool = False
+) -> DataSplits:
     """Load a zoo data set. `transforms` is required for natural-image data sets."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
     if spec.natural_images:
         if not root.exists() and not download:
-            raise DataError(f"{name}: data root {root} does not exist. {spec.how_to_get} "
-                            "Set data_root=PATH (or download=true where torchvision can fetch it).")
+            raise DataError(
+                f"{name}: data root {root} does not exist. {spec.how_to_get} "
+                "Set data_root=PATH (or download=true where torchvision can fetch it)."
+            )
         if transforms is None:
             raise ValueError(f"{name} needs image transforms")
         train, val = spec.load(root, transforms.train(), transforms.eval(), download)

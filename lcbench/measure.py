@@ -24,7 +24,9 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, **kwa
 
 _EXTRA_FLOP_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+    _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = (
+        _cpu_flash_attention_flops
+    )
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -95,8 +97,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, repeats: int = 20, warmup: int = 5,
-               dtype: torch.dtype | None = None) -> float:
+def latency_ms(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch: int,
+    repeats: int = 20,
+    warmup: int = 5,
+    dtype: torch.dtype | None = None,
+) -> float:
     """Median wall time of one forward pass in milliseconds, after warm-up (CUDA synchronised)."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -124,12 +132,21 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def measure_model(model: nn.Module, input_shape: Sequence[int], latency_batches: Sequence[int] = (1, 32),
-                  repeats: int = 20, dtype: torch.dtype | None = None) -> dict:
+def measure_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    latency_batches: Sequence[int] = (1, 32),
+    repeats: int = 20,
+    dtype: torch.dtype | None = None,
+) -> dict:
     """Every structural and speed metric of DESIGN.md section 2 for one model."""
     dense, nonzero = count_parameters(model)
-    result = {"params_dense": dense, "params_nonzero": nonzero, **count_macs(model, input_shape),
-              "depth": executed_depth(model, input_shape)}
+    result = {
+        "params_dense": dense,
+        "params_nonzero": nonzero,
+        **count_macs(model, input_shape),
+        "depth": executed_depth(model, input_shape),
+    }
     for batch in latency_batches:
         result[f"latency_ms_b{batch}"] = latency_ms(model, input_shape, batch, repeats=repeats, dtype=dtype)
     return result
@@ -139,7 +156,9 @@ def compare(original: dict, final: dict, latency_batches: Sequence[int]) -> dict
     """Ratios original / final: compression, theoretical and measured speed-ups."""
     out = {
         "compression": original["params_dense"] / max(final["params_nonzero"], 1),
-        "speedup_theoretical": original["gmacs"] / final["gmacs_effective"] if final["gmacs_effective"] else None,
+        "speedup_theoretical": original["gmacs"] / final["gmacs_effective"]
+        if final["gmacs_effective"]
+        else None,
     }
     for batch in latency_batches:
         key = f"latency_ms_b{batch}"

@@ -93,20 +93,35 @@ def data_transforms(model: nn.Module, img_size: int | None) -> DataTransforms:
     from timm.data import resolve_data_config
 
     dc = resolve_data_config({}, model=model)
-    return DataTransforms(img_size=img_size or dc["input_size"][-1], mean=tuple(dc["mean"]), std=tuple(dc["std"]),
-                          crop_pct=dc.get("crop_pct", 0.875), interpolation=dc.get("interpolation", "bilinear"))
+    return DataTransforms(
+        img_size=img_size or dc["input_size"][-1],
+        mean=tuple(dc["mean"]),
+        std=tuple(dc["std"]),
+        crop_pct=dc.get("crop_pct", 0.875),
+        interpolation=dc.get("interpolation", "bilinear"),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
 # Final models: an ordinary state_dict plus what rebuilds the architecture
 
 
-def save_model(path: Path, model: nn.Module, cfg: RunConfig, num_classes: int, in_chans: int,
-               structure: dict) -> None:
-    atomic_torch_save(path, {
-        "format": MODEL_FORMAT, "model": cfg.model, "num_classes": num_classes, "in_chans": in_chans,
-        "img_size": cfg.img_size, "method": cfg.method, "structure": structure, "state_dict": model.state_dict(),
-    })
+def save_model(
+    path: Path, model: nn.Module, cfg: RunConfig, num_classes: int, in_chans: int, structure: dict
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            "format": MODEL_FORMAT,
+            "model": cfg.model,
+            "num_classes": num_classes,
+            "in_chans": in_chans,
+            "img_size": cfg.img_size,
+            "method": cfg.method,
+            "structure": structure,
+            "state_dict": model.state_dict(),
+        },
+    )
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -117,7 +132,9 @@ def load_model(path: str | Path) -> nn.Module:
     except FileNotFoundError as e:
         raise CheckpointError(f"model file {path} does not exist") from e
     except Exception as e:  # unpickling errors of every kind mean the same thing here
-        raise CheckpointError(f"cannot read the model file {path}: truncated or not an lcbench model ({e})") from e
+        raise CheckpointError(
+            f"cannot read the model file {path}: truncated or not an lcbench model ({e})"
+        ) from e
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path} is not an lcbench model file (format {MODEL_FORMAT})")
     model = create_model(saved["model"], saved["num_classes"], saved["in_chans"], saved["img_size"])
@@ -155,16 +172,27 @@ def execute(cfg: RunConfig, force: bool = False, progress_bar: bool = True) -> d
         result = _execute(cfg, run, device, progress_bar, tracker)
         result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
         atomic_write_json(run.result_path, result)
-        tracker.summary({"top1": result["final"]["top1"], "compression": result["compression"],
-                         "gmacs": result["final"]["gmacs"], "train_seconds": result["cost"]["train_seconds"],
-                         "speedup_measured_b1": result.get("speedup_measured_b1")})
+        tracker.summary(
+            {
+                "top1": result["final"]["top1"],
+                "compression": result["compression"],
+                "gmacs": result["final"]["gmacs"],
+                "train_seconds": result["cost"]["train_seconds"],
+                "speedup_measured_b1": result.get("speedup_measured_b1"),
+            }
+        )
         tracker.finish()
         return result
     except BaseException as e:
-        error = {"type": type(e).__name__, "message": str(e) or type(e).__name__,
-                 "user_error": isinstance(e, LcbenchError), "traceback": traceback.format_exc()}
-        atomic_write_json(run.result_path, {"run_id": rid, "status": "failed", "config": to_dict(cfg),
-                                            "error": error})
+        error = {
+            "type": type(e).__name__,
+            "message": str(e) or type(e).__name__,
+            "user_error": isinstance(e, LcbenchError),
+            "traceback": traceback.format_exc(),
+        }
+        atomic_write_json(
+            run.result_path, {"run_id": rid, "status": "failed", "config": to_dict(cfg), "error": error}
+        )
         if tracker:
             tracker.finish(exit_code=1)
         raise
@@ -212,7 +240,9 @@ def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bo
     method_cls = METHODS.get(cfg.method)
     method: Method = method_cls(method_params(cfg), ctx)
     model = method.prepare(model)
-    trainer = Trainer(cfg, model, method, data.train, val_loader, run, device, input_shape, progress_bar, tracker)
+    trainer = Trainer(
+        cfg, model, method, data.train, val_loader, run, device, input_shape, progress_bar, tracker
+    )
     model = trainer.fit()
 
     final = method.finalize(model).eval()
@@ -228,18 +258,32 @@ def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bo
     save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method.structure())
 
     return {
-        "stage": cfg.stage, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
+        "stage": cfg.stage,
+        "method": cfg.method,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
         "pretrain_run_id": pretrain_record["run_id"] if pretrain_record else None,
         "config": to_dict(cfg),
         "original": original_m,
         "final": final_m,
         **measure.compare(original_m, final_m, batches),
         "delta_top1": final_m["top1"] - original_m["top1"],
-        "latency": {"device": measure.device_name(device), "dtype": cfg.precision, "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "batches": batches},
-        "cost": {"train_seconds": trainer.progress.train_seconds, "wall_seconds": time.perf_counter() - started,
-                 "epochs": trainer.progress.epoch, "samples_seen": trainer.progress.samples,
-                 "train_flops": trainer.progress.train_flops, "device": str(device)},
+        "latency": {
+            "device": measure.device_name(device),
+            "dtype": cfg.precision,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batches": batches,
+        },
+        "cost": {
+            "train_seconds": trainer.progress.train_seconds,
+            "wall_seconds": time.perf_counter() - started,
+            "epochs": trainer.progress.epoch,
+            "samples_seen": trainer.progress.samples,
+            "train_flops": trainer.progress.train_flops,
+            "device": str(device),
+        },
         "method_report": method.report,
     }
 
@@ -248,6 +292,7 @@ def check_label_count(model: nn.Module, data: DataSplits, cfg: RunConfig) -> Non
     """The model's output width must equal the data set's number of classes."""
     _, head = last_linear(model)
     if head.out_features != data.num_classes:
-        raise DataError(f"{cfg.model} predicts {head.out_features} classes but {cfg.dataset} has "
-                        f"{data.num_classes}; the model and data set do not match")
-
+        raise DataError(
+            f"{cfg.model} predicts {head.out_features} classes but {cfg.dataset} has "
+            f"{data.num_classes}; the model and data set do not match"
+        )

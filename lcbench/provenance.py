@@ -16,7 +16,10 @@ from .measure import device_name
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "torch-pruning", "wandb", "submitit")
 
 
-def git_info(path: Path = Path(__file__).resolve().parent) -> dict:
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def git_info(path: Path = PACKAGE_DIR) -> dict:
     """Commit and dirty flag of the repository holding lcbench (None outside a git checkout)."""
 
     def git(*args: str) -> str | None:

@@ -1,12 +1,12 @@
 """Run folders and their records, written atomically so a killed job never leaves a half-written file.
 
-    <output_root>/<run_id>/
-        config.yaml     resolved config
-        env.json        provenance (git commit, versions, device, host)
-        metrics.jsonl   one JSON event per line, flushed as written
-        checkpoint.pt   latest training state (atomic)
-        model.pt        the final (compressed) model (atomic)
-        result.json     written last: status completed | failed | stopped, metrics or the error
+<output_root>/<run_id>/
+    config.yaml     resolved config
+    env.json        provenance (git commit, versions, device, host)
+    metrics.jsonl   one JSON event per line, flushed as written
+    checkpoint.pt   latest training state (atomic)
+    model.pt        the final (compressed) model (atomic)
+    result.json     written last: status completed | failed | stopped, metrics or the error
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ class RunDir:
         except BlockingIOError:
             self._lock_file.close()
             self._lock_file = None
-            raise RunLockedError(f"run {self.run_id} is being executed by another process ({self.path})") from None
+            raise RunLockedError(
+                f"run {self.run_id} is being executed by another process ({self.path})"
+            ) from None
 
     def release(self) -> None:
         if self._lock_file is not None:
@@ -228,6 +230,20 @@ def records_table(root: str | Path):
     if not records:
         return pd.DataFrame(columns=["run_id", "status"])
     table = pd.json_normalize(records, sep=".")
-    first = [c for c in ("run_id", "status", "config.stage", "config.method", "config.model", "config.dataset",
-                         "config.seed", "final.top1", "compression", "error.message") if c in table.columns]
+    first = [
+        c
+        for c in (
+            "run_id",
+            "status",
+            "config.stage",
+            "config.method",
+            "config.model",
+            "config.dataset",
+            "config.seed",
+            "final.top1",
+            "compression",
+            "error.message",
+        )
+        if c in table.columns
+    ]
     return table[first + [c for c in table.columns if c not in first]]

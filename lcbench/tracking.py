@@ -36,11 +36,20 @@ class Tracker:
         import wandb
 
         self.run = wandb.init(
-            project=cfg.tracking.project, entity=cfg.tracking.entity or None, group=cfg.tracking.group or None,
-            job_type=cfg.stage, name=f"{cfg.method}-{cfg.model}-{run_id}" if cfg.stage == "compress"
+            project=cfg.tracking.project,
+            entity=cfg.tracking.entity or None,
+            group=cfg.tracking.group or None,
+            job_type=cfg.stage,
+            name=f"{cfg.method}-{cfg.model}-{run_id}"
+            if cfg.stage == "compress"
             else f"pretrain-{cfg.model}-{run_id}",
-            tags=[cfg.method, cfg.model, cfg.dataset, *cfg.tracking.tags], config={**to_dict(cfg), "run_id": run_id},
-            id=wandb_id or f"{run_id}", resume="allow", dir=run_dir, mode=self.mode, reinit="finish_previous",
+            tags=[cfg.method, cfg.model, cfg.dataset, *cfg.tracking.tags],
+            config={**to_dict(cfg), "run_id": run_id},
+            id=wandb_id or f"{run_id}",
+            resume="allow",
+            dir=run_dir,
+            mode=self.mode,
+            reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off"),
         )
 

@@ -37,11 +37,24 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Building blocks
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int,
-                generator: torch.Generator | None = None, device: torch.device | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
-                      pin_memory=device is not None and device.type == "cuda", drop_last=False,
-                      persistent_workers=workers > 0)
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        pin_memory=device is not None and device.type == "cuda",
+        drop_last=False,
+        persistent_workers=workers > 0,
+    )
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -69,13 +82,15 @@ def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int,
-                    step: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int, step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR positioned at `step` (torch's own resume convention: last_epoch = step - 1)."""
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, steps_per_epoch),
-                                             last_epoch=step - 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg, steps_per_epoch), last_epoch=step - 1
+    )
 
 
 @torch.no_grad()
@@ -102,8 +117,11 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
 def rng_state() -> dict:
     """Python, NumPy and torch RNG states as plain types (loadable with weights_only=True)."""
     np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -143,9 +161,19 @@ class Progress:
 class Trainer:
     """Trains `model` for `cfg.epochs` with `method`'s hooks, resuming from the run folder's checkpoint."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module, method: Method, train_set: Dataset,
-                 val_loader: DataLoader, run: RunDir, device: torch.device, input_shape: tuple[int, ...],
-                 progress_bar: bool = True, tracker: Tracker | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        method: Method,
+        train_set: Dataset,
+        val_loader: DataLoader,
+        run: RunDir,
+        device: torch.device,
+        input_shape: tuple[int, ...],
+        progress_bar: bool = True,
+        tracker: Tracker | None = None,
+    ) -> None:
         self.cfg, self.model, self.method, self.run, self.tracker = cfg, model, method, run, tracker
         self.device, self.input_shape, self.progress_bar = device, input_shape, progress_bar
         self.val_loader = val_loader
@@ -166,17 +194,20 @@ class Trainer:
         self.forward_flops = 2e9 * count_macs(self.model, self.input_shape)["gmacs"]
 
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.run.checkpoint_path, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "progress": asdict(self.progress),
-            "rng": rng_state(),
-            "loader_generator": self.generator.get_state(),
-            "method": self.method.state_dict(),
-            "metrics_size": self.run.metrics_size(),
-        })
+        atomic_torch_save(
+            self.run.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "progress": asdict(self.progress),
+                "rng": rng_state(),
+                "loader_generator": self.generator.get_state(),
+                "method": self.method.state_dict(),
+                "metrics_size": self.run.metrics_size(),
+            },
+        )
 
     def _resume(self) -> bool:
         path = self.run.checkpoint_path
@@ -216,11 +247,19 @@ class Trainer:
             elapsed = time.perf_counter() - start
             self.progress.train_seconds += elapsed
             val = evaluate(self.model, self.val_loader, self.device, self.cfg.precision)
-            metrics = dict(epoch=self.progress.epoch, step=self.progress.step,
-                           lr=self.optimizer.param_groups[0]["lr"], train_loss=train_loss, train_top1=train_top1,
-                           val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"],
-                           samples_seen=self.progress.samples, epoch_seconds=elapsed,
-                           **self.method.epoch_metrics(self.model))
+            metrics = dict(
+                epoch=self.progress.epoch,
+                step=self.progress.step,
+                lr=self.optimizer.param_groups[0]["lr"],
+                train_loss=train_loss,
+                train_top1=train_top1,
+                val_top1=val["top1"],
+                val_top5=val["top5"],
+                val_loss=val["loss"],
+                samples_seen=self.progress.samples,
+                epoch_seconds=elapsed,
+                **self.method.epoch_metrics(self.model),
+            )
             self.run.log("epoch", **metrics)
             if self.tracker:
                 self.tracker.log(metrics, step=self.progress.step)
@@ -233,8 +272,13 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         flops_per_sample = 3 * self.forward_flops + self.method.extra_forward_flops_per_sample()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=not self.progress_bar, mininterval=1.0)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs}",
+            leave=False,
+            disable=not self.progress_bar,
+            mininterval=1.0,
+        )
         start = time.perf_counter()
         for inputs, targets in bar:
             inputs = inputs.to(self.device, non_blocking=True)
@@ -247,8 +291,9 @@ class Trainer:
                 loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {self.progress.epoch + 1}, step {self.progress.step} "
-                    f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); lower lr, enable grad_clip, or use fp32"
+                    f"the loss became {loss.item()} at epoch {self.progress.epoch + 1}, "
+                    f"step {self.progress.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                    "lower lr, enable grad_clip, or use fp32"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -266,5 +311,7 @@ class Trainer:
             correct += (logits.argmax(1) == targets).sum()
             seen += batch
             if self.progress_bar:
-                bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+                bar.set_postfix(
+                    loss=f"{loss.item():.3f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}"
+                )
         return (loss_sum / seen).item(), 100.0 * correct.item() / seen

@@ -21,19 +21,37 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fast_overrides(out: Path, **extra) -> list[str]:
     """A short digits run: few epochs, 1 thread (bit-reproducible), quick latency measurement."""
-    values = {"output_root": str(out), "epochs": 2, "threads": 1, "latency_repeats": 2, "latency_batch": 8,
-              "warmup_epochs": 0, **extra}
+    values = {
+        "output_root": str(out),
+        "epochs": 2,
+        "threads": 1,
+        "latency_repeats": 2,
+        "latency_batch": 8,
+        "warmup_epochs": 0,
+        **extra,
+    }
     return [f"{k}={v}" for k, v in values.items()]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
     """Run `python -m lcbench ...` in a subprocess and return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "lcbench", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or REPO, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "lcbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 20,
-                       splits: tuple[str, ...] = ("train", "val")) -> Path:
+def write_image_folder(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 4,
+    size: int = 20,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> Path:
     """A tiny ImageFolder data set of random RGB PNGs: root/<split>/<class>/*.png."""
     import numpy as np
     from PIL import Image

@@ -2,12 +2,14 @@ import dataclasses
 
 import pytest
 
-from lcbench.config import (RunConfig, load_yaml, make_config, parse_override, pretrain_config, run_id)
+from lcbench.config import RunConfig, load_yaml, make_config, parse_override, pretrain_config, run_id
 from lcbench.errors import ConfigError
 
 
 def test_defaults_validate_and_overrides_coerce_types():
-    cfg = make_config({}, ["epochs=5", "lr=1e-3", "model=digits_vit", "channels_last=true", "tracking.tags=[a,b]"])
+    cfg = make_config(
+        {}, ["epochs=5", "lr=1e-3", "model=digits_vit", "channels_last=true", "tracking.tags=[a,b]"]
+    )
     assert cfg.epochs == 5 and isinstance(cfg.epochs, int)
     assert cfg.lr == pytest.approx(1e-3) and isinstance(cfg.lr, float)
     assert cfg.channels_last is True and cfg.tracking.tags == ["a", "b"]
@@ -21,20 +23,23 @@ def test_yaml_file_then_overrides(tmp_path):
     assert (cfg.model, cfg.epochs, cfg.lr) == ("digits_vit", 4, 0.01)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("epochs=-1", "epochs: must be >= 0"),
-    ("epochs=2.5", "epochs: expected an integer"),
-    ("lr=fast", "lr: expected a number"),
-    ("lr=0", "lr: must be > 0"),
-    ("optimizer=adam", "optimizer: 'adam' is not one of sgd, adamw"),
-    ("no_such_key=1", "unknown key no_such_key"),
-    ("tracking.colour=red", "unknown key tracking.colour"),
-    ("model=resnet_nonexistent", "unknown model"),
-    ("dataset=mnist", "unknown dataset"),
-    ("method=layer_colapse", "unknown method"),
-    ("epochs", "not of the form key=value"),
-    ("channels_last=maybe", "expected true or false"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("epochs=-1", "epochs: must be >= 0"),
+        ("epochs=2.5", "epochs: expected an integer"),
+        ("lr=fast", "lr: expected a number"),
+        ("lr=0", "lr: must be > 0"),
+        ("optimizer=adam", "optimizer: 'adam' is not one of sgd, adamw"),
+        ("no_such_key=1", "unknown key no_such_key"),
+        ("tracking.colour=red", "unknown key tracking.colour"),
+        ("model=resnet_nonexistent", "unknown model"),
+        ("dataset=mnist", "unknown dataset"),
+        ("method=layer_colapse", "unknown method"),
+        ("epochs", "not of the form key=value"),
+        ("channels_last=maybe", "expected true or false"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         make_config({}, [override])
@@ -60,12 +65,15 @@ def test_run_id_is_a_stable_content_hash():
     assert run_id(make_config({}, ["epochs=3", "seed=1"])) != run_id(a)
     assert run_id(make_config({}, ["epochs=3", "lr=0.01"])) != run_id(a)
     # where the run executes is not part of what it computes
-    assert run_id(make_config({}, ["epochs=3", "output_root=/elsewhere", "threads=7", "device=cpu"])) == run_id(a)
+    assert run_id(
+        make_config({}, ["epochs=3", "output_root=/elsewhere", "threads=7", "device=cpu"])
+    ) == run_id(a)
 
 
 def test_pretrain_config_of_a_compress_run_matches_a_direct_pretrain_run():
-    compress = make_config({}, ["stage=compress", "method=finetune",
-                                "epochs=2", "pretrain.epochs=7", "model=digits_vit"])
+    compress = make_config(
+        {}, ["stage=compress", "method=finetune", "epochs=2", "pretrain.epochs=7", "model=digits_vit"]
+    )
     derived = pretrain_config(compress)
     direct = make_config({}, ["stage=pretrain", "epochs=7", "model=digits_vit"])
     assert derived.stage == "pretrain" and derived.epochs == 7

@@ -56,7 +56,10 @@ def _write_cifar10(root):
     rng = np.random.default_rng(0)
 
     def batch(n):
-        return {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
+        return {
+            "data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, n)),
+        }
 
     for i in range(1, 6):
         with open(folder / f"data_batch_{i}", "wb") as f:

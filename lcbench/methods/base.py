@@ -39,8 +39,14 @@ class Method:
     def prepare(self, model: nn.Module) -> nn.Module:
         return model
 
-    def loss(self, task_loss: torch.Tensor, logits: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
-             model: nn.Module) -> torch.Tensor:
+    def loss(
+        self,
+        task_loss: torch.Tensor,
+        logits: torch.Tensor,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        model: nn.Module,
+    ) -> torch.Tensor:
         return task_loss
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> bool:

@@ -1,0 +1,125 @@
+"""The `lcbench` command, and every bad input of the foundation: a clear error, a non-zero exit, and no
+record marked completed."""
+
+import json
+
+import pytest
+import torch
+
+from lcbench.cli import main
+from lcbench.config import make_config, run_id
+from lcbench.models import create_model
+from lcbench.store import RunDir, load_records
+from tests.conftest import fast_overrides, run_cli
+
+
+def completed(root):
+    return [r for r in load_records(root) if r["status"] == "completed"] if root.exists() else []
+
+
+def test_run_then_results_table(tmp_path, capsys):
+    assert main(["run", *fast_overrides(tmp_path, epochs=1), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "completed" and summary["final_top1"] > 10
+    assert main(["results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("run_id,status") and summary["run_id"] in out[1]
+
+
+def test_list_commands(capsys):
+    assert main(["list", "models", "digits_*"]) == 0
+    assert capsys.readouterr().out.split() == ["digits_mixer", "digits_mlp", "digits_vgg", "digits_vit"]
+    assert main(["list", "datasets"]) == 0
+    assert {"digits", "imagenet", "cifar10", "tiny_imagenet"} <= set(capsys.readouterr().out.split())
+    assert main(["list", "methods"]) == 0
+    assert "finetune" in capsys.readouterr().out.split()
+    assert main(["list", "keys"]) == 0
+    assert "lr" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=digits_vt", "unknown model 'digits_vt'. Did you mean: digits_vit"),
+        ("dataset=digit", "unknown dataset 'digit'"),
+        ("method=kd_typo", "unknown method"),
+        ("lerning_rate=0.1", "unknown key lerning_rate"),
+        ("epochs=-1", "epochs: must be >= 0"),
+        ("batch_size=big", "batch_size: expected an integer"),
+        ("device=cuda:7", "device=cuda:7"),
+        ("precision=fp16", "fp16 needs a CUDA device"),
+    ],
+)
+def test_bad_config_exits_nonzero_with_a_clear_error(tmp_path, capsys, override, message):
+    assert main(["run", *fast_overrides(tmp_path), override, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert completed(tmp_path) == []
+
+
+def test_missing_data_root(tmp_path, capsys):
+    code = main(
+        [
+            "run",
+            *fast_overrides(tmp_path / "out"),
+            "dataset=imagefolder",
+            "model=resnet18",
+            f"data_root={tmp_path / 'nowhere'}",
+            "--no-progress",
+        ]
+    )
+    assert code == 2 and "nowhere does not exist" in capsys.readouterr().err
+    assert completed(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"garbage" * 100, "truncated, corrupt or not"),
+        ("truncated", "truncated, corrupt or not"),
+        ("other_arch", "another architecture"),
+    ],
+)
+def test_bad_pretrained_file(tmp_path, capsys, content, message):
+    path = tmp_path / "weights.pt"
+    if content == "truncated":
+        torch.save(create_model("digits_mlp", 10, 1).state_dict(), path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif content == "other_arch":
+        torch.save(create_model("digits_vit", 10, 1).state_dict(), path)
+    else:
+        path.write_bytes(content)
+    code = main(
+        ["run", *fast_overrides(tmp_path / "out"), "model=digits_mlp", f"pretrained={path}", "--no-progress"]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+    failed = load_records(tmp_path / "out")
+    assert [r["status"] for r in failed] == ["failed"] and failed[0]["error"]["type"] == "CheckpointError"
+
+
+def test_garbage_run_checkpoint_is_reported_not_silently_restarted(tmp_path, capsys):
+    cfg = make_config({}, fast_overrides(tmp_path))
+    run = RunDir(tmp_path, run_id(cfg))
+    run.create()
+    run.checkpoint_path.write_bytes(b"\x00" * 64)
+    assert main(["run", *fast_overrides(tmp_path), "--no-progress"]) == 2
+    assert "delete it to restart" in capsys.readouterr().err
+    assert run.result()["status"] == "failed"
+
+
+def test_output_root_not_writable(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", *fast_overrides(blocker), "--no-progress"]) == 2
+    assert "cannot write run records" in capsys.readouterr().err
+
+
+def test_nan_loss_exits_nonzero(tmp_path, capsys):
+    assert main(["run", *fast_overrides(tmp_path), "optimizer=sgd", "lr=1e30", "--no-progress"]) == 2
+    assert "the loss became" in capsys.readouterr().err
+    assert [r["status"] for r in load_records(tmp_path)] == ["failed"]
+
+
+def test_console_entry_point_exit_code(tmp_path):
+    proc = run_cli("run", "model=nope", f"output_root={tmp_path}")
+    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,131 @@
+import importlib.metadata
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lcbench.config import make_config, run_id
+from lcbench.data import load_data
+from lcbench.errors import TrainingDiverged
+from lcbench.pipeline import execute, load_model
+from lcbench.store import RunDir
+from lcbench.train import evaluate, lr_factor, make_loader
+from tests.conftest import REPO, fast_overrides
+
+VOLATILE = {"epoch_seconds"}  # wall times differ between runs; everything else must not
+
+
+def epoch_metrics(root, cfg):
+    events = RunDir(root, run_id(cfg)).events("epoch")
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in events]
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = make_config({}, ["epochs=10", "warmup_epochs=2", "schedule=cosine"])
+    assert lr_factor(0, cfg, 10) == pytest.approx(0.05)
+    assert lr_factor(19, cfg, 10) == pytest.approx(1.0)
+    assert lr_factor(20, cfg, 10) == pytest.approx(1.0)
+    assert lr_factor(60, cfg, 10) == pytest.approx(0.5)
+    assert lr_factor(100, cfg, 10) == pytest.approx(0.0, abs=1e-12)
+    step = make_config(
+        {}, ["epochs=10", "warmup_epochs=0", "schedule=step", "step_epochs=3", "step_gamma=0.5"]
+    )
+    assert [lr_factor(e * 10, step, 10) for e in (0, 3, 6)] == [1.0, 0.5, 0.25]
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    a = make_config({}, fast_overrides(tmp_path / "a", model="digits_mlp"))
+    b = make_config({}, fast_overrides(tmp_path / "b", model="digits_mlp"))
+    c = make_config({}, fast_overrides(tmp_path / "c", model="digits_mlp", seed=1))
+    ra, rb, rc = (
+        execute(a, progress_bar=False),
+        execute(b, progress_bar=False),
+        execute(c, progress_bar=False),
+    )
+    assert epoch_metrics(tmp_path / "a", a) == epoch_metrics(tmp_path / "b", b)
+    assert ra["final"]["top1"] == rb["final"]["top1"] and ra["final"]["loss"] == rb["final"]["loss"]
+    assert epoch_metrics(tmp_path / "a", a) != epoch_metrics(tmp_path / "c", c)
+    assert rc["run_id"] != ra["run_id"]
+
+
+def test_completed_run_is_not_run_again_unless_forced(tmp_path):
+    cfg = make_config({}, fast_overrides(tmp_path, epochs=1))
+    first = execute(cfg, progress_bar=False)
+    run = RunDir(tmp_path, first["run_id"])
+    stamp = run.result_path.stat().st_mtime_ns
+    assert execute(cfg, progress_bar=False) == first and run.result_path.stat().st_mtime_ns == stamp
+    execute(cfg, force=True, progress_bar=False)
+    assert run.result_path.stat().st_mtime_ns != stamp
+    assert len(run.events("epoch")) == 1  # the forced rerun started a fresh log
+
+
+def test_record_is_complete(tmp_path):
+    cfg = make_config({}, fast_overrides(tmp_path, model="digits_vgg", epochs=1))
+    result = execute(cfg, progress_bar=False)
+    run = RunDir(tmp_path, result["run_id"])
+    for path in (run.config_path, run.env_path, run.metrics_path, run.checkpoint_path, run.model_path):
+        assert path.exists(), path
+    env = json.loads(run.env_path.read_text())
+    assert env["versions"]["torch"] == importlib.metadata.version("torch")
+    assert "commit" in env["git"] and "dirty" in env["git"] and env["host"] and env["torch_threads"] == 1
+    final = result["final"]
+    for key in (
+        "top1",
+        "top5",
+        "params_dense",
+        "params_nonzero",
+        "gmacs",
+        "gmacs_effective",
+        "depth",
+        "latency_ms_b1",
+        "latency_ms_b8",
+    ):
+        assert final[key] is not None and final[key] >= 0, key
+    assert result["cost"]["samples_seen"] == 1437 and result["cost"]["train_flops"] > 0
+    assert math.isclose(result["cost"]["train_flops"], 3 * 2e9 * final["gmacs"] * 1437, rel_tol=1e-6)
+    reloaded = load_model(run.model_path)  # the saved final model reproduces the recorded accuracy
+    data = load_data("digits", "", None)
+    loader = make_loader(data.val, 256, False, 0)
+    assert evaluate(reloaded, loader, torch.device("cpu"))["top1"] == final["top1"]
+
+
+def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path):
+    cfg = make_config({}, fast_overrides(tmp_path, optimizer="sgd", lr=1e30, model="digits_mlp"))
+    with pytest.raises(TrainingDiverged, match="the loss became .* lower lr"):
+        execute(cfg, progress_bar=False)
+    result = RunDir(tmp_path, run_id(cfg)).result()
+    assert result["status"] == "failed" and result["error"]["type"] == "TrainingDiverged"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_restart_resumes_to_identical_metrics(tmp_path):
+    args = fast_overrides(tmp_path / "killed", model="digits_mlp", epochs=8, batch_size=16)
+    cfg = make_config({}, args)
+    run = RunDir(tmp_path / "killed", run_id(cfg))
+    cmd = [sys.executable, "-m", "lcbench", "run", *args, "--no-progress"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(run.events("epoch")) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(run.events("epoch"))
+    assert 3 <= killed_at < 8, "the kill must land mid-run"
+    assert run.result() is None  # no record was marked completed
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    assert any(e["event"] == "resume" for e in run.events())
+
+    clean_cfg = make_config(
+        {}, fast_overrides(tmp_path / "clean", model="digits_mlp", epochs=8, batch_size=16)
+    )
+    clean = execute(clean_cfg, progress_bar=False)
+    assert epoch_metrics(tmp_path / "killed", cfg) == epoch_metrics(tmp_path / "clean", clean_cfg)
+    assert run.result()["final"]["top1"] == clean["final"]["top1"]
+    assert run.result()["final"]["loss"] == clean["final"]["loss"]
