@@ -114,6 +114,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collapse(args: argparse.Namespace) -> int:
+    from .postcollapse import collapse_run
+
+    report = collapse_run(args.run, threshold=args.threshold, force=args.force, out=args.out)
+    from .store import dumps
+
+    print(dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -129,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["methods", "models", "datasets", "keys"])
     p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'vit_*'")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("collapse", help="fold a trained run's converted blocks (post-training LayerCollapse)")
+    p.add_argument("run", help="a run folder (with model.pt) whose model has converted (PReLU) blocks")
+    p.add_argument("--threshold", type=float, default=0.05, help="fold blocks with |slope - 1| below this")
+    p.add_argument("--force", action="store_true", help="fold every converted block (labelled as forced)")
+    p.add_argument("--out", help="output file (default: <run>/collapsed.pt, report beside it)")
+    p.set_defaults(func=cmd_collapse)
 
     p = sub.add_parser("results", help="every run record under a folder as CSV")
     p.add_argument("out", help="the output root (e.g. outputs)")

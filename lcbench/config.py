@@ -61,7 +61,7 @@ class PretrainRecipe:
     optimizer: str = option("adamw", choices=["sgd", "adamw"])
     lr: float = option(3e-3, min_exclusive=0)
     weight_decay: float = option(0.1, min=0)
-    schedule: str = option("cosine", choices=["cosine", "step", "constant"])
+    lr_schedule: str = option("cosine", choices=["cosine", "step", "constant"])
     warmup_epochs: int = option(2, min=0)
     label_smoothing: float = option(0.1, min=0, max=0.99)
     seed: int = option(0, min=0)
@@ -88,8 +88,14 @@ class RunConfig:
     lr: float = option(3e-3, min_exclusive=0)
     momentum: float = option(0.9, min=0, max=1)
     weight_decay: float = option(0.1, min=0)
-    schedule: str = option("cosine", choices=["cosine", "step", "constant"])
-    step_epochs: int = option(10, min=1, help="step schedule: epochs between lr decays")
+    lr_schedule: str = option("cosine", choices=["cosine", "step", "constant"])
+    lr_cycle_epochs: int = option(
+        0,
+        min=0,
+        help="restart warm-up + cosine every N epochs (0: one cycle); "
+        "e.g. epochs/k for progressive LayerCollapse",
+    )
+    step_epochs: int = option(10, min=1, help="lr_schedule=step: epochs between lr decays")
     step_gamma: float = option(0.1, min_exclusive=0, max=1)
     warmup_epochs: int = option(2, min=0)
     label_smoothing: float = option(0.1, min=0, max=0.99)
@@ -303,6 +309,9 @@ def make_config(
         method_args[key] = raw.pop(key)
     method_name = str(raw.get("method", "none"))
     method_cls = METHODS.get(method_name)
+    shadowed = run_keys & {f.name for f in dataclasses.fields(method_cls.Params)}
+    if shadowed:  # a programming error in the method: its bare keys would be ambiguous
+        raise TypeError(f"method {method_name} declares parameters named like run config keys: {shadowed}")
     try:
         params = build_dataclass(method_cls.Params, method_args)
     except ConfigError as e:
@@ -363,12 +372,25 @@ def run_id(cfg: RunConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+# What a compress run passes on to the pretrain run it starts from; its training recipe comes from
+# `pretrain.*` and every other training setting from the defaults, never from the compress run.
+INHERITED_BY_PRETRAIN = (
+    "model",
+    "dataset",
+    "img_size",
+    "precision",
+    "channels_last",
+    "eval_batch_size",
+    "latency_batch",
+    "latency_repeats",
+    *EXECUTION_FIELDS,
+)
+
+
 def pretrain_config(cfg: RunConfig) -> RunConfig:
-    """The pretrain run that a compress run starts from (same model, data set and execution settings)."""
-    recipe = dataclasses.asdict(cfg.pretrain)
-    return dataclasses.replace(
-        cfg, stage="pretrain", method="none", method_args={}, **recipe, pretrain=PretrainRecipe()
-    )
+    """The pretrain run that a compress run starts from."""
+    inherited = {key: getattr(cfg, key) for key in INHERITED_BY_PRETRAIN}
+    return RunConfig(stage="pretrain", **inherited, **dataclasses.asdict(cfg.pretrain))
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -70,14 +70,19 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
-    """Multiplier of the base lr at `step`: linear warm-up, then cosine to zero, step decay or constant."""
+    """Multiplier of the base lr at `step`: linear warm-up, then cosine to zero, step decay or constant.
+
+    With `lr_cycle_epochs` the warm-up and cosine restart every that many epochs.
+    """
+    cycle = (cfg.lr_cycle_epochs or cfg.epochs) * steps_per_epoch
+    pos = step % cycle if cfg.lr_cycle_epochs else step
     warmup = cfg.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return (step + 1) / warmup
-    if cfg.schedule == "cosine":
-        total = max(cfg.epochs * steps_per_epoch - warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / total))
-    if cfg.schedule == "step":
+    if pos < warmup:
+        return (pos + 1) / warmup
+    if cfg.lr_schedule == "cosine":
+        total = max(cycle - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(pos - warmup, total) / total))
+    if cfg.lr_schedule == "step":
         return cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
     return 1.0
 

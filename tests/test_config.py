@@ -78,6 +78,23 @@ def test_pretrain_config_of_a_compress_run_matches_a_direct_pretrain_run():
     direct = make_config({}, ["stage=pretrain", "epochs=7", "model=digits_vit"])
     assert derived.stage == "pretrain" and derived.epochs == 7
     assert run_id(derived) == run_id(direct)
+    # the compress run's own training settings never leak into its pretrain run
+    other = make_config(
+        {},
+        [
+            "stage=compress",
+            "method=finetune",
+            "epochs=3",
+            "pretrain.epochs=7",
+            "momentum=0.5",
+            "model=digits_vit",
+            "lr_cycle_epochs=3",
+            "grad_clip=1",
+            "optimizer=sgd",
+            "seed=4",
+        ],
+    )
+    assert run_id(pretrain_config(other)) == run_id(direct)
 
 
 def test_method_parameters_are_bare_keys_validated_by_the_method():

@@ -27,16 +27,19 @@ def epoch_metrics(root, cfg):
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = make_config({}, ["epochs=10", "warmup_epochs=2", "schedule=cosine"])
+    cfg = make_config({}, ["epochs=10", "warmup_epochs=2", "lr_schedule=cosine"])
     assert lr_factor(0, cfg, 10) == pytest.approx(0.05)
     assert lr_factor(19, cfg, 10) == pytest.approx(1.0)
     assert lr_factor(20, cfg, 10) == pytest.approx(1.0)
     assert lr_factor(60, cfg, 10) == pytest.approx(0.5)
     assert lr_factor(100, cfg, 10) == pytest.approx(0.0, abs=1e-12)
     step = make_config(
-        {}, ["epochs=10", "warmup_epochs=0", "schedule=step", "step_epochs=3", "step_gamma=0.5"]
+        {}, ["epochs=10", "warmup_epochs=0", "lr_schedule=step", "step_epochs=3", "step_gamma=0.5"]
     )
     assert [lr_factor(e * 10, step, 10) for e in (0, 3, 6)] == [1.0, 0.5, 0.25]
+    cycles = make_config({}, ["epochs=10", "warmup_epochs=0", "lr_cycle_epochs=5"])
+    assert lr_factor(0, cycles, 10) == lr_factor(50, cycles, 10) == 1.0
+    assert lr_factor(25, cycles, 10) == pytest.approx(0.5) and lr_factor(49, cycles, 10) < 0.01
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):

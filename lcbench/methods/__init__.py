@@ -11,7 +11,7 @@ def load_builtin_methods() -> None:
     """Import every module that registers methods, so the CLI, runner and tests see the same set."""
     import baselines  # noqa: F401  (registers the baselines)
 
-    from . import finetune  # noqa: F401
+    from . import finetune, layercollapse  # noqa: F401
 
 
 __all__ = ["METHODS", "Method", "load_builtin_methods"]

@@ -1,0 +1,254 @@
+"""LayerCollapse's math (DESIGN.md section 1.1), no training code.
+
+A *collapsible block* is a chain Linear(W1, b1) -> activation -> [Dropout] -> [BatchNorm1d] -> Linear(W2, b2)
+inside an `nn.Sequential` or a timm `Mlp` (whose children run in registration order). The torchvision VGG
+classifier holds two such blocks (its two activations), so folding both turns three Linears into one.
+Blocks are named by their activation's module path (`blocks.3.mlp.act`, `classifier.4`) and ordered as the
+modules are registered, so "the last k blocks" are those nearest the output.
+
+Conversion replaces the activation with `nn.PReLU(num_parameters=1)`: PReLU(z) = a*z + (1-a)*relu(z), the
+identity at a = 1. Folding replaces the chain by ONE Linear:
+    W = W2 diag(s) W1,  b = W2 (s * (b1 - mu) + beta) + b2,  s = gamma / sqrt(var + eps)
+(s = 1, mu = beta = 0 without BatchNorm); the activation, inner dropout, BatchNorm and second Linear become
+`nn.Identity`, so every other state_dict key keeps its name. A fold with a != 1 drops the (1-a)*relu(z) term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+ACTIVATIONS = (nn.ReLU, nn.GELU, nn.PReLU)
+BETWEEN = (nn.Dropout, nn.BatchNorm1d)
+DEFAULT_INIT_SLOPE = {nn.GELU: 0.01, nn.ReLU: 0.0}
+LOOKED_FOR = (
+    "Linear -> ReLU/GELU -> [Dropout] -> [BatchNorm1d] -> Linear inside an nn.Sequential or a "
+    "timm Mlp (ViT/DeiT/Mixer MLPs, the torchvision VGG classifier)"
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One collapsible chain inside `container` (child names of its parts)."""
+
+    container: str
+    first: str
+    act: str
+    between: tuple[str, ...]
+    second: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.container}.{self.act}" if self.container else self.act
+
+
+def _containers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from timm.layers import Mlp
+
+    # exact type for Mlp: GluMlp/SwiGLU subclasses gate their hidden units (not a Linear chain)
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Sequential) or type(m) is Mlp]
+
+
+def _is_activation(m: nn.Module) -> bool:
+    return isinstance(m, ACTIVATIONS) and (not isinstance(m, nn.PReLU) or m.num_parameters == 1)
+
+
+def find_blocks(model: nn.Module) -> list[Block]:
+    """Every collapsible block, in module registration order (the last ones are nearest the output)."""
+    blocks = []
+    for cname, container in _containers(model):
+        children = [(n, c) for n, c in container.named_children() if not isinstance(c, nn.Identity)]
+        for i, (aname, act) in enumerate(children):
+            if i == 0 or not _is_activation(act) or not isinstance(children[i - 1][1], nn.Linear):
+                continue
+            between, j = [], i + 1
+            while j < len(children) and isinstance(children[j][1], BETWEEN):
+                between.append(children[j])
+                j += 1
+            norms = [c for _, c in between if isinstance(c, nn.BatchNorm1d)]
+            if j == len(children) or not isinstance(children[j][1], nn.Linear) or len(norms) > 1:
+                continue
+            if norms and (norms[0].running_mean is None or not norms[0].track_running_stats):
+                continue  # batch statistics at inference: not an affine map
+            blocks.append(
+                Block(cname, children[i - 1][0], aname, tuple(n for n, _ in between), children[j][0])
+            )
+    return blocks
+
+
+def select_blocks(
+    model: nn.Module, k: int = 0, names: list[str] | None = None, model_name: str = ""
+) -> list[Block]:
+    """The last k blocks counted from the output (nearest first), or the blocks named explicitly."""
+    blocks = find_blocks(model)
+    label = model_name or type(model).__name__
+    if not blocks:
+        raise ConfigError(f"model {label} has no collapsible block (looked for {LOOKED_FOR})")
+    if names:
+        by_name = {b.name: b for b in blocks}
+        by_container: dict[str, list[Block]] = {}
+        for b in blocks:
+            by_container.setdefault(b.container, []).append(b)
+        chosen = []
+        for n in names:
+            if n in by_name:
+                chosen.append(by_name[n])
+            elif len(by_container.get(n, [])) == 1:
+                chosen.append(by_container[n][0])
+            else:
+                raise ConfigError(
+                    f"{label} has no collapsible block {n!r}; its blocks are: "
+                    f"{', '.join(b.name for b in blocks)}"
+                )
+        return chosen
+    if k < 1 or k > len(blocks):
+        raise ConfigError(
+            f"k={k}: {label} has {len(blocks)} collapsible blocks, so k must be in 1..{len(blocks)} "
+            f"(blocks from the output: {', '.join(b.name for b in reversed(blocks))})"
+        )
+    return list(reversed(blocks))[:k]
+
+
+def _parent(model: nn.Module, block: Block) -> nn.Module:
+    return model.get_submodule(block.container) if block.container else model
+
+
+def block_by_name(model: nn.Module, name: str) -> Block:
+    for b in find_blocks(model):
+        if b.name == name:
+            return b
+    raise ConfigError(f"no collapsible block {name!r} in {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Conversion and regularizer
+
+
+def convert(model: nn.Module, block: Block, init_slope: float | None = None) -> nn.PReLU:
+    """Replace the block's activation by a one-slope PReLU (0.01 for GELU, 0.0 for ReLU by default)."""
+    parent = _parent(model, block)
+    act = getattr(parent, block.act)
+    if isinstance(act, nn.PReLU):
+        return act
+    if init_slope is None:
+        init_slope = next((s for t, s in DEFAULT_INIT_SLOPE.items() if isinstance(act, t)), 0.0)
+    ref = getattr(parent, block.first).weight
+    prelu = nn.PReLU(num_parameters=1, init=init_slope).to(device=ref.device, dtype=ref.dtype)
+    setattr(parent, block.act, prelu)
+    return prelu
+
+
+def slope(model: nn.Module, block: Block) -> float:
+    act = getattr(_parent(model, block), block.act)
+    if not isinstance(act, nn.PReLU):
+        raise ConfigError(f"block {block.name} has not been converted to a PReLU")
+    return float(act.weight.detach().reshape(-1)[0])
+
+
+def regularizer(prelus: list[nn.PReLU]) -> torch.Tensor:
+    """R = sum_i (a_i - 1)^2 over the converted blocks' slopes."""
+    return sum(((p.weight - 1.0) ** 2).sum() for p in prelus)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Folding
+
+
+@torch.no_grad()
+def folded_linear(model: nn.Module, block: Block) -> nn.Linear:
+    """The single Linear equal to the block with its activation taken as the identity (float64 math)."""
+    parent = _parent(model, block)
+    first, second = getattr(parent, block.first), getattr(parent, block.second)
+    w1 = first.weight.double()
+    b1 = (
+        first.bias.double()
+        if first.bias is not None
+        else torch.zeros(w1.shape[0], dtype=torch.float64, device=w1.device)
+    )
+    s = torch.ones_like(b1)
+    shift = b1
+    for n in block.between:
+        bn = getattr(parent, n)
+        if isinstance(bn, nn.BatchNorm1d):
+            s = torch.rsqrt(bn.running_var.double() + bn.eps)
+            if bn.affine:
+                s = s * bn.weight.double()
+            beta = bn.bias.double() if bn.affine else torch.zeros_like(b1)
+            shift = s * (b1 - bn.running_mean.double()) + beta
+    w2 = second.weight.double()
+    b2 = (
+        second.bias.double()
+        if second.bias is not None
+        else torch.zeros(w2.shape[0], dtype=torch.float64, device=w2.device)
+    )
+    fused = nn.Linear(
+        first.in_features, second.out_features, bias=True, device=w1.device, dtype=first.weight.dtype
+    )
+    fused.weight.copy_(w2 @ (s[:, None] * w1))
+    fused.bias.copy_(w2 @ shift + b2)
+    return fused
+
+
+def fold(model: nn.Module, block: Block) -> None:
+    """Replace the block by its folded Linear in place (the parts after the first Linear become Identity)."""
+    parent = _parent(model, block)
+    fused = folded_linear(model, block)
+    setattr(parent, block.first, fused)
+    for n in (block.act, *block.between, block.second):
+        setattr(parent, n, nn.Identity())
+
+
+@torch.no_grad()
+def collapse(
+    model: nn.Module,
+    names: list[str],
+    threshold: float = 0.05,
+    force: bool = False,
+    calibration: torch.Tensor | None = None,
+) -> list[dict]:
+    """Fold every named (converted) block whose slope is within `threshold` of 1, or all with `force`.
+
+    Returns one report per block: name, slope, folded, forced, reason when not folded, and the change of
+    the model's output on the calibration batch caused by that fold (max absolute and relative to max|y|).
+    """
+    if threshold <= 0:
+        raise ConfigError(f"threshold must be > 0, got {threshold}")
+    was_training = model.training
+    model.eval()
+    reports = []
+    before = model(calibration) if calibration is not None else None
+    for name in names:
+        block = block_by_name(model, name)
+        a = slope(model, block)
+        report = {"block": name, "slope": a, "distance": abs(a - 1.0), "folded": False, "forced": False}
+        if abs(a - 1.0) >= threshold and not force:
+            report["reason"] = f"|a - 1| = {abs(a - 1.0):.4f} >= threshold {threshold}"
+            reports.append(report)
+            continue
+        fold(model, block)
+        report.update(folded=True, forced=abs(a - 1.0) >= threshold)
+        if calibration is not None:
+            after = model(calibration)
+            diff = (after - before).abs().max().item()
+            report.update(max_abs_diff=diff, max_rel_diff=diff / max(before.abs().max().item(), 1e-30))
+            before = after
+        reports.append(report)
+    model.train(was_training)
+    return reports
+
+
+# --------------------------------------------------------------------------------------------------------
+# Structure: rebuild a collapsed model from the original architecture
+
+
+def apply_structure(model: nn.Module, converted: list[str], folded: list[str]) -> nn.Module:
+    """Convert, then fold in the recorded order (weights are placeholders until a state_dict is loaded)."""
+    for name in converted:
+        convert(model, block_by_name(model, name))
+    for name in folded:
+        fold(model, block_by_name(model, name))
+    return model

@@ -1,0 +1,154 @@
+"""`layercollapse`: regularize the selected blocks' PReLU slopes toward 1, then fold them (DESIGN.md 1.1).
+
+- oneshot: convert the last k blocks, train `epochs` with loss = task + lam * sum (a_i - 1)^2, fold every
+  block whose slope is within `threshold` of 1.
+- progressive: one block at a time from the output end, `epochs / k` epochs each: convert, regularize,
+  fold, next block.
+Blocks whose slope stays far from 1 are reported and left unfolded, never folded silently; `force=true`
+folds them anyway and labels each such fold as forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import collapse
+from ..config import option
+from ..errors import ConfigError
+from ..measure import measure_model
+from . import METHODS
+from .base import Method
+
+
+@dataclass
+class LayerCollapseParams:
+    k: int = option(1, min=1, help="collapse the last k collapsible blocks (counted from the output)")
+    blocks: list[str] = option(default_factory=list, help="or these blocks by name (overrides k)")
+    lam: float = option(1.0, min=0, help="the regularizer's weight (the paper's lambda)")
+    init_slope: float | None = option(None, help="initial PReLU slope; default 0.01 for GELU, 0.0 for ReLU")
+    threshold: float = option(0.05, min_exclusive=0, help="fold only blocks with |a - 1| < threshold")
+    schedule: str = option("oneshot", choices=["oneshot", "progressive"])
+    force: bool = option(False, help="fold every selected block whatever its slope (labelled as forced)")
+    calibration_size: int = option(128, min=1, help="held-out samples for the fold's output difference")
+
+
+@METHODS.register("layercollapse")
+class LayerCollapse(Method):
+    name = "layercollapse"
+    Params = LayerCollapseParams
+
+    def __init__(self, params: LayerCollapseParams, ctx: Any) -> None:
+        super().__init__(params, ctx)
+        self.order: list[str] = []  # selected blocks, nearest the output first
+        self.converted: list[str] = []  # converted and not folded (PReLUs in the model)
+        self.folded: list[str] = []
+        self.fold_reports: dict[str, dict] = {}  # the latest fold attempt per block
+        self.prelus: list[nn.PReLU] = []
+
+    # -- set-up -----------------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        p = self.params
+        self.order = [b.name for b in collapse.select_blocks(model, p.k, p.blocks, self.ctx.cfg.model)]
+        if p.schedule == "progressive" and self.ctx.cfg.epochs % len(self.order):
+            raise ConfigError(
+                f"schedule=progressive trains {len(self.order)} blocks one after another: epochs "
+                f"({self.ctx.cfg.epochs}) must be a multiple of {len(self.order)}"
+            )
+        first = self.order if p.schedule == "oneshot" else self.order[:1]
+        for name in first:
+            self._convert(model, name)
+        return model
+
+    def _convert(self, model: nn.Module, name: str) -> None:
+        collapse.convert(model, collapse.block_by_name(model, name), self.params.init_slope)
+        self.converted.append(name)
+        self._collect_prelus(model)
+
+    def _collect_prelus(self, model: nn.Module) -> None:
+        self.prelus = [model.get_submodule(n) for n in self.converted]
+
+    # -- training hooks ---------------------------------------------------------------------------------
+
+    def loss(self, task_loss, logits, inputs, targets, model) -> torch.Tensor:
+        if not self.prelus or self.params.lam == 0:
+            return task_loss
+        return task_loss + self.params.lam * collapse.regularizer(self.prelus)
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            f"slope/{n}": float(model.get_submodule(n).weight.detach().reshape(-1)[0]) for n in self.converted
+        }
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> bool:
+        """Progressive: after each block's share of epochs, fold it and convert the next one."""
+        if self.params.schedule != "progressive":
+            return False
+        per_block = self.ctx.cfg.epochs // len(self.order)
+        started = len(self.folded) + len(self.converted)
+        if epoch % per_block or epoch >= self.ctx.cfg.epochs or started >= len(self.order):
+            return False
+        self._fold(model, [self.order[started - 1]])  # a block that does not qualify stays regularized
+        self._convert(model, self.order[started])
+        return True
+
+    def _fold(self, model: nn.Module, names: list[str]) -> None:
+        calibration = self.ctx.calibration_batch(self.params.calibration_size)
+        before = self.ctx.evaluate(model)["top1"]
+        reports = collapse.collapse(model, names, self.params.threshold, self.params.force, calibration)
+        after = self.ctx.evaluate(model)["top1"] if any(r["folded"] for r in reports) else before
+        for r in reports:
+            r.update(top1_before_fold=before, top1_after_fold=after)
+            if r["folded"]:
+                self.converted.remove(r["block"])
+                self.folded.append(r["block"])
+            self.fold_reports[r["block"]] = r
+        self._collect_prelus(model)
+
+    # -- the compressed model ---------------------------------------------------------------------------
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        regularized = {
+            **measure_model(model, self.ctx.input_shape, (1,), repeats=self.ctx.cfg.latency_repeats),
+            **self.ctx.evaluate(model),
+        }
+        self._fold(model, list(self.converted))
+        reports = [self.fold_reports[n] for n in self.order if n in self.fold_reports]
+        self.report = {
+            "schedule": self.params.schedule,
+            "selected": self.order,
+            "folded": self.folded,
+            "not_folded": list(self.converted),
+            "forced": [r["block"] for r in reports if r["forced"]],
+            "blocks": reports,
+            "regularized": regularized,
+            "max_abs_fold_diff": max((r.get("max_abs_diff", 0.0) for r in reports), default=0.0),
+        }
+        return model
+
+    # -- state and structure ----------------------------------------------------------------------------
+
+    def structure(self) -> dict[str, Any]:
+        return {"converted": list(self.converted), "folded": list(self.folded)}
+
+    @classmethod
+    def rebuild(cls, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+        return collapse.apply_structure(model, structure["converted"], structure["folded"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.structure(), "fold_reports": self.fold_reports}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> nn.Module:
+        """Resume: re-apply the folds and conversions made before the checkpoint (weights load after)."""
+        for name in state["folded"]:
+            collapse.fold(model, collapse.block_by_name(model, name))
+        for name in state["converted"]:
+            collapse.convert(model, collapse.block_by_name(model, name), self.params.init_slope)
+        self.converted, self.folded = list(state["converted"]), list(state["folded"])
+        self.fold_reports = dict(state["fold_reports"])
+        self._collect_prelus(model)
+        return model

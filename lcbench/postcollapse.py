@@ -1,0 +1,68 @@
+"""`lcbench collapse RUN`: the post-training tool. Folds what qualifies in a trained run's model and writes
+the collapsed model (an ordinary lcbench model file) and the per-block report beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import collapse
+from .config import RunConfig, build_dataclass
+from .data import DATASETS, load_data
+from .errors import CheckpointError
+from .measure import count_parameters
+from .pipeline import MODEL_FORMAT, data_transforms, load_model, resolve_device
+from .store import atomic_torch_save, atomic_write_json, read_json
+from .train import evaluate, make_loader
+
+
+def collapse_run(
+    run_dir: str | Path, threshold: float = 0.05, force: bool = False, out: str | None = None
+) -> dict:
+    """Fold the converted blocks of `run_dir/model.pt`; report accuracy before and after on its data set."""
+    run_dir = Path(run_dir)
+    model_path = run_dir / "model.pt"
+    if not model_path.exists():
+        raise CheckpointError(f"{run_dir} has no model.pt: is it a completed lcbench run folder?")
+    cfg = build_dataclass(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    converted = list(saved["structure"].get("converted", []))
+    if not converted:
+        raise CheckpointError(f"{model_path} has no converted (PReLU) blocks left to fold")
+    device = resolve_device(cfg.device)
+    model = load_model(model_path).to(device).eval()
+    spec = DATASETS.get(cfg.dataset)
+    data = load_data(
+        cfg.dataset, cfg.data_root, data_transforms(model, cfg.img_size) if spec.natural_images else None
+    )
+    loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
+    calibration = next(iter(loader))[0][:128].to(device)
+    before = evaluate(model, loader, device)
+    params_before = count_parameters(model)[0]
+    blocks = collapse.collapse(model, converted, threshold, force, calibration)
+    after = evaluate(model, loader, device)
+    folded = [b["block"] for b in blocks if b["folded"]]
+    structure = {
+        "converted": [n for n in converted if n not in folded],
+        "folded": [*saved["structure"].get("folded", []), *folded],
+    }
+    out_path = Path(out) if out else run_dir / "collapsed.pt"
+    atomic_torch_save(
+        out_path,
+        {**saved, "format": MODEL_FORMAT, "structure": structure, "state_dict": model.cpu().state_dict()},
+    )
+    report = {
+        "model": str(out_path),
+        "threshold": threshold,
+        "force": force,
+        "blocks": blocks,
+        "top1_before": before["top1"],
+        "top1_after": after["top1"],
+        "params_before": params_before,
+        "params_after": count_parameters(model)[0],
+        "source_result": (read_json(run_dir / "result.json") or {}).get("run_id"),
+    }
+    atomic_write_json(out_path.with_suffix(".report.json"), report)
+    return report
