@@ -1,1 +1,6 @@
-"""Baselines compared with LayerCollapse: knowledge distillation, layer fusion and magnitude pruning."""
+"""Baselines compared with LayerCollapse: knowledge distillation, layer fusion and magnitude pruning.
+
+Importing this package registers them as methods (`lcbench.methods.load_builtin_methods` does it).
+"""
+
+from . import distillation, magnitude_pruning  # noqa: F401

@@ -107,18 +107,18 @@ def data_transforms(model: nn.Module, img_size: int | None) -> DataTransforms:
 
 
 def save_model(
-    path: Path, model: nn.Module, cfg: RunConfig, num_classes: int, in_chans: int, structure: dict
+    path: Path, model: nn.Module, cfg: RunConfig, num_classes: int, in_chans: int, method: Method
 ) -> None:
     atomic_torch_save(
         path,
         {
             "format": MODEL_FORMAT,
-            "model": cfg.model,
+            "model": method.final_model_name(),
             "num_classes": num_classes,
             "in_chans": in_chans,
             "img_size": cfg.img_size,
             "method": cfg.method,
-            "structure": structure,
+            "structure": method.structure(),
             "state_dict": model.state_dict(),
         },
     )
@@ -255,7 +255,7 @@ def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bo
         original_m.update({k: pretrain_record["final"][k] for k in ("top1", "top5", "loss")})
     else:
         original_m = dict(final_m)
-    save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method.structure())
+    save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
 
     return {
         "stage": cfg.stage,

@@ -70,6 +70,10 @@ class Method:
         """Restore the method's state on resume; re-apply structural changes to `model` and return it."""
         return model
 
+    def final_model_name(self) -> str:
+        """The zoo architecture the final model is rebuilt from (a KD student may differ from the model)."""
+        return self.ctx.cfg.model
+
     def structure(self) -> dict[str, Any]:
         return {}
 

@@ -1,0 +1,145 @@
+"""`kd`: Hinton knowledge distillation from the pretrained original into a smaller student (DESIGN.md 1.2).
+
+loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), with the frozen teacher
+in eval mode (one forward per batch, no gradients). Students:
+- `collapsed:K`: exactly the architecture LayerCollapse produces with its last K blocks folded, initialised
+  `random` (as the LayerCollapse paper did: fresh layers, the folded Linears freshly initialised too) or
+  `teacher` (every tensor copied, each folded Linear initialised with the fold of the teacher's weights at
+  slope 1: the fairer control);
+- any zoo model name, initialised `random` or `teacher` (tensors whose name and shape match are copied).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lcbench import collapse
+from lcbench.config import option
+from lcbench.errors import ConfigError
+from lcbench.measure import count_macs
+from lcbench.methods import METHODS, Method
+from lcbench.models import create_model, last_linear
+
+COLLAPSED = "collapsed:"
+
+
+def kd_loss(
+    task_loss: torch.Tensor,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """(1 - alpha) * task + alpha * T^2 * KL(p_teacher || p_student) at temperature T (batch mean)."""
+    kl = F.kl_div(
+        F.log_softmax(student_logits.float() / temperature, dim=1),
+        F.log_softmax(teacher_logits.float() / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return (1 - alpha) * task_loss + alpha * temperature**2 * kl
+
+
+@dataclass
+class KDParams:
+    student: str = option(
+        "collapsed:1", help="collapsed:K (LayerCollapse's architecture) or a zoo model name"
+    )
+    init: str = option("teacher", choices=["random", "teacher"])
+    T: float = option(2.0, min_exclusive=0, help="temperature")
+    alpha: float = option(0.5, min=0, max=1, help="weight of the distillation term")
+
+
+@METHODS.register("kd")
+class KnowledgeDistillation(Method):
+    name = "kd"
+    Params = KDParams
+
+    def __init__(self, params: KDParams, ctx: Any) -> None:
+        super().__init__(params, ctx)
+        self.teacher = ctx.original  # frozen, eval mode, no gradients (set up by the pipeline)
+        self.folded: list[str] = []
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        p, cfg = self.params, self.ctx.cfg
+        if p.student.startswith(COLLAPSED):
+            k = _parse_k(p.student)
+            self.folded = [b.name for b in collapse.select_blocks(model, k, model_name=cfg.model)]
+            student = copy.deepcopy(self.teacher) if p.init == "teacher" else self._fresh(cfg.model)
+            firsts = [
+                _path(b.container, b.first)
+                for b in map(lambda n: collapse.block_by_name(student, n), self.folded)
+            ]
+            collapse.apply_structure(student, [], self.folded)  # the fold of the teacher's weights at slope 1
+            if p.init == "random":  # a fold of two random matrices is no initialisation: start fresh
+                for path in firsts:
+                    layer = student.get_submodule(path)
+                    if isinstance(layer, nn.Linear):  # (a Linear folded again into an earlier one is gone)
+                        layer.reset_parameters()
+        else:
+            student = self._fresh(p.student)
+            if p.init == "teacher":
+                _copy_matching(self.teacher, student)
+        _, head = last_linear(student)
+        if head.out_features != self.ctx.data.num_classes:
+            raise ConfigError(
+                f"student {p.student} predicts {head.out_features} classes but "
+                f"{cfg.dataset} has {self.ctx.data.num_classes}"
+            )
+        self.report = {
+            "student": p.student,
+            "init": p.init,
+            "T": p.T,
+            "alpha": p.alpha,
+            "folded": self.folded,
+        }
+        return student.to(self.ctx.device).train()
+
+    def _fresh(self, name: str) -> nn.Module:
+        data = self.ctx.data
+        return create_model(name, data.num_classes, data.in_chans, self.ctx.cfg.img_size).to(self.ctx.device)
+
+    def loss(self, task_loss, logits, inputs, targets, model) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(inputs)
+        return kd_loss(task_loss, logits, teacher_logits, self.params.alpha, self.params.T)
+
+    def extra_forward_flops_per_sample(self) -> float:
+        return 2e9 * count_macs(self.teacher, self.ctx.input_shape)["gmacs"]
+
+    def final_model_name(self) -> str:
+        return self.ctx.cfg.model if self.params.student.startswith(COLLAPSED) else self.params.student
+
+    def structure(self) -> dict[str, Any]:
+        return {"folded": self.folded}
+
+    @classmethod
+    def rebuild(cls, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+        return collapse.apply_structure(model, [], structure["folded"])
+
+
+def _parse_k(student: str) -> int:
+    try:
+        return int(student[len(COLLAPSED) :])
+    except ValueError:
+        raise ConfigError(
+            f"student={student!r}: expected collapsed:K with an integer K, e.g. collapsed:2"
+        ) from None
+
+
+def _path(container: str, child: str) -> str:
+    return f"{container}.{child}" if container else child
+
+
+def _copy_matching(teacher: nn.Module, student: nn.Module) -> int:
+    """Copy every teacher tensor whose name and shape match the student's; returns how many."""
+    own = student.state_dict()
+    matching = {k: v for k, v in teacher.state_dict().items() if k in own and own[k].shape == v.shape}
+    student.load_state_dict(matching, strict=False)
+    return len(matching)
