@@ -3,4 +3,4 @@
 Importing this package registers them as methods (`lcbench.methods.load_builtin_methods` does it).
 """
 
-from . import distillation, magnitude_pruning  # noqa: F401
+from . import distillation, layer_fusion, magnitude_pruning  # noqa: F401

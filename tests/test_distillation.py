@@ -1,0 +1,102 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from baselines.distillation import kd_loss
+from lcbench.config import make_config
+from lcbench.errors import CheckpointError, ConfigError
+from lcbench.pipeline import execute
+from lcbench.store import RunDir
+from tests.conftest import fast_overrides
+
+KD = ["stage=compress", "method=kd", "optimizer=sgd", "lr=0.01", "pretrain.epochs=2"]
+
+
+def test_kd_loss_equals_a_hand_computation():
+    student, teacher = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 1.0, 0.0]])
+    task, alpha, T = torch.tensor(0.7), 0.3, 2.0
+
+    def softmax(xs):
+        exps = [math.exp(x / T) for x in xs]
+        return [e / sum(exps) for e in exps]
+
+    p_t, p_s = softmax([3.0, 1.0, 0.0]), softmax([1.0, 2.0, 3.0])
+    kl = sum(pt * (math.log(pt) - math.log(ps)) for pt, ps in zip(p_t, p_s))
+    expected = (1 - alpha) * 0.7 + alpha * T**2 * kl  # the T^2 factor included
+    assert kd_loss(task, student, teacher, alpha, T).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(task, student, teacher, 0.0, T).item() == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("init", ["teacher", "random"])
+def test_kd_into_the_collapsed_student_end_to_end(tmp_path, init):
+    cfg = make_config(
+        {},
+        [*KD, f"init={init}", "student=collapsed:2", *fast_overrides(tmp_path, model="digits_vgg", epochs=1)],
+    )
+    result = execute(cfg, progress_bar=False)
+    final, original = result["final"], result["original"]
+    # exactly LayerCollapse's architecture with both classifier activations folded
+    classifier = (512 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)  # three Linears ...
+    assert final["params_dense"] == original["params_dense"] - classifier + (512 * 10 + 10)  # ... become one
+    assert result["compression"] > 1 and final["depth"] == original["depth"] - 2
+    # the teacher's forward is part of the training cost
+    samples = result["cost"]["samples_seen"]
+    student_only = 3 * 2e9 * final["gmacs"] * samples
+    assert result["cost"]["train_flops"] == pytest.approx(
+        student_only + 2e9 * original["gmacs"] * samples, rel=1e-6
+    )
+    assert result["method_report"]["init"] == init
+
+
+def test_kd_into_a_zoo_student(tmp_path):
+    cfg = make_config(
+        {}, [*KD, "student=digits_mlp", *fast_overrides(tmp_path, model="digits_vgg", epochs=1)]
+    )
+    result = execute(cfg, progress_bar=False)
+    assert result["final"]["params_dense"] == 302090  # the student's size, not the teacher's
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["T=0"], "T: must be > 0"),
+        (["alpha=1.5"], "alpha: must be <= 1"),
+        (["alpha=-0.1"], "alpha: must be >= 0"),
+        (["student=collapsed:x"], "expected collapsed:K"),
+        (["student=collapsed:9"], "k must be in 1..2"),
+        (["student=not_a_model"], "unknown model"),
+    ],
+)
+def test_bad_kd_parameters(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg = make_config({}, [*KD, *extra, *fast_overrides(tmp_path, model="digits_vgg", epochs=1)])
+        execute(cfg, progress_bar=False)
+
+
+def test_a_corrupt_teacher_checkpoint_fails_clearly(tmp_path):
+    from lcbench.config import pretrain_config, run_id
+
+    cfg = make_config({}, [*KD, *fast_overrides(tmp_path, model="digits_vgg", epochs=1)])
+    teacher_run = RunDir(tmp_path, run_id(pretrain_config(cfg)))
+    execute(pretrain_config(cfg), progress_bar=False)
+    teacher_run.model_path.write_bytes(teacher_run.model_path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated"):
+        execute(cfg, progress_bar=False)
+    # a teacher of another architecture
+    torch.save(
+        {
+            "format": 1,
+            "model": "digits_mlp",
+            "num_classes": 10,
+            "in_chans": 1,
+            "img_size": None,
+            "method": "none",
+            "structure": {},
+            "state_dict": nn.Linear(2, 2).state_dict(),
+        },
+        teacher_run.model_path,
+    )
+    with pytest.raises(CheckpointError, match="does not fit"):
+        execute(cfg, progress_bar=False)
