@@ -9,22 +9,6 @@ from collections.abc import Sequence
 
 from .errors import LcbenchError
 
-SUMMARY_COLUMNS = [
-    "run_id",
-    "status",
-    "config.stage",
-    "config.method",
-    "config.model",
-    "config.dataset",
-    "config.seed",
-    "final.top1",
-    "compression",
-    "final.gmacs",
-    "final.latency_ms_b1",
-    "cost.train_seconds",
-    "error.message",
-]
-
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
     files = [a for a in items if "=" not in a]
@@ -101,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .store import records_table
+    from .store import SUMMARY_COLUMNS, records_table
 
     table = records_table(args.out)
     if not args.all_columns:

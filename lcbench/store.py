@@ -25,6 +25,22 @@ import torch
 from .errors import LcbenchError, RunLockedError
 
 RESULT = "result.json"
+# The columns `lcbench results` shows first (and alone unless --all-columns).
+SUMMARY_COLUMNS = [
+    "run_id",
+    "status",
+    "config.stage",
+    "config.method",
+    "config.model",
+    "config.dataset",
+    "config.seed",
+    "final.top1",
+    "compression",
+    "final.gmacs",
+    "final.latency_ms_b1",
+    "cost.train_seconds",
+    "error.message",
+]
 FINAL_STATUSES = ("completed", "failed", "stopped")
 
 
@@ -230,20 +246,5 @@ def records_table(root: str | Path):
     if not records:
         return pd.DataFrame(columns=["run_id", "status"])
     table = pd.json_normalize(records, sep=".")
-    first = [
-        c
-        for c in (
-            "run_id",
-            "status",
-            "config.stage",
-            "config.method",
-            "config.model",
-            "config.dataset",
-            "config.seed",
-            "final.top1",
-            "compression",
-            "error.message",
-        )
-        if c in table.columns
-    ]
+    first = [c for c in SUMMARY_COLUMNS if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]

@@ -71,3 +71,24 @@ def write_image_folder(
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "imgs")
+
+
+def interrupt_then_resume(cfg, method_cls, epoch: int, monkeypatch) -> dict:
+    """Execute `cfg`, interrupted when `method_cls.on_epoch_end` reaches `epoch` (the checkpoint of the
+    epoch before exists), then execute it again so it resumes; returns the final result."""
+    import pytest
+
+    from lcbench.pipeline import execute
+
+    original_hook = method_cls.on_epoch_end
+
+    def interrupt(self, e, model):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return original_hook(self, e, model)
+
+    monkeypatch.setattr(method_cls, "on_epoch_end", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, progress_bar=False)
+    monkeypatch.setattr(method_cls, "on_epoch_end", original_hook)
+    return execute(cfg, progress_bar=False)

@@ -8,7 +8,7 @@ from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters
 from lcbench.pipeline import execute, load_model
 from lcbench.store import RunDir
-from tests.conftest import fast_overrides
+from tests.conftest import fast_overrides, interrupt_then_resume
 
 LF = ["stage=compress", "method=layer_fusion", "optimizer=sgd", "lr=0.01", "pretrain.epochs=2"]
 
@@ -107,18 +107,7 @@ def test_fusion_resumes_with_its_ties_and_stages(tmp_path, monkeypatch):
         progress_bar=False,
     )
     cfg = make_config({}, [*args, *fast_overrides(tmp_path / "resumed", model="digits_vit", epochs=4)])
-    original_hook = LayerFusion.on_epoch_end
-
-    def interrupt_at_epoch_3(self, epoch, model):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original_hook(self, epoch, model)
-
-    monkeypatch.setattr(LayerFusion, "on_epoch_end", interrupt_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        execute(cfg, progress_bar=False)
-    monkeypatch.setattr(LayerFusion, "on_epoch_end", original_hook)
-    resumed = execute(cfg, progress_bar=False)
+    resumed = interrupt_then_resume(cfg, LayerFusion, 3, monkeypatch)
     assert resumed["method_report"]["groups"] == clean["method_report"]["groups"]
     assert (
         resumed["final"]["top1"] == clean["final"]["top1"]

@@ -9,7 +9,7 @@ from lcbench.config import make_config, run_id
 from lcbench.errors import ConfigError
 from lcbench.pipeline import execute, load_model
 from lcbench.store import RunDir
-from tests.conftest import fast_overrides
+from tests.conftest import fast_overrides, interrupt_then_resume
 
 LC = ["stage=compress", "method=layercollapse", "optimizer=sgd", "lr=0.01", "lam=2", "pretrain.epochs=3"]
 
@@ -66,18 +66,7 @@ def test_progressive_folds_one_block_at_a_time_and_resumes(tmp_path, monkeypatch
 
     # interrupted during epoch 4 (block 3 already folded at epoch 2), then started again
     resumed = lc_config(tmp_path / "resumed", *args, epochs=4)
-    original_hook = LayerCollapse.on_epoch_end
-
-    def interrupt_at_epoch_4(self, epoch, model):
-        if epoch == 4:
-            raise KeyboardInterrupt
-        return original_hook(self, epoch, model)
-
-    monkeypatch.setattr(LayerCollapse, "on_epoch_end", interrupt_at_epoch_4)
-    with pytest.raises(KeyboardInterrupt):
-        execute(resumed, progress_bar=False)
-    monkeypatch.setattr(LayerCollapse, "on_epoch_end", original_hook)
-    again = execute(resumed, progress_bar=False)
+    again = interrupt_then_resume(resumed, LayerCollapse, 4, monkeypatch)
     run = RunDir(tmp_path / "resumed", run_id(resumed))
     assert [e["epoch"] for e in run.events() if e["event"] == "resume"] == [3]
     assert again["final"]["top1"] == result["final"]["top1"]
