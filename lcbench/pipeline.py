@@ -223,6 +223,7 @@ def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bo
         pre_run = ensure_pretrained(cfg, progress_bar)
         pretrain_record = pre_run.result()
         model = load_model(pre_run.model_path)
+        seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
     else:
         model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained)
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None

@@ -57,6 +57,19 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     assert rc["run_id"] != ra["run_id"]
 
 
+def test_compress_results_do_not_depend_on_whether_its_pretrain_ran_in_the_same_process(tmp_path):
+    from lcbench.config import pretrain_config
+
+    args = ["stage=compress", "method=finetune", "pretrain.epochs=1"]
+    together = make_config({}, [*args, *fast_overrides(tmp_path / "a", epochs=2)])
+    separate = make_config({}, [*args, *fast_overrides(tmp_path / "b", epochs=2)])
+    first = execute(together, progress_bar=False)  # runs its pretrain first, in this process
+    execute(pretrain_config(separate), progress_bar=False)
+    second = execute(separate, progress_bar=False)  # finds its pretrain done
+    assert epoch_metrics(tmp_path / "a", together) == epoch_metrics(tmp_path / "b", separate)
+    assert first["final"]["loss"] == second["final"]["loss"]
+
+
 def test_completed_run_is_not_run_again_unless_forced(tmp_path):
     cfg = make_config({}, fast_overrides(tmp_path, epochs=1))
     first = execute(cfg, progress_bar=False)
