@@ -70,8 +70,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .methods import METHODS
     from .models import MODELS
 
-    if args.kind == "keys":
-        for row in describe_fields(RunConfig):
+    if args.kind == "keys":  # the run config's keys, or with a method name that method's parameters
+        for row in describe_fields(METHODS.get(args.pattern).Params if args.pattern else RunConfig):
             choices = f"  one of {row['choices']}" if row["choices"] else ""
             print(f"{row['key']:18} {row['type']:14} default {row['default']!r}{choices}  {row['help']}")
         return 0
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods, models, datasets or config keys")
     p.add_argument("kind", choices=["methods", "models", "datasets", "keys"])
-    p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'vit_*'")
+    p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'vit_*' (with keys: a method name)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("collapse", help="fold a trained run's converted blocks (post-training LayerCollapse)")

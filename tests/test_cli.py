@@ -35,6 +35,10 @@ def test_list_commands(capsys):
     assert "finetune" in capsys.readouterr().out.split()
     assert main(["list", "keys"]) == 0
     assert "lr" in capsys.readouterr().out
+    assert main(["list", "keys", "layercollapse"]) == 0
+    assert {"k", "lam", "threshold", "schedule"} <= {
+        line.split()[0] for line in capsys.readouterr().out.splitlines()
+    }
 
 
 @pytest.mark.parametrize(
