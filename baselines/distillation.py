@@ -71,7 +71,12 @@ class KnowledgeDistillation(Method):
         if p.student.startswith(COLLAPSED):
             k = _parse_k(p.student)
             self.folded = [b.name for b in collapse.select_blocks(model, k, model_name=cfg.model)]
-            student = copy.deepcopy(self.teacher) if p.init == "teacher" else self._fresh(cfg.model)
+            # (a copy of the frozen teacher must be made trainable again)
+            student = (
+                copy.deepcopy(self.teacher).requires_grad_(True)
+                if p.init == "teacher"
+                else self._fresh(cfg.model)
+            )
             firsts = [
                 _path(b.container, b.first)
                 for b in map(lambda n: collapse.block_by_name(student, n), self.folded)

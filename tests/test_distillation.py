@@ -48,6 +48,13 @@ def test_kd_into_the_collapsed_student_end_to_end(tmp_path, init):
         student_only + 2e9 * original["gmacs"] * samples, rel=1e-6
     )
     assert result["method_report"]["init"] == init
+    # every student tensor is trained (a copy of the frozen teacher must not stay frozen)
+    ckpt = torch.load(RunDir(tmp_path, result["run_id"]).checkpoint_path, weights_only=True)
+    student = torch.load(RunDir(tmp_path, result["run_id"]).model_path, weights_only=True)["state_dict"]
+    n_params = sum(
+        1 for k in student if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+    assert sum(len(g["params"]) for g in ckpt["optimizer"]["param_groups"]) == n_params
 
 
 def test_kd_into_a_zoo_student(tmp_path):

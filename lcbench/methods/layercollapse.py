@@ -96,9 +96,9 @@ class LayerCollapse(Method):
         self._convert(model, self.order[started])
         return True
 
-    def _fold(self, model: nn.Module, names: list[str]) -> None:
+    def _fold(self, model: nn.Module, names: list[str], top1_before: float | None = None) -> None:
         calibration = self.ctx.calibration_batch(self.params.calibration_size)
-        before = self.ctx.evaluate(model)["top1"]
+        before = self.ctx.evaluate(model)["top1"] if top1_before is None else top1_before
         reports = collapse.collapse(model, names, self.params.threshold, self.params.force, calibration)
         after = self.ctx.evaluate(model)["top1"] if any(r["folded"] for r in reports) else before
         for r in reports:
@@ -116,7 +116,7 @@ class LayerCollapse(Method):
             **measure_model(model, self.ctx.input_shape, (1,), repeats=self.ctx.cfg.latency_repeats),
             **self.ctx.evaluate(model),
         }
-        self._fold(model, list(self.converted))
+        self._fold(model, list(self.converted), top1_before=regularized["top1"])
         reports = [self.fold_reports[n] for n in self.order if n in self.fold_reports]
         self.report = {
             "schedule": self.params.schedule,
