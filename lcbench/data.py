@@ -274,18 +274,14 @@ _register(
 # torchvision data sets
 
 
-def _torchvision(
-    name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict, marker: str, extra: dict | None = None
-):
+def _torchvision(name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict, marker: str):
     """A loader for a torchvision data set class that fails clearly when the files are missing."""
 
     def load(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
-        common = dict(extra or {})
-        if download:
-            common["download"] = True
+        common = {"download": True} if download else {}
         try:
             train = [cls(str(root), transform=train_tf, **kw, **common) for kw in _as_list(train_kwargs)]
             val = cls(str(root), transform=eval_tf, **val_kwargs, **common)
