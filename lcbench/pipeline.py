@@ -124,8 +124,8 @@ def save_model(
     )
 
 
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights."""
+def read_model_file(path: str | Path) -> dict:
+    """The contents of an lcbench model file (architecture, method, structure, state_dict)."""
     path = Path(path)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -137,6 +137,11 @@ def load_model(path: str | Path) -> nn.Module:
         ) from e
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path} is not an lcbench model file (format {MODEL_FORMAT})")
+    return saved
+
+
+def build_model(saved: dict, path: str | Path = "") -> nn.Module:
+    """Rebuild a model from `read_model_file`'s contents: zoo architecture, recorded structure, weights."""
     model = create_model(saved["model"], saved["num_classes"], saved["in_chans"], saved["img_size"])
     model = METHODS.get(saved["method"]).rebuild(model, saved["structure"])
     try:
@@ -144,6 +149,11 @@ def load_model(path: str | Path) -> nn.Module:
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit the rebuilt {saved['model']}: {e}") from e
     return model
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights."""
+    return build_model(read_model_file(path), path)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 
 from . import collapse
@@ -13,7 +12,7 @@ from .config import RunConfig, build_dataclass
 from .data import DATASETS, load_data
 from .errors import CheckpointError
 from .measure import count_parameters
-from .pipeline import MODEL_FORMAT, data_transforms, load_model, resolve_device
+from .pipeline import MODEL_FORMAT, build_model, data_transforms, read_model_file, resolve_device
 from .store import atomic_torch_save, atomic_write_json, read_json
 from .train import evaluate, make_loader
 
@@ -27,12 +26,12 @@ def collapse_run(
     if not model_path.exists():
         raise CheckpointError(f"{run_dir} has no model.pt: is it a completed lcbench run folder?")
     cfg = build_dataclass(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    saved = read_model_file(model_path)
     converted = list(saved["structure"].get("converted", []))
     if not converted:
         raise CheckpointError(f"{model_path} has no converted (PReLU) blocks left to fold")
     device = resolve_device(cfg.device)
-    model = load_model(model_path).to(device).eval()
+    model = build_model(saved, model_path).to(device).eval()
     spec = DATASETS.get(cfg.dataset)
     data = load_data(
         cfg.dataset, cfg.data_root, data_transforms(model, cfg.img_size) if spec.natural_images else None
