@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"

@@ -116,6 +116,78 @@ def bench_collapse(args: argparse.Namespace) -> dict:
     return out
 
 
+@benchmark("runner")
+def bench_runner(args: argparse.Namespace) -> dict:
+    """Plan (and, where sbatch exists, submit as held arrays) a 104-run sweep; local-queue overhead per
+    run against executing the same runs directly in this process."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    from .pipeline import execute
+    from .runner import LaunchOptions, launch
+    from .sweep import plan_sweep
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        spec = {
+            "name": "bench100",
+            "base": {"dataset": "digits", "epochs": 1, "output_root": str(tmp / "plan")},
+            "grid": {"model": ["digits_mlp", "digits_vit", "digits_mixer", "digits_vgg"]},
+            "seeds": [0, 1, 2, 3, 4],
+            "variants": {
+                "lc": {"method": "layercollapse", "k": [1, 2]},
+                "kd": {"method": "kd", "student": "collapsed:1"},
+                "prune": {"method": "magnitude_pruning", "target_compression": 1.5},
+                "ft": {"method": "finetune"},
+            },
+        }
+        path = tmp / "bench100.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        start = time.perf_counter()
+        plan = plan_sweep(path)
+        out["plan_runs"] = len(plan.runs)
+        out["plan_seconds"] = time.perf_counter() - start
+        if shutil.which("sbatch"):
+            profile = tmp / "held.yaml"  # submitted on hold, then cancelled: nothing runs
+            held = {"cpus_per_task": 1, "mem_gb": 1, "additional": {"hold": True}}
+            profile.write_text(yaml.safe_dump(held))
+            start = time.perf_counter()
+            sub = launch(plan, LaunchOptions(executor="slurm", profile=str(profile)))
+            out["submit_arrays_seconds"] = time.perf_counter() - start
+            out["submitted_jobs"] = len(sub.jobs)
+            arrays = sorted({job.split("_")[0] for job in sub.jobs.values()})
+            subprocess.run(["scancel", *arrays], check=False)
+        else:
+            out["submit_arrays_seconds"] = "skipped: no sbatch on PATH (slurm/local-cluster.sh start)"
+
+        # local-queue overhead: the same three short runs through the queue and called directly
+        small = {**spec, "name": "overhead", "grid": {"model": ["digits_mlp"]}, "seeds": [0, 1, 2]}
+        small["variants"] = {"ft": {"method": "finetune"}}
+        small["base"] = {**spec["base"], "latency_repeats": 2, "pretrain": {"epochs": 1}, "threads": 1}
+        for where in ("direct", "queue"):
+            small["base"]["output_root"] = str(tmp / where)
+            path.write_text(yaml.safe_dump(small))
+            plan = plan_sweep(path)
+            execute(plan.stage("pretrain")[0].cfg, progress_bar=False)  # both start from a trained original
+            runs = plan.stage("compress")
+            start = time.perf_counter()
+            if where == "direct":
+                trained = [execute(r.cfg, progress_bar=False) for r in runs]
+            else:
+                launch(plan, LaunchOptions(executor="local", threads=1, wait=True))
+                trained = [json.loads((tmp / where / r.run_id / "result.json").read_text()) for r in runs]
+            out[f"{where}_seconds_per_run"] = (time.perf_counter() - start) / len(runs)
+            train_seconds = sum(t["cost"]["train_seconds"] for t in trained)
+            out[f"{where}_train_seconds_per_run"] = train_seconds / len(runs)
+        out["queue_overhead_seconds_per_run"] = out["queue_seconds_per_run"] - out["direct_seconds_per_run"]
+        out["queue_over_direct"] = out["queue_seconds_per_run"] / out["direct_seconds_per_run"]
+    return out
+
+
 def write_readme(folder: Path) -> None:
     """A Markdown table of every figure in the folder's JSON files."""
     lines = [
@@ -164,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from .methods import load_builtin_methods
+
+    load_builtin_methods()
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
@@ -172,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         print(f"bench {name} ...", flush=True)
         start = time.perf_counter()
+        env = environment()  # before the benchmark: runs inside it may set their own thread count
         results = BENCHMARKS[name](args)
+        torch.set_num_threads(args.threads)
         atomic_write_json(
             folder / f"{name}.json",
             {
                 "benchmark": name,
-                "environment": environment(),
+                "environment": env,
                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "seconds": time.perf_counter() - start,
                 "results": results,

@@ -38,7 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"-> {cfg.output_root}/{run_id(cfg)}",
         file=sys.stderr,
     )
-    result = execute(cfg, force=args.force, progress_bar=not args.no_progress and sys.stderr.isatty())
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = execute(cfg, force=args.force, progress_bar=progress, require_pretrained=args.require_pretrained)
     summary = {
         k: result.get(k)
         for k in (
@@ -108,6 +109,120 @@ def cmd_collapse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace):
+    from .sweep import plan_sweep
+
+    files, overrides = _split_args(args.items)
+    if len(files) != 1:
+        raise LcbenchError(
+            f"give exactly one sweep spec (runs/NAME.yaml), then key=value overrides; got {files}"
+        )
+    return plan_sweep(files[0], overrides)
+
+
+def _status_rows(statuses) -> list[dict]:
+    return [
+        {
+            "run_id": s.run.run_id,
+            "stage": s.run.stage,
+            "method": s.run.cfg.method,
+            "variant": s.run.variant or "-",
+            "level": s.run.level_label or "-",
+            "model": s.run.cfg.model,
+            "dataset": s.run.cfg.dataset,
+            "seed": s.run.cfg.seed,
+            "status": s.status,
+            "detail": s.detail,
+        }
+        for s in statuses
+    ]
+
+
+def _print_rows(rows: list[dict], columns: list[str]) -> None:
+    import pandas as pd
+
+    print(pd.DataFrame(rows, columns=columns).to_string(index=False, max_colwidth=90))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .status import summarize, sweep_status
+    from .sweep import training_flops
+
+    plan = _plan(args)
+    statuses = sweep_status(plan)
+    flops = training_flops(plan)
+    rows = _status_rows(statuses)
+    for row in rows:
+        f = flops[row["run_id"]]
+        row["train_PFLOP"] = "?" if f is None else f"{f / 1e15:.3g}"
+    _print_rows(
+        rows, ["run_id", "stage", "method", "variant", "level", "model", "seed", "status", "train_PFLOP"]
+    )
+    todo = [s.run.run_id for s in statuses if s.status != "completed"]
+    known = [flops[r] for r in todo if flops[r] is not None]
+    total = sum(known)
+    print(
+        f"\nsweep {plan.name}: {len(plan.runs)} runs ({len(plan.stage('pretrain'))} pretrain, "
+        f"{len(plan.stage('compress'))} compress); {summarize(statuses)}"
+    )
+    unknown = f"; {len(todo) - len(known)} runs of unknown data size" if len(known) < len(todo) else ""
+    print(
+        f"to run: {len(todo)} runs, {total / 1e15:.4g} PFLOP of training "
+        f"(3 x forward MACs x 2 x images x epochs{unknown})"
+        f" = {total / (args.tflops * 1e12) / 3600:.3g} GPU-hours at {args.tflops:g} TFLOP/s sustained"
+        f" (--tflops), {total / (args.cpu_gflops * 1e9) / 3600:.3g} CPU-hours at {args.cpu_gflops:g} GFLOP/s"
+    )
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .runner import LaunchOptions, launch
+
+    plan = _plan(args)
+    options = LaunchOptions(
+        executor=args.executor,
+        only_failed=args.only_failed,
+        max_parallel=args.max_parallel,
+        gpus=args.gpus,
+        threads=args.threads,
+        profile=args.profile,
+        wait=args.wait,
+    )
+    submission = launch(plan, options)
+    if submission is None:
+        print(f"sweep {plan.name}: nothing to submit (every run is completed)", file=sys.stderr)
+        return 0
+    print(
+        f"sweep {plan.name}: {len(submission.jobs)} runs submitted to {submission.executor} "
+        f"({submission.folder})"
+    )
+    if submission.executor == "slurm":
+        for rid, job in submission.jobs.items():
+            print(f"  {rid}  job {job}")
+    elif submission.pid:
+        print(f"  local queue supervisor pid {submission.pid}; follow with `lcbench status {args.items[0]}`")
+    if args.wait:
+        return cmd_status(args)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runner import wait_for
+    from .status import summarize, sweep_status
+
+    plan = _plan(args)
+    statuses = wait_for(plan, poll_s=args.poll) if args.wait else sweep_status(plan)
+    _print_rows(
+        _status_rows(statuses), ["run_id", "stage", "method", "level", "model", "seed", "status", "detail"]
+    )
+    counts = summarize(statuses)
+    print(f"\nsweep {plan.name}: {counts}")
+    bad = counts.get("failed", 0) + counts.get("missing", 0)
+    if bad:
+        print(f"resubmit the {bad} failed/missing run(s) with `lcbench launch {args.items[0]} --only-failed`")
+    return 1 if (args.wait and bad) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -117,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value")
     p.add_argument("--force", action="store_true", help="run again even if a completed record exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--require-pretrained",
+        action="store_true",
+        help="fail (instead of training it) when a compress run's pretrain run has not completed",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list methods, models, datasets or config keys")
@@ -130,6 +250,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="fold every converted block (labelled as forced)")
     p.add_argument("--out", help="output file (default: <run>/collapsed.pt, report beside it)")
     p.set_defaults(func=cmd_collapse)
+
+    spec_help = "runs/NAME.yaml then key=value overrides of its base (seeds=[0] too)"
+    p = sub.add_parser("plan", help="print a sweep's runs, which are complete, and a cost estimate")
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument("--tflops", type=float, default=100.0, help="sustained GPU TFLOP/s for the estimate")
+    p.add_argument("--cpu-gflops", type=float, default=25.0, help="sustained CPU GFLOP/s for the estimate")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("launch", help="submit a sweep's unfinished runs (returns once submitted)")
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument(
+        "--executor",
+        default="auto",
+        choices=["local", "slurm", "auto"],
+        help="auto: slurm when sbatch is on PATH, else local",
+    )
+    p.add_argument("--only-failed", action="store_true", help="submit failed and missing runs only")
+    p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
+    p.add_argument("--gpus", help="local: GPU ids to use, e.g. 0,1 (default: all visible)")
+    p.add_argument("--threads", type=int, help="local: CPU threads shared by parallel runs (default: all)")
+    p.add_argument("--profile", default="local", help="slurm: slurm/<PROFILE>.yaml or a file")
+    p.add_argument("--wait", action="store_true", help="block until every run has ended, then show status")
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("status", help="each run of a sweep: pending, running, completed, failed or missing")
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument("--wait", action="store_true", help="block until nothing is pending or running")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("results", help="every run record under a folder as CSV")
     p.add_argument("out", help="the output root (e.g. outputs)")

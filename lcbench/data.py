@@ -78,6 +78,7 @@ class DatasetSpec:
     img_size: int = 224
     natural_images: bool = True
     how_to_get: str = ""
+    train_size: int | None = None  # nominal training images, for cost estimates (None: unknown)
 
     def classes(self, root: Path) -> int:
         if self.num_classes is not None:
@@ -140,6 +141,7 @@ _register(
         img_size=8,
         natural_images=False,
         how_to_get="ships inside scikit-learn; nothing to download",
+        train_size=1437,
     )
 )
 
@@ -214,6 +216,7 @@ _register(
         how_to_get="Get ImageNet-1k from https://image-net.org (login needed), then arrange it as "
         "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (e.g. with the valprep.sh script), or use "
         "torchvision.datasets.ImageNet(root) on the official archives once, and set data_root=PATH.",
+        train_size=1281167,
     )
 )
 _register(
@@ -266,6 +269,7 @@ _register(
         num_classes=200,
         img_size=64,
         how_to_get="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data_root.",
+        train_size=100000,
     )
 )
 
@@ -308,6 +312,7 @@ _register(
         img_size=32,
         how_to_get="Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
         "extract it into data_root.",
+        train_size=50000,
     )
 )
 _register(
@@ -318,6 +323,7 @@ _register(
         img_size=32,
         how_to_get="Get cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
         "and extract it into data_root.",
+        train_size=50000,
     )
 )
 _register(
@@ -332,6 +338,7 @@ _register(
         ),
         num_classes=102,
         how_to_get="Oxford 102 Flowers (torchvision.datasets.Flowers102 layout).",
+        train_size=1020,
     )
 )
 _register(
@@ -340,6 +347,7 @@ _register(
         _torchvision("pets", "OxfordIIITPet", {"split": "trainval"}, {"split": "test"}, "oxford-iiit-pet"),
         num_classes=37,
         how_to_get="Oxford-IIIT Pets (torchvision.datasets.OxfordIIITPet layout).",
+        train_size=3680,
     )
 )
 _register(
@@ -349,6 +357,7 @@ _register(
         num_classes=196,
         how_to_get="Stanford Cars (torchvision.datasets.StanfordCars layout; torchvision can no "
         "longer download it: fetch it from Kaggle).",
+        train_size=8144,
     )
 )
 

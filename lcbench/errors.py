@@ -23,3 +23,7 @@ class TrainingDiverged(LcbenchError):
 
 class RunLockedError(LcbenchError):
     """Another process is executing the same run."""
+
+
+class DependencyError(LcbenchError):
+    """A run needs another run (its pretrain) that has not completed."""

@@ -67,6 +67,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> dict:
         key = f"{root}.{name}" if name else root
         layer_macs = sum(per_module.get(key, {}).values()) / 2
         weight = module.weight
+        if weight.is_meta:  # a shape-only model (cost estimates): dense by definition
+            continue
         density = float(torch.count_nonzero(weight.detach())) / weight.numel() if weight.numel() else 1.0
         effective -= layer_macs * (1.0 - density)
     return {"gmacs": total / 1e9, "gmacs_effective": effective / 1e9}

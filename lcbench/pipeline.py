@@ -21,7 +21,7 @@ from torch import nn
 from . import measure
 from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
-from .errors import CheckpointError, ConfigError, DataError, LcbenchError
+from .errors import CheckpointError, ConfigError, DataError, DependencyError, LcbenchError
 from .methods import METHODS, Method
 from .models import create_model, last_linear
 from .provenance import environment
@@ -160,8 +160,29 @@ def load_model(path: str | Path) -> nn.Module:
 # Executing a run
 
 
-def execute(cfg: RunConfig, force: bool = False, progress_bar: bool = True) -> dict:
-    """Run `cfg` in its own folder and return its result record (re-used when already completed)."""
+# Set by the SLURM job's checkpoint hook just before submitit requeues the job and exits: the exit that
+# follows is a preemption, not a failure, so no failed record is written and the next attempt resumes.
+_preempted = False
+_active_tracker: Tracker | None = None
+
+
+def mark_preempted() -> None:
+    """Called on the scheduler's signal: close the W&B run now, since the requeue kills every process of
+    the job (W&B's writer included, losing what it had not flushed) as soon as this returns."""
+    global _preempted
+    _preempted = True
+    if _active_tracker is not None:
+        _active_tracker.finish(exit_code=1, preempted=True)
+
+
+def execute(
+    cfg: RunConfig, force: bool = False, progress_bar: bool = True, require_pretrained: bool = False
+) -> dict:
+    """Run `cfg` in its own folder and return its result record (re-used when already completed).
+
+    A compress run whose pretrain run is missing executes it first, unless `require_pretrained` (the
+    sweep runners: the pretrain is its own job) makes that an error.
+    """
     rid = run_id(cfg)
     run = RunDir(cfg.output_root, rid)
     run.create()
@@ -179,7 +200,8 @@ def execute(cfg: RunConfig, force: bool = False, progress_bar: bool = True) -> d
         device = setup_runtime(cfg)
         atomic_write_json(run.env_path, environment(device))
         tracker = Tracker(cfg, rid, str(run.path))
-        result = _execute(cfg, run, device, progress_bar, tracker)
+        _set_active_tracker(tracker)
+        result = _execute(cfg, run, device, progress_bar, tracker, require_pretrained)
         result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
         atomic_write_json(run.result_path, result)
         tracker.summary(
@@ -188,39 +210,70 @@ def execute(cfg: RunConfig, force: bool = False, progress_bar: bool = True) -> d
                 "compression": result["compression"],
                 "gmacs": result["final"]["gmacs"],
                 "train_seconds": result["cost"]["train_seconds"],
+                "latency_ms_b1": result["final"].get("latency_ms_b1"),
                 "speedup_measured_b1": result.get("speedup_measured_b1"),
+                "delta_top1": result["delta_top1"],
             }
         )
         tracker.finish()
         return result
-    except BaseException as e:
-        error = {
-            "type": type(e).__name__,
-            "message": str(e) or type(e).__name__,
-            "user_error": isinstance(e, LcbenchError),
-            "traceback": traceback.format_exc(),
-        }
-        atomic_write_json(
-            run.result_path, {"run_id": rid, "status": "failed", "config": to_dict(cfg), "error": error}
-        )
+    except SystemExit:
+        if not _preempted:
+            _write_failure(run, rid, cfg)
+        else:  # preempted: the requeued job resumes from the last checkpoint under the same W&B id
+            if tracker:
+                tracker.finish(exit_code=1, preempted=True)
+        raise
+    except BaseException:
+        _write_failure(run, rid, cfg)
         if tracker:
             tracker.finish(exit_code=1)
         raise
     finally:
+        _set_active_tracker(None)
         run.release()
 
 
-def ensure_pretrained(cfg: RunConfig, progress_bar: bool) -> RunDir:
+def _set_active_tracker(tracker: Tracker | None) -> None:
+    global _active_tracker
+    _active_tracker = tracker
+
+
+def _write_failure(run: RunDir, rid: str, cfg: RunConfig) -> None:
+    """result.json with status `failed`, the error and its traceback (called inside an except block)."""
+    import sys
+
+    e = sys.exc_info()[1]
+    error = {
+        "type": type(e).__name__,
+        "message": str(e) or type(e).__name__,
+        "user_error": isinstance(e, LcbenchError),
+        "traceback": traceback.format_exc(),
+    }
+    record = {"run_id": rid, "status": "failed", "config": to_dict(cfg), "error": error}
+    atomic_write_json(run.result_path, record)
+
+
+def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False) -> RunDir:
     """The completed pretrain run a compress run starts from (executed here first when missing)."""
     pre_cfg = pretrain_config(cfg)
     pre_run = RunDir(cfg.output_root, run_id(pre_cfg))
+    if not pre_run.is_completed() and required:
+        record = pre_run.result() or {}
+        why = record.get("error", {}).get("message") if record.get("status") == "failed" else "no record"
+        raise DependencyError(
+            f"pretrain run {pre_run.run_id} did not complete ({why}); fix it and resubmit with "
+            "`lcbench launch SPEC --only-failed`"
+        )
     if not pre_run.is_completed():
         log.info("pretrain run %s is missing: running it first", pre_run.run_id)
         execute(pre_cfg, progress_bar=progress_bar)
     return pre_run
 
 
-def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bool, tracker: Tracker) -> dict:
+def _execute(
+    cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bool, tracker: Tracker, required: bool
+) -> dict:
     started = time.perf_counter()
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
@@ -230,7 +283,7 @@ def _execute(cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bo
 
     pretrain_record = None
     if cfg.stage == "compress":
-        pre_run = ensure_pretrained(cfg, progress_bar)
+        pre_run = ensure_pretrained(cfg, progress_bar, required)
         pretrain_record = pre_run.result()
         model = load_model(pre_run.model_path)
         seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago

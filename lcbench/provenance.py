@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -19,8 +20,19 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "torch-prun
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+SNAPSHOT_INFO = "SNAPSHOT.json"  # beside a code snapshot's packages: the git info taken at submission
+
+
 def git_info(path: Path = PACKAGE_DIR) -> dict:
-    """Commit and dirty flag of the repository holding lcbench (None outside a git checkout)."""
+    """Commit and dirty flag of the repository holding lcbench (None outside a git checkout).
+
+    Code running from a sweep's snapshot reports the commit the snapshot was taken from.
+    """
+    snapshot = path.parent / SNAPSHOT_INFO
+    if snapshot.exists():
+        import json
+
+        return {**json.loads(snapshot.read_text()), "snapshot": str(path.parent)}
 
     def git(*args: str) -> str | None:
         try:
@@ -55,4 +67,17 @@ def environment(device: torch.device) -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "argv": sys.argv,
+        "code": str(PACKAGE_DIR),
+        "scheduler": {k: v for k, v in os.environ.items() if k in SCHEDULER_VARIABLES},
     }
+
+
+SCHEDULER_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_RESTART_COUNT",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_NODELIST",
+    "CUDA_VISIBLE_DEVICES",
+)

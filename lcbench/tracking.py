@@ -67,7 +67,9 @@ class Tracker:
                 if value is not None:
                     self.run.summary[key] = value
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
         if self.run:
+            if preempted:  # shown as preempted (not crashed) until the requeued job resumes this run
+                self.run.mark_preempting()
             self.run.finish(exit_code=exit_code)
             self.run = None

@@ -92,3 +92,25 @@ def interrupt_then_resume(cfg, method_cls, epoch: int, monkeypatch) -> dict:
         execute(cfg, progress_bar=False)
     monkeypatch.setattr(method_cls, "on_epoch_end", original_hook)
     return execute(cfg, progress_bar=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A SLURM cluster to submit to: one already up, or the single-node one of slurm/local-cluster.sh
+    (started here when running as root on a Debian system; stopped again at the end)."""
+    import shutil
+
+    script = str(REPO / "slurm" / "local-cluster.sh")
+    if subprocess.run([script, "status"], capture_output=True).returncode == 0:
+        yield "existing"
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(
+            "SLURM tests skipped: no cluster is up, and starting the local one needs root on Debian "
+            "(run `sudo slurm/local-cluster.sh start`, then `make test` again)"
+        )
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0:
+        pytest.fail(f"slurm/local-cluster.sh start failed:\n{started.stdout}\n{started.stderr}")
+    yield "started"
+    subprocess.run([script, "stop"], capture_output=True, timeout=60)

@@ -1,0 +1,87 @@
+"""A sweep's runs as pending / running / completed / failed / missing, from run records and the scheduler.
+
+Order of evidence: a job the scheduler still holds (queued or running) wins over an older record, since a
+resubmitted failed run keeps its old record until its new job starts; then the run's lock (a live
+process); then result.json; a run with none of these is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .local_queue import read_queue, supervisor_alive
+from .store import RunDir
+from .submissions import latest_jobs, read_submissions
+from .sweep import Plan, PlannedRun
+
+STATUSES = ("pending", "running", "completed", "failed", "stopped", "missing")
+
+
+@dataclass
+class RunStatus:
+    run: PlannedRun
+    status: str
+    detail: str = ""  # the error of a failed run, the scheduler's reason for a pending one
+    job: str = ""  # SLURM job id or local queue slot
+    log: str = ""  # where the job's output goes
+
+
+def sweep_status(plan: Plan) -> list[RunStatus]:
+    root = plan.output_root
+    jobs = latest_jobs(read_submissions(root, plan.name))
+    slurm_ids = [job for sub, job in jobs.values() if sub.executor == "slurm"]
+    slurm_states = {}
+    if slurm_ids:
+        from .slurm import queue_states
+
+        slurm_states = queue_states(slurm_ids)
+    queues: dict[str, dict | None] = {}
+    statuses = []
+    for run in plan.runs:
+        sub, job = jobs.get(run.run_id, (None, ""))
+        scheduled = detail = log = ""
+        if sub is not None and sub.executor == "slurm":
+            log = str(Path(sub.folder) / f"{job}_0_log.out")
+            if job in slurm_states:
+                state, reason = slurm_states[job]
+                scheduled = "running" if state in ("RUNNING", "COMPLETING") else "pending"
+                detail = f"SLURM {state}" + (f" ({reason})" if reason and reason != "None" else "")
+        elif sub is not None:
+            log = str(Path(sub.folder) / "logs" / f"{run.run_id}.log")
+            if sub.folder not in queues:
+                queues[sub.folder] = read_queue(sub.folder)
+            queue = queues[sub.folder]
+            entry = next((r for r in (queue or {}).get("runs", []) if r["run_id"] == run.run_id), None)
+            if entry and entry["state"] != "done" and supervisor_alive(queue):
+                scheduled = entry["state"]
+                detail = f"local queue ({entry['state']})"
+        statuses.append(_status(run, RunDir(root, run.run_id), scheduled, detail, job, log))
+    return statuses
+
+
+def _status(run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: str, log: str) -> RunStatus:
+    from .store import _live_status
+
+    if scheduled == "running" or (rundir.path.exists() and _live_status(rundir.path) == "running"):
+        return RunStatus(run, "running", detail or "training", job, log)
+    if scheduled == "pending":
+        return RunStatus(run, "pending", detail, job, log)
+    record = rundir.result()
+    if record:
+        status = record.get("status", "failed")
+        error = record.get("error") or {}
+        text = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
+        return RunStatus(run, status, text, job, log)
+    if rundir.path.exists() and rundir.config_path.exists():
+        return RunStatus(run, "missing", "interrupted before finishing (no result record)", job, log)
+    if job:
+        return RunStatus(run, "missing", "the job ended without a record; see its log", job, log)
+    return RunStatus(run, "missing", "never submitted", job, log)
+
+
+def summarize(statuses: list[RunStatus]) -> dict[str, int]:
+    counts = {s: 0 for s in STATUSES}
+    for s in statuses:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    return {k: v for k, v in counts.items() if v}

@@ -1,0 +1,218 @@
+"""Sweep specs (`runs/*.yaml`): a base config, a grid, named method variants and seeds, expanded into runs.
+
+    name: digits                 # the sweep's name: W&B group, results/<name>/
+    base: {dataset: digits, epochs: 10, pretrain: {epochs: 40}}
+    grid: {model: [digits_vit, digits_mlp]}          # lists expand to their Cartesian product
+    seeds: [0, 1, 2]
+    variants:                                        # named method variants; lists expand here too
+      layercollapse: {method: layercollapse, k: [1, 2]}
+      kd: {method: kd, student: [collapsed:1, collapsed:2]}
+
+A spec with variants plans `compress` runs plus the `pretrain` runs they start from (one per distinct
+original model, shared by every method and seed); a spec without variants plans its base stage only. A
+list that is itself a value (a method's `blocks`) is written as a list inside a list.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, _set_dotted, load_yaml, make_config, parse_override, pretrain_config, run_id
+from .errors import ConfigError
+
+SPEC_KEYS = {
+    "name": "the sweep's name (W&B group, results/<name>/); default: the file name",
+    "description": "free text",
+    "base": "RunConfig keys shared by every run",
+    "grid": "RunConfig keys with lists of values: every combination is planned",
+    "seeds": "seeds of the compress runs (default: the base seed)",
+    "variants": "name -> {method: ..., parameters}: the methods and their levels",
+}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep: its config and where in the sweep it comes from."""
+
+    run_id: str
+    cfg: RunConfig
+    variant: str = ""  # the variant's name ('' for pretrain runs)
+    level: dict = field(default_factory=dict)  # the variant's swept parameters (its compression level)
+    depends_on: str | None = None  # the pretrain run a compress run starts from
+
+    @property
+    def stage(self) -> str:
+        return self.cfg.stage
+
+    @property
+    def level_label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.level.items())
+
+
+@dataclass
+class Plan:
+    name: str
+    source: str
+    runs: list[PlannedRun]  # pretrain runs first, in a stable order
+
+    def stage(self, stage: str) -> list[PlannedRun]:
+        return [r for r in self.runs if r.stage == stage]
+
+    def get(self, rid: str) -> PlannedRun:
+        for r in self.runs:
+            if r.run_id == rid:
+                return r
+        raise KeyError(rid)
+
+    @property
+    def output_root(self) -> Path:
+        roots = {r.cfg.output_root for r in self.runs}
+        if len(roots) != 1:
+            raise ConfigError(
+                f"sweep {self.name}: every run must share one output_root (got {sorted(roots)})"
+            )
+        return Path(roots.pop())
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read and check a spec; `key=value` overrides go into `base` (a grid key's override replaces it)."""
+    spec = load_yaml(path)
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        valid = "; ".join(f"{k} ({v})" for k, v in SPEC_KEYS.items())
+        raise ConfigError(f"{path}: unknown sweep key(s) {', '.join(unknown)}. Valid keys: {valid}")
+    spec.setdefault("name", Path(path).stem)
+    for key in ("base", "grid", "variants"):
+        value = spec.setdefault(key, {}) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: '{key}' must be a mapping, not {type(value).__name__}")
+        spec[key] = value
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "seeds":
+            spec["seeds"] = value
+        elif key == "name":
+            spec["name"] = str(value)
+        elif key in spec["grid"]:
+            spec["grid"][key] = value
+        else:
+            _set_dotted(spec["base"], key, value)
+    return spec
+
+
+def _values(where: str, key: str, value: Any) -> list:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(
+            f"{where}: '{key}' is an empty list, so the sweep would plan no runs; give it a value"
+        )
+    return values
+
+
+def _product(where: str, mapping: dict) -> list[tuple[dict, dict]]:
+    """Every combination of a mapping's list values: (full assignment, the swept keys only)."""
+    keys = list(mapping)
+    choices = [_values(where, k, mapping[k]) for k in keys]
+    swept = [k for k in keys if isinstance(mapping[k], list) and len(mapping[k]) > 1]
+    combos = []
+    for combo in itertools.product(*choices):
+        assignment = dict(zip(keys, combo))
+        combos.append((assignment, {k: assignment[k] for k in swept}))
+    return combos
+
+
+def expand(spec: dict, source: str = "") -> Plan:
+    """The spec's runs: pretrain runs (deduplicated) first, then compress runs in grid order."""
+    name = str(spec["name"])
+    base = copy.deepcopy(spec["base"])
+    base.setdefault("tracking", {}).setdefault("group", name)
+    seeds = _values(f"{source} seeds", "seeds", spec.get("seeds", base.get("seed", 0)))
+    variants = spec["variants"]
+    if variants and base.get("stage", "compress") != "compress":
+        raise ConfigError(f"{source}: variants are compression methods, so base stage must be compress")
+
+    runs: list[PlannedRun] = []
+    for grid_values, _ in _product(f"{source} grid", spec["grid"]):
+        point = {**base, **grid_values}
+        if not variants:
+            for seed in seeds:
+                cfg = _config(source, {**point, "seed": seed}, "")
+                runs.append(PlannedRun(run_id(cfg), cfg))
+            continue
+        for vname, variant in variants.items():
+            if not isinstance(variant, dict) or "method" not in variant:
+                raise ConfigError(f"{source}: variant {vname!r} must be a mapping with a 'method' key")
+            for assignment, level in _product(f"{source} variant {vname}", variant):
+                for seed in seeds:
+                    values = {**point, "stage": "compress", **assignment, "seed": seed}
+                    cfg = _config(source, values, f"variant {vname} {level}")
+                    pre = pretrain_config(cfg)
+                    runs.append(PlannedRun(run_id(cfg), cfg, vname, level, run_id(pre)))
+    if not runs:
+        raise ConfigError(f"{source}: the sweep plans no runs")
+
+    pretrains: dict[str, PlannedRun] = {}
+    for run in runs:
+        if run.depends_on and run.depends_on not in pretrains:
+            pre = pretrain_config(run.cfg)
+            pretrains[run.depends_on] = PlannedRun(run.depends_on, pre)
+    unique: dict[str, PlannedRun] = {}
+    for run in [*pretrains.values(), *runs]:
+        unique.setdefault(run.run_id, run)  # two grid points resolving to one config are one run
+    return Plan(name, source, list(unique.values()))
+
+
+def _config(source: str, values: dict, where: str) -> RunConfig:
+    try:
+        return make_config(values)
+    except ConfigError as e:
+        point = ", ".join(f"{k}={values[k]}" for k in ("model", "dataset", "seed") if k in values)
+        raise ConfigError(f"{source}: {where + ', ' if where else ''}{point}: {e}") from None
+
+
+def plan_sweep(path: str | Path, overrides: list[str] = ()) -> Plan:
+    return expand(load_spec(path, overrides), str(path))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cost estimates
+
+
+def forward_gmacs(cfg: RunConfig) -> float:
+    """GMACs of one forward pass of the run's original model (built on the meta device: no memory)."""
+    import torch
+
+    from .data import DATASETS
+    from .measure import count_macs
+    from .models import create_model
+    from .pipeline import data_transforms
+
+    spec = DATASETS.get(cfg.dataset)
+    num_classes = spec.num_classes or 1000
+    with torch.device("meta"):
+        model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size)
+    size = data_transforms(model, cfg.img_size).img_size if spec.natural_images else spec.img_size
+    return count_macs(model, (spec.in_chans, size, size))["gmacs"]
+
+
+def training_flops(plan: Plan) -> dict[str, float | None]:
+    """Estimated training FLOPs per run: 3 x forward x images x epochs (None: data set size unknown)."""
+    from .data import DATASETS
+
+    macs: dict[tuple, float] = {}
+    estimates: dict[str, float | None] = {}
+    for run in plan.runs:
+        cfg = run.cfg
+        size = DATASETS.get(cfg.dataset).train_size
+        if size is None:
+            estimates[run.run_id] = None
+            continue
+        key = (cfg.model, cfg.dataset, cfg.img_size)
+        if key not in macs:
+            macs[key] = forward_gmacs(cfg)
+        estimates[run.run_id] = 3 * 2e9 * macs[key] * size * cfg.epochs
+    return estimates

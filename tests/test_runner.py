@@ -1,0 +1,149 @@
+"""`lcbench launch` with the local queue, `lcbench status`, `--only-failed`, and the runner's bad inputs."""
+
+import json
+
+import pytest
+import yaml
+
+from lcbench.cli import main
+from lcbench.errors import ConfigError
+from lcbench.local_queue import plan_slots, read_queue
+from lcbench.slurm import load_profile
+from lcbench.status import sweep_status
+from lcbench.submissions import read_submissions
+from lcbench.sweep import plan_sweep
+
+
+def digits_sweep(tmp_path, variants, **base):
+    spec = {
+        "name": "t",
+        "base": {
+            "dataset": "digits",
+            "model": "digits_mlp",
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "latency_repeats": 2,
+            "latency_batch": 8,
+            "output_root": str(tmp_path / "out"),
+            "pretrain": {"epochs": 1, "warmup_epochs": 0},
+            **base,
+        },
+        "variants": variants,
+    }
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def by_status(path):
+    return {s.run.variant or "pretrain": (s.status, s.detail) for s in sweep_status(plan_sweep(path))}
+
+
+def test_local_queue_runs_a_sweep_in_the_background(tmp_path, capsys):
+    path = digits_sweep(
+        tmp_path,
+        {
+            "ft": {"method": "finetune"},
+            "lc": {"method": "layercollapse", "k": 1},
+            # more than the prunable weights can give: this run fails at its start, the others go on
+            "prune": {"method": "magnitude_pruning", "target_compression": 1000.0},
+        },
+    )
+    assert main(["launch", str(path), "--executor", "local", "--max-parallel", "2", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs submitted to local" in out
+    # launch returned at once: the runs are queued behind their pretrain
+    early = by_status(path)
+    assert {s for s, _ in early.values()} <= {"pending", "running", "completed"}
+    assert early["ft"][0] in ("pending", "running")
+    # a second plain launch would start the same runs twice
+    assert main(["launch", str(path), "--executor", "local"]) == 2
+    assert "still queued or running" in capsys.readouterr().err
+
+    assert main(["status", str(path), "--wait", "--poll", "0.5"]) == 1  # 1: a run failed
+    status = by_status(path)
+    assert status["pretrain"][0] == status["ft"][0] == status["lc"][0] == "completed"
+    assert status["prune"][0] == "failed" and "target_compression" in status["prune"][1]
+
+    (sub,) = read_submissions(tmp_path / "out", "t")
+    queue = read_queue(sub.folder)
+    assert queue["slots"] == {"max_parallel": 2, "gpus": [], "threads": 1}
+    spans = sorted((r["started"], r["ended"]) for r in queue["runs"])
+    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert overlap <= 2
+    pretrain_end = spans[0][1]
+    assert all(start >= pretrain_end for start, _ in spans[1:])  # compress runs waited for the pretrain
+    assert (
+        json.loads((tmp_path / "out" / queue["runs"][1]["run_id"] / "env.json").read_text())["torch_threads"]
+        == 1
+    )
+
+    # --only-failed resubmits the failed run and nothing else
+    capsys.readouterr()
+    assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.5"]) == 1
+    subs = read_submissions(tmp_path / "out", "t")
+    failed_id = next(s.run.run_id for s in sweep_status(plan_sweep(path)) if s.run.variant == "prune")
+    assert list(subs[-1].jobs) == [failed_id]
+
+
+def test_a_compress_run_whose_pretrain_failed_fails_without_training(tmp_path):
+    # the pretrain's weights file is missing: its compress run must not train the original itself
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["pretrain"]["pretrained"] = str(tmp_path / "missing.safetensors")
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.5"]) == 1
+    status = by_status(path)
+    assert status["pretrain"][0] == "failed" and "missing.safetensors" in status["pretrain"][1]
+    assert status["ft"][0] == "failed" and "DependencyError" in status["ft"][1]
+    assert "--only-failed" in status["ft"][1]
+
+
+def test_everything_completed_means_nothing_to_submit(tmp_path, capsys):
+    path = digits_sweep(tmp_path, {})
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["stage"] = "pretrain"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    assert main(["launch", str(path), "--executor", "local"]) == 0
+    assert "nothing to submit" in capsys.readouterr().err
+
+
+def test_gpu_ids_must_exist():
+    with pytest.raises(ConfigError, match=r"GPU id\(s\) \[7\] do not exist"):
+        plan_slots(None, "7", None)
+    with pytest.raises(ConfigError, match="separated by commas"):
+        plan_slots(None, "a,b", None)
+    with pytest.raises(ConfigError, match="at least 1"):
+        plan_slots(0, None, None)
+
+
+def test_cpu_threads_are_shared_between_parallel_runs():
+    slots = plan_slots(3, None, 8)
+    assert (slots.max_parallel, slots.threads_per_run) == (3, 2)
+
+
+def test_slurm_executor_without_sbatch_suggests_local(tmp_path, monkeypatch, capsys):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    assert main(["launch", str(path), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch" in err and "--executor local" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_profiles_are_validated(tmp_path):
+    assert load_profile("local").cpus_per_task == 1
+    with pytest.raises(ConfigError, match="profile 'nope' does not exist.*available: .*gpu"):
+        load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: x\ngpu: 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_profile(str(bad))
+
+
+def test_unknown_executor_is_refused(tmp_path, capsys):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    with pytest.raises(SystemExit):
+        main(["launch", str(path), "--executor", "cloud"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""Sweep specs: expansion into runs, pretrain deduplication, overrides, `lcbench plan`, and bad specs."""
+
+import pytest
+import yaml
+
+from lcbench.cli import main
+from lcbench.config import pretrain_config, run_id
+from lcbench.errors import ConfigError
+from lcbench.sweep import load_spec, plan_sweep, training_flops
+
+
+def write_spec(tmp_path, **spec):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+BASE = {"dataset": "digits", "epochs": 1, "output_root": "OUT"}
+
+
+def test_grid_variants_and_seeds_expand_to_their_product(tmp_path):
+    path = write_spec(
+        tmp_path,
+        name="s",
+        base=BASE,
+        grid={"model": ["digits_mlp", "digits_vgg"], "lr": [0.01, 0.1]},
+        seeds=[0, 1],
+        variants={"lc": {"method": "layercollapse", "k": [1, 2]}, "ft": {"method": "finetune"}},
+    )
+    plan = plan_sweep(path)
+    compress = plan.stage("compress")
+    assert len(compress) == 2 * 2 * (2 + 1) * 2
+    # one pretrain per original model, shared by every lr, method and seed; listed first
+    assert [r.cfg.model for r in plan.stage("pretrain")] == ["digits_mlp", "digits_vgg"]
+    assert plan.runs[:2] == plan.stage("pretrain")
+    assert all(r.depends_on == run_id(pretrain_config(r.cfg)) for r in compress)
+    lc = [r for r in compress if r.variant == "lc"]
+    assert {r.level_label for r in lc} == {"k=1", "k=2"}
+    assert {r.cfg.method_args["k"] for r in lc} == {1, 2}
+    assert all(r.level == {} for r in compress if r.variant == "ft")
+    assert len({r.run_id for r in plan.runs}) == len(plan.runs)
+    assert {r.cfg.tracking.group for r in plan.runs} == {"s"}  # the sweep is the W&B group
+
+
+def test_spec_without_variants_plans_its_base_stage(tmp_path):
+    path = write_spec(
+        tmp_path, base={**BASE, "stage": "pretrain"}, grid={"model": ["digits_mlp", "digits_vit"]}
+    )
+    plan = plan_sweep(path)
+    assert plan.name == "sweep" and [r.stage for r in plan.runs] == ["pretrain", "pretrain"]
+
+
+def test_overrides_change_base_grid_and_seeds(tmp_path):
+    path = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_mlp", "digits_vgg"]},
+        seeds=[0, 1, 2],
+        variants={"ft": {"method": "finetune"}},
+    )
+    plan = plan_sweep(path, ["epochs=3", "model=digits_mlp", "seeds=[5]", "pretrain.epochs=7"])
+    compress = plan.stage("compress")
+    assert [(r.cfg.model, r.cfg.seed, r.cfg.epochs) for r in compress] == [("digits_mlp", 5, 3)]
+    assert plan.stage("pretrain")[0].cfg.epochs == 7
+
+
+def test_a_literal_list_value_is_written_inside_a_list(tmp_path):
+    path = write_spec(
+        tmp_path, base=BASE, variants={"lc": {"method": "layercollapse", "blocks": [["a", "b"]]}}
+    )
+    (run,) = plan_sweep(path).stage("compress")
+    assert run.cfg.method_args["blocks"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"base": BASE, "grids": {"model": ["digits_mlp"]}}, "unknown sweep key(s) grids"),
+        ({"base": BASE, "grid": {"model": []}}, "'model' is an empty list"),
+        ({"base": BASE, "seeds": []}, "'seeds' is an empty list"),
+        ({"base": BASE, "variants": {"lc": {"k": [1]}}}, "variant 'lc' must be a mapping with a 'method'"),
+        ({"base": BASE, "variants": {"lc": {"method": "layercollapse", "k": [1, 0]}}}, "variant lc {'k': 0}"),
+        ({"base": {**BASE, "epochz": 1}, "variants": {"ft": {"method": "finetune"}}}, "epochz"),
+        ({"base": {**BASE, "stage": "pretrain"}, "variants": {"ft": {"method": "finetune"}}}, "base stage"),
+        ({"base": BASE, "grid": ["model"]}, "'grid' must be a mapping"),
+    ],
+)
+def test_bad_specs_are_errors_that_name_the_problem(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        plan_sweep(write_spec(tmp_path, **spec))
+    assert message in str(err.value)
+
+
+def test_missing_spec_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_cost_estimate_uses_the_models_macs(tmp_path):
+    path = write_spec(
+        tmp_path,
+        base={**BASE, "epochs": 2},
+        grid={"model": ["digits_mlp"]},
+        variants={"ft": {"method": "finetune"}},
+    )
+    plan = plan_sweep(path)
+    flops = training_flops(plan)
+    (ft,) = plan.stage("compress")
+    # digits_mlp: 0.300032 MMACs forward; 1437 training images; forward + backward = 3 x forward
+    assert flops[ft.run_id] == pytest.approx(3 * 2 * 0.300032e6 * 1437 * 2)
+
+
+def test_plan_command_prints_runs_and_estimate(tmp_path, capsys):
+    path = write_spec(
+        tmp_path,
+        base={**BASE, "output_root": str(tmp_path / "out")},
+        grid={"model": ["digits_mlp"]},
+        seeds=[0, 1],
+        variants={"ft": {"method": "finetune"}},
+    )
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs (1 pretrain, 2 compress)" in out and "GPU-hours" in out
+    assert "{'missing': 3}" in out  # nothing ran yet
+    assert not (tmp_path / "out").exists()  # planning runs nothing and writes nothing
+    assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
