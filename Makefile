@@ -24,16 +24,31 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
-# Until the sweep runner exists: the pretrain stage of every digits model, then their records.
-reproduce: install
-	@for m in digits_mlp digits_vit digits_mixer digits_vgg; do \
-		$(VENV)/bin/lcbench run runs/digits_pretrain.yaml model=$$m output_root=$(OUT) --no-progress || exit 1; \
-	done
-	$(VENV)/bin/lcbench results $(OUT)
+LCBENCH  := $(VENV)/bin/lcbench
+EXECUTOR ?= local
+PROFILE  ?= local
+PARALLEL ?= 2
+DRY      ?=
+# local: the digits sweep on the CPU, PARALLEL runs at once sharing the cores; slurm: job arrays (PROFILE)
+LAUNCH_ARGS = $(if $(filter slurm,$(EXECUTOR)),--executor slurm --profile $(PROFILE),--executor $(EXECUTOR))
 
+# plan, launch, wait, report: runs/digits.yaml (every method, four models, three levels, three seeds)
+reproduce: install
+	$(LCBENCH) plan runs/digits.yaml output_root=$(OUT) | tail -n 3
+	$(LCBENCH) launch runs/digits.yaml output_root=$(OUT) $(LAUNCH_ARGS) \
+		$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL))
+	$(LCBENCH) status runs/digits.yaml output_root=$(OUT) --wait --poll 5 | tail -n 3 || true
+	$(LCBENCH) report runs/digits.yaml output_root=$(OUT) --out results/digits
+
+# The paper's models on ImageNet: DATA=/path/to/imagenet (train/<wnid>/, val/<wnid>/); DRY=1 plans only
 reproduce-imagenet: install
-	@test -n "$(DATA)" || { echo "reproduce-imagenet: set DATA=/path/to/imagenet (train/<wnid>/, val/<wnid>/)"; exit 2; }
-	$(VENV)/bin/lcbench run runs/imagenet_pretrain.yaml data_root=$(DATA) output_root=$(OUT)
+	@test -n "$(DATA)$(DRY)" || { echo "reproduce-imagenet: set DATA=/path/to/imagenet (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), e.g. make reproduce-imagenet DATA=/datasets/imagenet EXECUTOR=slurm PROFILE=gpu; DRY=1 prints the plan and its GPU-hours"; exit 2; }
+	$(LCBENCH) plan runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT)
+	@if [ -z "$(DRY)" ]; then \
+		$(LCBENCH) launch runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) $(LAUNCH_ARGS) && \
+		$(LCBENCH) status runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --wait --poll 60 | tail -n 3; \
+		$(LCBENCH) report runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --out results/imagenet; \
+	fi
 
 bench: install
 	@mkdir -p results/bench

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lcbench.collapse import collapse_targets
 from lcbench.config import option
 from lcbench.errors import ConfigError
 from lcbench.measure import WEIGHT_LAYERS, count_parameters
@@ -36,6 +37,9 @@ class FusionParams:
     similarity: str = option("cosine", choices=["cosine", "wasserstein", "cka"])
     stages: int = option(10, min=1, help="fusion stages interleaved with retraining")
     mode: str = option("average", choices=["average", "mix", "freeze"])
+    match_collapse: int = option(
+        0, min=0, help="k > 0: target the compression of folding LayerCollapse's last k blocks"
+    )
 
 
 def weight_similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> float:
@@ -103,6 +107,7 @@ class LayerFusion(Method):
         self.frozen: list[str] = []  # groups (by first member) whose shared tensor is frozen
         self.stages_done = 0
         self.history: list[dict] = []
+        self.matched: dict | None = None
 
     # -- plan -------------------------------------------------------------------------------------------
 
@@ -111,12 +116,16 @@ class LayerFusion(Method):
         self.classes = candidate_layers(model)
         dense = count_parameters(model)[0]
         self.original_params = dense
-        self.needed = dense - dense / p.target_compression
+        self.target = p.target_compression
+        if p.match_collapse:
+            self.matched = collapse_targets(model, p.match_collapse, self.ctx.input_shape, self.ctx.cfg.model)
+            self.target = self.matched["compression"]
+        self.needed = dense - dense / self.target
         reachable = sum((len(n) - 1) * tensor_size(model.get_submodule(n[0])) for n in self.classes.values())
         if reachable < self.needed:
             best = dense / (dense - reachable) if reachable < dense else float("inf")
             raise ConfigError(
-                f"layer_fusion cannot reach {p.target_compression}x on {self.ctx.cfg.model}: tying every "
+                f"layer_fusion cannot reach {self.target:.3f}x on {self.ctx.cfg.model}: tying every "
                 f"same-shape Linear/Conv layer ({sum(map(len, self.classes.values()))} layers in "
                 f"{len(self.classes)} shape classes) gives at most {best:.2f}x"
             )
@@ -205,7 +214,8 @@ class LayerFusion(Method):
 
     def finalize(self, model: nn.Module) -> nn.Module:
         self.report = {
-            "target_compression": self.params.target_compression,
+            "target_compression": self.target,
+            "matched_to_layercollapse": self.matched,
             "achieved_compression": self.original_params / count_parameters(model)[1],
             "groups": self.groups,
             "stages": self.history,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from lcbench.collapse import collapse_targets
 from lcbench.config import option
 from lcbench.errors import ConfigError
 from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters
@@ -44,6 +45,9 @@ class PruningParams:
     scope: str = option("global", choices=["global", "layerwise", "structured"])
     target_compression: float = option(2.0, min_exclusive=1, help="unstructured: total / nonzero parameters")
     target_macs_ratio: float = option(2.0, min_exclusive=1, help="structured: original / pruned MACs")
+    match_collapse: int = option(
+        0, min=0, help="k > 0: aim at what folding LayerCollapse's last k blocks gives (overrides targets)"
+    )
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -177,12 +181,19 @@ class MagnitudePruning(Method):
         """One-shot pruning; on resume it re-derives the same masks or shapes from the same weights."""
         p = self.params
         self.shapes = None
+        matched = {}
+        target_compression, target_macs_ratio = p.target_compression, p.target_macs_ratio
+        if p.match_collapse:
+            matched = collapse_targets(model, p.match_collapse, self.ctx.input_shape, self.ctx.cfg.model)
+            target_compression, target_macs_ratio = matched["compression"], matched["macs_ratio"]
         if p.scope == "structured":
-            model, self.report = prune_structured(model, self.ctx.input_shape, p.target_macs_ratio)
+            model, self.report = prune_structured(model, self.ctx.input_shape, target_macs_ratio)
             self.shapes = pruned_shapes(model)
         else:
-            self.report = prune_unstructured(model, p.target_compression, p.scope)
+            self.report = prune_unstructured(model, target_compression, p.scope)
         self.report["scope"] = p.scope
+        if matched:
+            self.report["matched_to_layercollapse"] = matched
         return model
 
     def finalize(self, model: nn.Module) -> nn.Module:

@@ -164,8 +164,9 @@ def bench_runner(args: argparse.Namespace) -> dict:
         else:
             out["submit_arrays_seconds"] = "skipped: no sbatch on PATH (slurm/local-cluster.sh start)"
 
-        # local-queue overhead: the same three short runs through the queue and called directly
-        small = {**spec, "name": "overhead", "grid": {"model": ["digits_mlp"]}, "seeds": [0, 1, 2]}
+        # local-queue overhead: the same eight short runs through the queue (one process each, forked
+        # from a server started once per queue) and called directly in this process
+        small = {**spec, "name": "overhead", "grid": {"model": ["digits_mlp"]}, "seeds": list(range(8))}
         small["variants"] = {"ft": {"method": "finetune"}}
         small["base"] = {**spec["base"], "latency_repeats": 2, "pretrain": {"epochs": 1}, "threads": 1}
         for where in ("direct", "queue"):

@@ -185,6 +185,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         gpus=args.gpus,
         threads=args.threads,
+        cpu=args.cpu,
         profile=args.profile,
         wait=args.wait,
     )
@@ -221,6 +222,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if bad:
         print(f"resubmit the {bad} failed/missing run(s) with `lcbench launch {args.items[0]} --only-failed`")
     return 1 if (args.wait and bad) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .analysis.report import write_report
+
+    plan = _plan(args)
+    out = Path(args.out) if args.out else Path("results") / plan.name
+    summary = write_report(plan, out)
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
+    print(f"report for sweep {plan.name} ({counts}) written to {out}/README.md")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
     p.add_argument("--gpus", help="local: GPU ids to use, e.g. 0,1 (default: all visible)")
     p.add_argument("--threads", type=int, help="local: CPU threads shared by parallel runs (default: all)")
+    p.add_argument("--cpu", action="store_true", help="local: run on the CPU even where GPUs are visible")
     p.add_argument("--profile", default="local", help="slurm: slurm/<PROFILE>.yaml or a file")
     p.add_argument("--wait", action="store_true", help="block until every run has ended, then show status")
     p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
@@ -280,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="block until nothing is pending or running")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="tables (CSV, Markdown, LaTeX), plots and findings of a sweep")
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument("--out", help="output folder (default: results/<sweep name>)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("results", help="every run record under a folder as CSV")
     p.add_argument("out", help="the output root (e.g. outputs)")

@@ -252,3 +252,27 @@ def apply_structure(model: nn.Module, converted: list[str], folded: list[str]) -
     for name in folded:
         fold(model, block_by_name(model, name))
     return model
+
+
+def collapse_targets(model: nn.Module, k: int, input_shape: tuple[int, ...], model_name: str = "") -> dict:
+    """What folding the last k blocks of `model` achieves (on a copy): parameter compression and MAC ratio.
+
+    The baselines use it to be compared at LayerCollapse's compression (`match_collapse=k`).
+    """
+    import copy
+
+    from .measure import count_macs, count_parameters
+
+    folded = copy.deepcopy(model).cpu().eval()
+    blocks = select_blocks(folded, k, model_name=model_name)
+    for block in blocks:
+        with torch.no_grad():
+            convert(folded, block).weight.fill_(1.0)
+    collapse(folded, [b.name for b in blocks])
+    dense = count_parameters(model)[0]
+    macs = count_macs(model, input_shape)["gmacs"]
+    return {
+        "k": k,
+        "compression": dense / count_parameters(folded)[0],
+        "macs_ratio": macs / count_macs(folded, input_shape)["gmacs"],
+    }

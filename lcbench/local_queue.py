@@ -9,6 +9,7 @@ fails at once with the reason (it never retrains the original model itself).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ class Slots:
     max_parallel: int
     gpus: list[int]
     threads_per_run: int
+    cpu_only: bool = False
 
 
 def visible_gpus() -> int:
@@ -38,9 +40,13 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def plan_slots(max_parallel: int | None, gpus: str | None, threads: int | None) -> Slots:
+def plan_slots(
+    max_parallel: int | None, gpus: str | None, threads: int | None, cpu_only: bool = False
+) -> Slots:
     """Check the requested GPUs exist and split the CPU threads between parallel runs."""
-    available = visible_gpus()
+    if cpu_only and gpus:
+        raise ConfigError("--cpu and --gpus exclude each other")
+    available = 0 if cpu_only else visible_gpus()
     if gpus:
         try:
             ids = [int(g) for g in str(gpus).split(",") if g.strip()]
@@ -61,7 +67,7 @@ def plan_slots(max_parallel: int | None, gpus: str | None, threads: int | None) 
     if ids and parallel > len(ids):
         raise ConfigError(f"--max-parallel {parallel} exceeds the {len(ids)} GPU(s) given: one run per GPU")
     cores = threads or os.cpu_count() or 1
-    return Slots(parallel, ids, max(1, cores // parallel))
+    return Slots(parallel, ids, max(1, cores // parallel), cpu_only)
 
 
 def write_queue(folder: Path, entries: list[dict], slots: Slots) -> Path:
@@ -69,7 +75,12 @@ def write_queue(folder: Path, entries: list[dict], slots: Slots) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     state = {
-        "slots": {"max_parallel": slots.max_parallel, "gpus": slots.gpus, "threads": slots.threads_per_run},
+        "slots": {
+            "max_parallel": slots.max_parallel,
+            "gpus": slots.gpus,
+            "threads": slots.threads_per_run,
+            "cpu_only": slots.cpu_only,
+        },
         "supervisor_pid": None,
         "runs": [{**e, "state": "pending", "returncode": None, "gpu": None} for e in entries],
     }
@@ -122,7 +133,7 @@ def serve(folder: str | Path, poll_s: float = 0.2) -> int:
     atomic_write_json(path, state)
     slots = state["slots"]
     runs = state["runs"]
-    procs: dict[str, subprocess.Popen] = {}
+    procs: dict[str, RunProcess] = {}
     free_gpus = list(slots["gpus"])
 
     def stop(signum, frame):  # forward a stop to the runs, which record themselves as failed/interrupted
@@ -165,7 +176,9 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
             if dep is not None and dep["state"] != "done":
                 continue
             gpu = free_gpus.pop(0) if slots["gpus"] else None
-            procs[entry["run_id"]] = _start_run(folder, entry, gpu, slots["threads"])
+            procs[entry["run_id"]] = _start_run(
+                folder, entry, gpu, slots["threads"], slots.get("cpu_only", False)
+            )
             entry.update(state="running", gpu=gpu, started=time.time())
             changed = True
         if changed:
@@ -173,25 +186,58 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
         time.sleep(poll_s)
 
 
-def _start_run(folder: Path, entry: dict, gpu: int | None, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [
-        sys.executable,
-        "-m",
-        "lcbench",
-        "run",
-        entry["config"],
-        "--no-progress",
-        "--require-pretrained",
-    ]
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        command.append("device=cuda")
-    command.append(f"threads={threads}")
-    log = open(folder / "logs" / f"{entry['run_id']}.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    log.close()
-    return proc
+class RunProcess:
+    """One run in its own process, forked from a server that has imported lcbench, torch and timm once
+    (a fresh interpreter per run would spend seconds importing them)."""
+
+    _context = None
+
+    def __init__(self, config: str, log: Path, gpu: int | None, threads: int, cpu_only: bool) -> None:
+        if RunProcess._context is None:
+            RunProcess._context = multiprocessing.get_context("forkserver")
+            RunProcess._context.set_forkserver_preload(["lcbench._preload"])
+        self.process = RunProcess._context.Process(
+            target=_run_in_child, args=(config, str(log), gpu, threads, cpu_only)
+        )
+        self.process.start()
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        if self.process.pid and self.process.exitcode is None:
+            os.kill(self.process.pid, signum)
+
+    def wait(self) -> int | None:
+        self.process.join()
+        return self.process.exitcode
+
+
+def _run_in_child(config: str, log: str, gpu: int | None, threads: int, cpu_only: bool) -> None:
+    """The run's process: output to its log file, its GPU only, then `lcbench run` (exit code = status)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    args = ["run", config, "--no-progress", "--require-pretrained", f"threads={threads}"]
+    if gpu is not None:  # before anything initialises CUDA (the fork server never does)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        args.append("device=cuda")
+    elif cpu_only:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        args.append("device=cpu")
+    from .cli import main
+
+    try:
+        code = main(args)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    sys.exit(code)
+
+
+def _start_run(folder: Path, entry: dict, gpu: int | None, threads: int, cpu_only: bool) -> RunProcess:
+    return RunProcess(entry["config"], folder / "logs" / f"{entry['run_id']}.log", gpu, threads, cpu_only)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class LaunchOptions:
     max_parallel: int | None = None  # local
     gpus: str | None = None  # local: "0,1"
     threads: int | None = None  # local: CPU threads shared by parallel runs
+    cpu: bool = False  # local: run on the CPU even where GPUs are visible
     profile: str = "local"  # slurm: slurm/<profile>.yaml
     wait: bool = False  # local: run the queue in this process until it ends
 
@@ -75,7 +76,7 @@ def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
     else:
         from .local_queue import plan_slots
 
-        slots = plan_slots(options.max_parallel, options.gpus, options.threads)
+        slots = plan_slots(options.max_parallel, options.gpus, options.threads, options.cpu)
     statuses = sweep_status(plan)
     todo = runs_to_submit(statuses, options.only_failed)
     if not todo:

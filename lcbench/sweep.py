@@ -8,6 +8,11 @@
       layercollapse: {method: layercollapse, k: [1, 2]}
       kd: {method: kd, student: [collapsed:1, collapsed:2]}
 
+Methods compared at matched compression share `levels: [1, 2, 3]`: a variant value `"{level}"` (or a
+string holding it, `collapsed:{level}`) is replaced by each level, and its runs carry that level, so the
+analysis can put the methods side by side level by level. `levels` may also map model names to lists
+(`{default: [1, 2, 3], digits_vgg: [1, 2]}`) where a model has fewer collapsible blocks.
+
 A spec with variants plans `compress` runs plus the `pretrain` runs they start from (one per distinct
 original model, shared by every method and seed); a spec without variants plans its base stage only. A
 list that is itself a value (a method's `blocks`) is written as a list inside a list.
@@ -31,7 +36,9 @@ SPEC_KEYS = {
     "grid": "RunConfig keys with lists of values: every combination is planned",
     "seeds": "seeds of the compress runs (default: the base seed)",
     "variants": "name -> {method: ..., parameters}: the methods and their levels",
+    "levels": "levels shared by the variants ('{level}' in a value becomes each); a list, or per model",
 }
+LEVEL = "{level}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class PlannedRun:
     variant: str = ""  # the variant's name ('' for pretrain runs)
     level: dict = field(default_factory=dict)  # the variant's swept parameters (its compression level)
     depends_on: str | None = None  # the pretrain run a compress run starts from
+    matched_level: int | None = None  # the spec's shared level (`levels:`), if the variant uses it
 
     @property
     def stage(self) -> str:
@@ -146,12 +154,18 @@ def expand(spec: dict, source: str = "") -> Plan:
         for vname, variant in variants.items():
             if not isinstance(variant, dict) or "method" not in variant:
                 raise ConfigError(f"{source}: variant {vname!r} must be a mapping with a 'method' key")
-            for assignment, level in _product(f"{source} variant {vname}", variant):
-                for seed in seeds:
-                    values = {**point, "stage": "compress", **assignment, "seed": seed}
-                    cfg = _config(source, values, f"variant {vname} {level}")
-                    pre = pretrain_config(cfg)
-                    runs.append(PlannedRun(run_id(cfg), cfg, vname, level, run_id(pre)))
+            levels = spec.get("levels")
+            if isinstance(levels, dict):  # per model, e.g. {default: [1, 2, 3], digits_vgg: [1, 2]}
+                levels = levels.get(point.get("model"), levels.get("default"))
+            for matched, concrete in _at_levels(source, vname, variant, levels):
+                for assignment, level in _product(f"{source} variant {vname}", concrete):
+                    if matched is not None:
+                        level = {"level": matched, **level}
+                    for seed in seeds:
+                        values = {**point, "stage": "compress", **assignment, "seed": seed}
+                        cfg = _config(source, values, f"variant {vname} {level}")
+                        pre = pretrain_config(cfg)
+                        runs.append(PlannedRun(run_id(cfg), cfg, vname, level, run_id(pre), matched))
     if not runs:
         raise ConfigError(f"{source}: the sweep plans no runs")
 
@@ -164,6 +178,23 @@ def expand(spec: dict, source: str = "") -> Plan:
     for run in [*pretrains.values(), *runs]:
         unique.setdefault(run.run_id, run)  # two grid points resolving to one config are one run
     return Plan(name, source, list(unique.values()))
+
+
+def _at_levels(source: str, vname: str, variant: dict, levels: Any) -> list[tuple[int | None, dict]]:
+    """The variant once per shared level when its values mention '{level}', else once as it is."""
+    uses = [k for k, v in variant.items() if isinstance(v, str) and LEVEL in v]
+    if not uses:
+        return [(None, variant)]
+    if not levels:
+        raise ConfigError(f"{source}: variant {vname!r} uses '{LEVEL}' but the spec has no 'levels' list")
+    out = []
+    for level in _values(f"{source} levels", "levels", levels):
+        concrete = dict(variant)
+        for key in uses:
+            text = variant[key]
+            concrete[key] = level if text == LEVEL else text.replace(LEVEL, str(level))
+        out.append((level, concrete))
+    return out
 
 
 def _config(source: str, values: dict, where: str) -> RunConfig:

@@ -67,7 +67,7 @@ def test_local_queue_runs_a_sweep_in_the_background(tmp_path, capsys):
 
     (sub,) = read_submissions(tmp_path / "out", "t")
     queue = read_queue(sub.folder)
-    assert queue["slots"] == {"max_parallel": 2, "gpus": [], "threads": 1}
+    assert queue["slots"] == {"max_parallel": 2, "gpus": [], "threads": 1, "cpu_only": False}
     spans = sorted((r["started"], r["ended"]) for r in queue["runs"])
     overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     assert overlap <= 2

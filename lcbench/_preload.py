@@ -1,0 +1,14 @@
+"""Imported once by the local queue's fork server, so each run's process starts with everything loaded.
+
+Nothing here touches CUDA or starts threads: a process forked from this state is safe and initialises its
+own device.
+"""
+
+import sklearn.datasets  # noqa: F401 - the digits loader
+import timm  # noqa: F401
+import torch._dynamo  # noqa: F401 - imported lazily by the first optimizer otherwise (about a second)
+
+from lcbench import cli, local_queue, pipeline  # noqa: F401 - fixed for the queue's lifetime
+from lcbench.methods import load_builtin_methods
+
+load_builtin_methods()

@@ -1,0 +1,196 @@
+"""Analysis: tables from fixed records (exact means and stds), LaTeX that compiles, plots whose data is
+checked, and reports that list failed and missing runs."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lcbench.analysis import plots
+from lcbench.analysis.records import sweep_frame
+from lcbench.analysis.report import load_paper, paper_comparison, write_report
+from lcbench.analysis.tables import aggregate, matched_table, per_method_table, write_table
+from lcbench.store import RunDir, atomic_write_json
+from lcbench.sweep import plan_sweep
+
+TOP1 = {"layercollapse": [90.0, 92.0, 94.0], "kd": [85.0, 86.0, 90.0]}
+
+
+def fixed_frame() -> pd.DataFrame:
+    rows = [
+        dict(
+            method="original",
+            variant="original",
+            level=np.nan,
+            seed=0,
+            top1=95.0,
+            compression=1.0,
+            gmacs=0.004,
+            train_seconds=30.0,
+        )
+    ]
+    for method, values in TOP1.items():
+        for seed, top1 in enumerate(values):
+            rows.append(
+                dict(
+                    method=method,
+                    variant=method,
+                    level=1.0,
+                    seed=seed,
+                    top1=top1,
+                    compression=1.5,
+                    gmacs=0.003,
+                    train_seconds=10.0 * (1 + seed) * (2 if method == "kd" else 1),
+                )
+            )
+    rows.append(dict(method="kd", variant="kd", level=1.0, seed=3, top1=np.nan, status="failed"))
+    frame = pd.DataFrame(rows)
+    frame["status"] = frame.get("status").fillna("completed")
+    frame["dataset"], frame["model"] = "digits", "digits_vit"
+    frame["base_top1"] = 95.0
+    frame["delta_top1"] = frame["top1"] - 95.0
+    for column in ("speedup_b1", "latency_ms_b1", "params", "train_flops"):
+        frame[column] = 1.0
+    return frame
+
+
+def test_aggregate_means_and_sample_stds_are_exact():
+    agg = aggregate(fixed_frame()).set_index("method")
+    assert agg.loc["layercollapse", "top1_mean"] == 92.0
+    assert agg.loc["layercollapse", "top1_std"] == pytest.approx(2.0)  # sample std (ddof=1) of 90, 92, 94
+    assert agg.loc["kd", "top1_mean"] == pytest.approx(87.0)
+    assert agg.loc["kd", "top1_std"] == pytest.approx(np.std([85, 86, 90], ddof=1))
+    assert agg.loc["kd", "n"] == 3  # the failed seed is not averaged in
+    assert agg.loc["kd", "train_seconds_mean"] == pytest.approx(40.0)
+    assert agg.loc["original", "n"] == 1 and np.isnan(agg.loc["original", "top1_std"])
+
+
+def test_tables_put_the_original_first_and_bold_the_best(tmp_path):
+    agg = aggregate(fixed_frame())
+    table = per_method_table(agg)
+    assert list(table["method"]) == ["original", "kd", "layercollapse"]
+    write_table(table, tmp_path / "t", ["model", "method", "level"], ["dataset", "model"], "Caption", "tab:x")
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert csv.loc[csv["method"] == "layercollapse", "top1_mean"].item() == 92.0
+    md = (tmp_path / "t.md").read_text()
+    assert "**95.00**" in md  # the original has the best top-1 of the model's rows
+    assert "92.00 ± 2.00" in md and "Top-1 (%)" in md
+    tex = (tmp_path / "t.tex").read_text()
+    assert "\\toprule" in tex and "\\caption{Caption}" in tex and "\\label{tab:x}" in tex
+    assert "digits\\_vit" in tex and "$92.00 \\pm 2.00$" in tex and "\\textbf{95.00}" in tex
+    matched = matched_table(agg)
+    assert set(matched["method"]) == {"kd", "layercollapse"}  # the original has no level
+
+
+def test_latex_compiles_with_pdflatex(tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip(
+            "pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)"
+        )
+    agg = aggregate(fixed_frame())
+    write_table(
+        per_method_table(agg),
+        tmp_path / "t",
+        ["model", "method", "level"],
+        ["dataset", "model"],
+        "Per method, mean $\\pm$ std",
+        "tab:t",
+    )
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{t.tex}\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_plots_hold_the_series_of_the_table():
+    agg = aggregate(fixed_frame())
+    fig = plots.top1_against(agg, "compression")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"original"}  # errorbar lines carry their labels on the containers
+    containers = {c.get_label(): c for c in ax.containers}
+    assert set(containers) == {"kd", "layercollapse"}
+    x, y = containers["layercollapse"].lines[0].get_data()
+    assert list(x) == [1.5] and list(y) == [92.0]
+    assert list(lines["original"].get_ydata()) == [95.0]
+    cost = plots.top1_against(agg, "train_seconds").axes[0]
+    x, _ = {c.get_label(): c for c in cost.containers}["kd"].lines[0].get_data()
+    assert list(x) == [40.0]
+
+
+def test_blocks_folded_plot_sits_beside_the_papers_vit_tiny_row():
+    frame = fixed_frame()
+    frame.loc[frame["method"] == "layercollapse", "level"] = [1.0, 2.0, 3.0]
+    fig = plots.blocks_folded_vs_paper(aggregate(frame), load_paper())
+    ours, paper = fig.axes
+    assert list(ours.get_lines()[0].get_xdata()) == [0, 1, 2, 3]
+    assert list(paper.get_lines()[0].get_ydata())[:3] == [75.35, 75.79, 75.34]
+
+
+def test_paper_comparison_joins_on_model_and_blocks_folded():
+    agg = pd.DataFrame(
+        [
+            {
+                "dataset": "imagenet",
+                "model": "vit_base_patch16_224",
+                "method": "layercollapse",
+                "level": 1.0,
+                "top1_mean": 81.0,
+                "top1_std": 0.1,
+                "n": 2,
+            }
+        ]
+    )
+    table = paper_comparison(agg, load_paper())
+    assert table["top1_paper"].item() == 82.17
+    assert table["difference"].item() == pytest.approx(81.0 - 82.17)
+
+
+def test_report_lists_failed_and_missing_runs(tmp_path):
+    spec = {
+        "name": "rep",
+        "base": {"dataset": "digits", "model": "digits_mlp", "output_root": str(tmp_path / "o")},
+        "seeds": [0, 1],
+        "levels": [1],
+        "variants": {"lc": {"method": "layercollapse", "k": "{level}"}},
+    }
+    path = tmp_path / "rep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    plan = plan_sweep(path)
+    pretrain, lc0, lc1 = plan.runs
+    record = {
+        "status": "completed",
+        "original": {"top1": 98.0, "gmacs": 3e-4},
+        "final": {"top1": 97.0, "gmacs_effective": 4e-5, "latency_ms_b1": 0.1, "params_nonzero": 10},
+        "delta_top1": -1.0,
+        "compression": 7.66,
+        "speedup_measured_b1": 1.2,
+        "cost": {"train_seconds": 3.0},
+    }
+    for run in (pretrain, lc0):
+        RunDir(plan.output_root, run.run_id).create()
+        atomic_write_json(RunDir(plan.output_root, run.run_id).result_path, {"run_id": run.run_id, **record})
+    assert sweep_frame(plan).set_index("run_id").loc[lc1.run_id, "status"] == "missing"
+    RunDir(plan.output_root, lc1.run_id).create()
+    atomic_write_json(
+        RunDir(plan.output_root, lc1.run_id).result_path,
+        {"run_id": lc1.run_id, "status": "failed", "error": {"type": "ConfigError", "message": "boom"}},
+    )
+    summary = write_report(plan, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert summary["counts"] == {"completed": 2, "failed": 1}
+    assert "## Failed or missing runs" in readme and lc1.run_id in readme and "boom" in readme
+    assert "97.00" in readme and (tmp_path / "out" / "top1_vs_compression.pdf").exists()

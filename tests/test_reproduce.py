@@ -1,0 +1,81 @@
+"""The reproduction sweeps: runs/digits.yaml plans what `make reproduce` promises, and the whole ImageNet
+pipeline (runs/imagenet.yaml: plan, launch, report with the paper side by side) runs end to end on a
+generated tiny ImageFolder with local weight files."""
+
+import subprocess
+
+import pandas as pd
+import pytest
+import timm
+from safetensors.torch import save_file
+
+from lcbench.cli import main
+from lcbench.sweep import plan_sweep
+from tests.conftest import REPO, write_image_folder
+
+
+def test_digits_sweep_covers_every_method_model_level_and_seed():
+    plan = plan_sweep(REPO / "runs" / "digits.yaml")
+    compress = plan.stage("compress")
+    methods = {r.cfg.method for r in compress}
+    assert methods == {"layercollapse", "kd", "layer_fusion", "magnitude_pruning", "finetune"}
+    assert {r.cfg.model for r in compress} == {"digits_vit", "digits_mixer", "digits_mlp", "digits_vgg"}
+    assert {r.cfg.seed for r in compress} == {0, 1, 2}
+    vit_levels = {r.matched_level for r in compress if r.cfg.model == "digits_vit" and r.matched_level}
+    assert vit_levels == {1, 2, 3}
+    assert len(plan.stage("pretrain")) == 4
+
+
+def test_reproduce_imagenet_without_data_stops_with_a_message():
+    done = subprocess.run(
+        ["make", "-s", "reproduce-imagenet", "DATA="], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "set DATA=/path/to/imagenet" in done.stdout + done.stderr
+
+
+def test_imagenet_plan_estimates_gpu_hours(capsys):
+    assert main(["plan", str(REPO / "runs" / "imagenet.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "vit_base_patch16_224" in out and "vgg19_bn" in out and "GPU-hours" in out
+
+
+@pytest.mark.slow
+def test_imagenet_pipeline_end_to_end_on_a_tiny_image_folder(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "imagenet", classes=3, per_class=4, size=32)
+    weights = tmp_path / "vit_tiny.safetensors"  # stands in for the cached ImageNet checkpoint
+    save_file(timm.create_model("vit_tiny_patch16_224", img_size=32).state_dict(), str(weights))
+    overrides = [
+        f"data_root={data}",
+        f"output_root={tmp_path / 'out'}",
+        "model=vit_tiny_patch16_224",
+        f"pretrain.pretrained={weights}",
+        "img_size=32",
+        "epochs=2",
+        "lr_cycle_epochs=1",
+        "batch_size=4",
+        "eval_batch_size=4",
+        "workers=0",
+        "threads=1",
+        "latency_batch=2",
+        "latency_repeats=2",
+    ]
+    spec = str(REPO / "runs" / "imagenet.yaml")
+    assert main(["launch", spec, *overrides, "--executor", "local", "--cpu", "--wait", "--poll", "0.5"]) in (
+        0,
+        1,
+    )
+    assert main(["report", spec, *overrides, "--out", str(tmp_path / "report")]) == 0
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert len(runs) == 10  # the original + 5 methods, LayerCollapse/KD/pruning/fusion at 2 levels
+    completed = runs[runs["status"] == "completed"]
+    assert {"original", "layercollapse", "kd", "magnitude_pruning", "finetune"} <= set(completed["method"])
+    lc = completed[completed["method"] == "layercollapse"].sort_values("level")
+    assert (
+        list(lc["compression"].round(3)) == sorted(lc["compression"].round(3))
+        and (lc["compression"] > 1).all()
+    )
+    paper = pd.read_csv(tmp_path / "report" / "paper_comparison.csv")
+    assert set(paper["blocks_folded"]) == {0, 1, 2} and set(paper["model"]) == {"vit_tiny_patch16_224"}
+    assert paper.loc[paper["blocks_folded"] == 0, "top1_paper"].item() == 75.35
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "## Failed or missing runs" in readme
