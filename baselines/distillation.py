@@ -21,6 +21,7 @@ from torch import nn
 
 from lcbench import collapse
 from lcbench.config import option
+from lcbench.control import Tunable
 from lcbench.errors import ConfigError
 from lcbench.measure import count_macs
 from lcbench.methods import METHODS, Method
@@ -60,6 +61,7 @@ class KDParams:
 class KnowledgeDistillation(Method):
     name = "kd"
     Params = KDParams
+    tunable = {"alpha": Tunable(float, min=0, max=1), "T": Tunable(float, min_exclusive=0)}
 
     def __init__(self, params: KDParams, ctx: Any) -> None:
         super().__init__(params, ctx)

@@ -20,7 +20,7 @@ import torch
 from . import collapse
 from .measure import count_macs, count_parameters, device_name, latency_ms
 from .models import create_model
-from .store import atomic_write_json, atomic_write_text
+from .store import atomic_torch_save, atomic_write_json, atomic_write_text
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
@@ -186,6 +186,78 @@ def bench_runner(args: argparse.Namespace) -> dict:
             out[f"{where}_train_seconds_per_run"] = train_seconds / len(runs)
         out["queue_overhead_seconds_per_run"] = out["queue_seconds_per_run"] - out["direct_seconds_per_run"]
         out["queue_over_direct"] = out["queue_seconds_per_run"] / out["direct_seconds_per_run"]
+    return out
+
+
+@benchmark("control")
+def bench_control(args: argparse.Namespace) -> dict:
+    """The live-tuning check's cost per training step, with no request and with one pending request,
+    beside a digits_vit training step (batch 64)."""
+    import tempfile
+
+    import torch.nn.functional as F
+
+    from .control import ControlChannel
+    from .store import atomic_write_json
+
+    model = create_model("digits_vit", 10, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+
+    def train_step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        train_step()
+    steps = 50
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    step_s = (time.perf_counter() - start) / steps
+    out: dict = {"train_step_ms": step_s * 1e3}
+    with tempfile.TemporaryDirectory() as tmp:
+        channel = ControlChannel(Path(tmp), interval_s=1.0)
+        calls = 200_000
+        start = time.perf_counter()
+        for _ in range(calls):
+            channel.due()
+        due_s = (time.perf_counter() - start) / calls
+        looks = 2000
+        start = time.perf_counter()
+        for _ in range(looks):
+            channel.pending()
+        look_s = (time.perf_counter() - start) / looks
+        # one pending request: read, validate, answer (the trainer then also writes a checkpoint)
+        serve = []
+        for i in range(200):
+            atomic_write_json(channel.requests / f"{i:05d}.json", {"id": str(i), "set": {"lr": 0.01}})
+            start = time.perf_counter()
+            for path, request, _ in channel.pending():
+                channel.answer(path, request, {"accepted": True})
+            serve.append(time.perf_counter() - start)
+        checkpoint = []
+        for _ in range(5):
+            start = time.perf_counter()
+            atomic_torch_save(
+                Path(tmp) / "ckpt.pt", {"model": model.state_dict(), "opt": optimizer.state_dict()}
+            )
+            checkpoint.append(time.perf_counter() - start)
+    serve_s = sorted(serve)[len(serve) // 2]
+    ckpt_s = sorted(checkpoint)[len(checkpoint) // 2]
+    # no request: a clock read every step plus one folder look per second of training
+    idle_per_step = due_s + look_s * step_s
+    out.update(
+        due_check_us=due_s * 1e6,
+        folder_look_us=look_s * 1e6,
+        idle_overhead_per_step_us=idle_per_step * 1e6,
+        idle_overhead_fraction=idle_per_step / step_s,
+        pending_request_serve_ms=serve_s * 1e3,
+        pending_request_checkpoint_ms=ckpt_s * 1e3,
+        pending_request_step_cost_over_train_step=(serve_s + ckpt_s) / step_s,
+    )
     return out
 
 

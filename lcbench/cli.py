@@ -40,6 +40,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     progress = not args.no_progress and sys.stderr.isatty()
     result = execute(cfg, force=args.force, progress_bar=progress, require_pretrained=args.require_pretrained)
+    if result["status"] == "stopped":
+        print(
+            f"run {result['run_id']} {result['reason']}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 0
     summary = {
         k: result.get(k)
         for k in (
@@ -237,6 +243,44 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder(text: str, root: str):
+    from pathlib import Path
+
+    path = Path(text)
+    if not (path / "config.yaml").exists():
+        path = Path(root) / text
+    if not (path / "config.yaml").exists():
+        raise LcbenchError(f"no run {text!r}: give a run folder, or a run id under --root {root}")
+    return path
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .config import parse_override
+    from .control import send
+    from .store import _live_status, dumps
+
+    path = _run_folder(args.run, args.root)
+    if _live_status(path) != "running":
+        raise LcbenchError(f"run {path.name} is not running, so nothing can be tuned (`lcbench results`)")
+    values = dict(parse_override(item) for item in args.values)
+    if not values and not args.trigger:
+        raise LcbenchError("give key=value changes (e.g. lr=0.01 lam=2) and/or --trigger save|eval|stop")
+    ack = send(path, values, args.trigger, timeout_s=args.timeout)
+    print(dumps(ack, indent=2))
+    return 0 if ack.get("accepted") else 2
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_run
+
+    report = replay_run(_run_folder(args.run, args.root), args.out)
+    for row in report["epochs"]:
+        verdict = "same" if row["same"] else "DIFFERENT"
+        print(f"epoch {row['epoch']:3}: {row['original']}  replay {row['replay']}  {verdict}")
+    print(f"{len(report['changes'])} recorded change(s) applied; metrics identical: {report['identical']}")
+    return 0 if report["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -301,6 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: results/<sweep name>)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser(
+        "tune", help="change a running run's lr, weight decay, lam, alpha, T...; save, eval, stop"
+    )
+    p.add_argument("run", help="the run's folder or id")
+    p.add_argument("values", nargs="*", metavar="key=value", help="live-tunable values (e.g. lr=0.01 lam=2)")
+    p.add_argument(
+        "--trigger", choices=["save", "eval", "stop"], help="save a checkpoint, evaluate now, or stop"
+    )
+    p.add_argument("--root", default="outputs", help="output root for a run id (default: outputs)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the run's answer")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("replay", help="rerun a run with its recorded live changes; compare the metrics")
+    p.add_argument("run", help="the run's folder or id")
+    p.add_argument("--root", default="outputs", help="output root for a run id (default: outputs)")
+    p.add_argument("--out", help="output root of the replay (default: <run>/replay)")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("results", help="every run record under a folder as CSV")
     p.add_argument("out", help="the output root (e.g. outputs)")
     p.add_argument("--csv", help="write to this file instead of stdout")
@@ -313,10 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if "=" not in a or a.startswith("-")]
-    if stray or (extra and not hasattr(args, "items")):
+    target = "items" if hasattr(args, "items") else "values" if hasattr(args, "values") else None
+    if stray or (extra and target is None):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:  # key=value overrides given after an option
-        args.items = [*args.items, *extra]
+        setattr(args, target, [*getattr(args, target), *extra])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lcbench: %(message)s")
     from .methods import load_builtin_methods
 

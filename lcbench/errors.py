@@ -27,3 +27,7 @@ class RunLockedError(LcbenchError):
 
 class DependencyError(LcbenchError):
     """A run needs another run (its pretrain) that has not completed."""
+
+
+class RunStopped(Exception):  # noqa: N818 - a requested outcome, not an error
+    """A run was asked to stop (`lcbench tune RUN --trigger stop`); it saved a resumable checkpoint."""

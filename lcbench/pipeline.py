@@ -21,7 +21,7 @@ from torch import nn
 from . import measure
 from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
-from .errors import CheckpointError, ConfigError, DataError, DependencyError, LcbenchError
+from .errors import CheckpointError, ConfigError, DataError, DependencyError, LcbenchError, RunStopped
 from .methods import METHODS, Method
 from .models import create_model, last_linear
 from .provenance import environment
@@ -176,12 +176,17 @@ def mark_preempted() -> None:
 
 
 def execute(
-    cfg: RunConfig, force: bool = False, progress_bar: bool = True, require_pretrained: bool = False
+    cfg: RunConfig,
+    force: bool = False,
+    progress_bar: bool = True,
+    require_pretrained: bool = False,
+    replay_changes: list[dict] | None = None,
 ) -> dict:
     """Run `cfg` in its own folder and return its result record (re-used when already completed).
 
     A compress run whose pretrain run is missing executes it first, unless `require_pretrained` (the
-    sweep runners: the pretrain is its own job) makes that an error.
+    sweep runners: the pretrain is its own job) makes that an error. `replay_changes` are live-tuning
+    changes recorded by another run, applied at their recorded steps (`lcbench replay`).
     """
     rid = run_id(cfg)
     run = RunDir(cfg.output_root, rid)
@@ -201,7 +206,7 @@ def execute(
         atomic_write_json(run.env_path, environment(device))
         tracker = Tracker(cfg, rid, str(run.path))
         _set_active_tracker(tracker)
-        result = _execute(cfg, run, device, progress_bar, tracker, require_pretrained)
+        result = _execute(cfg, run, device, progress_bar, tracker, require_pretrained, replay_changes)
         result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
         atomic_write_json(run.result_path, result)
         tracker.summary(
@@ -217,6 +222,12 @@ def execute(
         )
         tracker.finish()
         return result
+    except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
+        record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
+        atomic_write_json(run.result_path, record)
+        if tracker:
+            tracker.finish(exit_code=0)
+        return record
     except SystemExit:
         if not _preempted:
             _write_failure(run, rid, cfg)
@@ -272,7 +283,13 @@ def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False
 
 
 def _execute(
-    cfg: RunConfig, run: RunDir, device: torch.device, progress_bar: bool, tracker: Tracker, required: bool
+    cfg: RunConfig,
+    run: RunDir,
+    device: torch.device,
+    progress_bar: bool,
+    tracker: Tracker,
+    required: bool,
+    replay_changes: list[dict] | None,
 ) -> dict:
     started = time.perf_counter()
     spec = DATASETS.get(cfg.dataset)
@@ -305,7 +322,17 @@ def _execute(
     method: Method = method_cls(method_params(cfg), ctx)
     model = method.prepare(model)
     trainer = Trainer(
-        cfg, model, method, data.train, val_loader, run, device, input_shape, progress_bar, tracker
+        cfg,
+        model,
+        method,
+        data.train,
+        val_loader,
+        run,
+        device,
+        input_shape,
+        progress_bar,
+        tracker,
+        replay_changes,
     )
     model = trainer.fit()
 

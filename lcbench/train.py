@@ -11,18 +11,19 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .config import RunConfig
-from .errors import CheckpointError, TrainingDiverged
+from .control import TRIGGERS, ControlChannel, Tunable
+from .errors import CheckpointError, ConfigError, RunStopped, TrainingDiverged
 from .measure import count_macs
 from .store import RunDir, atomic_torch_save
 
@@ -37,6 +38,22 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Building blocks
 
 
+class ResumableRandomSampler(Sampler[int]):
+    """A random permutation per epoch (from `generator`) that can start part-way through, so a run
+    resumed from a mid-epoch checkpoint sees exactly the batches it had not seen yet."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator, self.skip = size, generator, 0
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        start, self.skip = self.skip, 0
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return self.size - self.skip
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -45,10 +62,12 @@ def make_loader(
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
 ) -> DataLoader:
+    sampler = ResumableRandomSampler(len(dataset), generator) if shuffle and generator is not None else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         generator=generator,
         pin_memory=device is not None and device.type == "cuda",
@@ -161,10 +180,28 @@ class Progress:
     samples: int = 0
     train_flops: float = 0.0
     train_seconds: float = 0.0
+    batch: int = 0  # batches done in the current epoch (a mid-epoch checkpoint resumes after them)
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    epoch_seconds: float = 0.0
+
+
+# What the trainer itself lets `lcbench tune` change (a method adds its own, `Method.tunable`).
+TRAINER_TUNABLE = {
+    "lr": Tunable(float, min_exclusive=0),
+    "weight_decay": Tunable(float, min=0),
+    "momentum": Tunable(float, min=0, max=1),
+    "grad_clip": Tunable(float, min=0),
+}
 
 
 class Trainer:
-    """Trains `model` for `cfg.epochs` with `method`'s hooks, resuming from the run folder's checkpoint."""
+    """Trains `model` for `cfg.epochs` with `method`'s hooks, resuming from the run folder's checkpoint.
+
+    Between steps it serves `lcbench tune` requests (at most one look at the control folder per second)
+    and, for `lcbench replay`, applies recorded changes at their recorded steps.
+    """
 
     def __init__(
         self,
@@ -178,6 +215,7 @@ class Trainer:
         input_shape: tuple[int, ...],
         progress_bar: bool = True,
         tracker: Tracker | None = None,
+        scheduled_changes: list[dict] | None = None,
     ) -> None:
         self.cfg, self.model, self.method, self.run, self.tracker = cfg, model, method, run, tracker
         self.device, self.input_shape, self.progress_bar = device, input_shape, progress_bar
@@ -190,15 +228,22 @@ class Trainer:
         self.progress = Progress()
         self.optimizer = self.scheduler = None
         self.forward_flops = 0.0
+        self.epoch_start_generator = self.generator.get_state()
+        self.live: dict[str, float] = {}  # values changed by `lcbench tune` (they outlive a resume)
+        self.tunable = {**TRAINER_TUNABLE, **method.tunable}
+        self.scheduled = sorted(scheduled_changes or [], key=lambda c: c["step"])  # replay
+        self.control = ControlChannel(run.path)
 
     # -- state ------------------------------------------------------------------------------------------
 
     def _rebuild_optimizer(self) -> None:
-        self.optimizer = build_optimizer(self.model, self.cfg)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps_per_epoch, self.progress.step)
+        cfg = replace(self.cfg, **{k: v for k, v in self.live.items() if k in TRAINER_TUNABLE})
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.progress.step)
         self.forward_flops = 2e9 * count_macs(self.model, self.input_shape)["gmacs"]
 
     def save_checkpoint(self) -> None:
+        mid_epoch = self.progress.batch > 0  # then the loader restarts this epoch's order and skips ahead
         atomic_torch_save(
             self.run.checkpoint_path,
             {
@@ -208,8 +253,9 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "progress": asdict(self.progress),
                 "rng": rng_state(),
-                "loader_generator": self.generator.get_state(),
+                "loader_generator": self.epoch_start_generator if mid_epoch else self.generator.get_state(),
                 "method": self.method.state_dict(),
+                "live": dict(self.live),
                 "metrics_size": self.run.metrics_size(),
             },
         )
@@ -227,6 +273,8 @@ class Trainer:
         self.model = self.method.load_state_dict(ckpt["method"], self.model)
         self.model.load_state_dict(ckpt["model"])
         self.progress = Progress(**ckpt["progress"])
+        self.live = dict(ckpt.get("live", {}))
+        self._apply_method_values(self.live)
         self._rebuild_optimizer()
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -234,7 +282,7 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["loader_generator"])
         self.run.truncate_metrics(ckpt["metrics_size"])
-        self.run.log("resume", epoch=self.progress.epoch, step=self.progress.step)
+        self.run.log("resume", epoch=self.progress.epoch, step=self.progress.step, batch=self.progress.batch)
         return True
 
     # -- loop -------------------------------------------------------------------------------------------
@@ -243,13 +291,14 @@ class Trainer:
         """Train to `cfg.epochs` (resuming if a checkpoint exists) and return the trained model."""
         if not self._resume():
             self._rebuild_optimizer()
+        self.scheduled = [c for c in self.scheduled if c["step"] > self.progress.step]
         while self.progress.epoch < self.cfg.epochs:
-            start = time.perf_counter()
-            train_loss, train_top1 = self._train_one_epoch()
+            train_loss, train_top1, elapsed = self._train_one_epoch()
             self.progress.epoch += 1
+            start = time.perf_counter()
             if self.method.on_epoch_end(self.progress.epoch, self.model):
                 self._rebuild_optimizer()
-            elapsed = time.perf_counter() - start
+            elapsed += time.perf_counter() - start
             self.progress.train_seconds += elapsed
             val = evaluate(self.model, self.val_loader, self.device, self.cfg.precision)
             metrics = dict(
@@ -271,15 +320,21 @@ class Trainer:
             self.save_checkpoint()
         return self.model
 
-    def _train_one_epoch(self) -> tuple[float, float]:
+    def _train_one_epoch(self) -> tuple[float, float, float]:
+        """(train loss, train top-1, seconds spent training this epoch, across resumes)."""
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        p = self.progress
+        if p.batch == 0:
+            self.epoch_start_generator = self.generator.get_state()
+        else:  # resumed mid-epoch: the generator was set to this epoch's start; skip the batches done
+            self.epoch_start_generator = self.generator.get_state()
+            self.train_loader.sampler.skip = p.batch * self.cfg.batch_size
+        loss_sum = torch.tensor(p.epoch_loss_sum, device=self.device)
+        correct = torch.tensor(p.epoch_correct, device=self.device, dtype=torch.long)
         flops_per_sample = 3 * self.forward_flops + self.method.extra_forward_flops_per_sample()
         bar = tqdm(
             self.train_loader,
-            desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs}",
+            desc=f"epoch {p.epoch + 1}/{self.cfg.epochs}",
             leave=False,
             disable=not self.progress_bar,
             mininterval=1.0,
@@ -296,27 +351,133 @@ class Trainer:
                 loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {self.progress.epoch + 1}, "
-                    f"step {self.progress.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                    f"the loss became {loss.item()} at epoch {p.epoch + 1}, "
+                    f"step {p.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
                     "lower lr, enable grad_clip, or use fp32"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if self.cfg.grad_clip > 0:
+            clip = self.live.get("grad_clip", self.cfg.grad_clip)
+            if clip > 0:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             batch = targets.numel()
-            self.progress.step += 1
-            self.progress.samples += batch
-            self.progress.train_flops += flops_per_sample * batch
+            p.step += 1
+            p.batch += 1
+            p.samples += batch
+            p.train_flops += flops_per_sample * batch
             loss_sum += loss.detach() * batch
             correct += (logits.argmax(1) == targets).sum()
-            seen += batch
+            p.epoch_seen += batch
             if self.progress_bar:
                 bar.set_postfix(
-                    loss=f"{loss.item():.3f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}"
+                    loss=f"{loss.item():.3f}", samples_s=f"{p.epoch_seen / (time.perf_counter() - start):.0f}"
                 )
-        return (loss_sum / seen).item(), 100.0 * correct.item() / seen
+            if (self.scheduled and self.scheduled[0]["step"] == p.step) or self.control.due():
+                p.epoch_loss_sum, p.epoch_correct = loss_sum.item(), int(correct.item())
+                p.epoch_seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                self._between_steps()
+        seen, seconds = p.epoch_seen, p.epoch_seconds + time.perf_counter() - start
+        p.batch, p.epoch_loss_sum, p.epoch_correct, p.epoch_seen, p.epoch_seconds = 0, 0.0, 0, 0, 0.0
+        return (loss_sum / seen).item(), 100.0 * correct.item() / seen, seconds
+
+    # -- live control -----------------------------------------------------------------------------------
+
+    def _between_steps(self) -> None:
+        """Apply the recorded changes due at this step (replay), then serve pending tune requests."""
+        while self.scheduled and self.scheduled[0]["step"] == self.progress.step:
+            change = self.scheduled.pop(0)
+            self._set(change["key"], change["new"], change.get("requester", "replay"))
+        for path, request, problem in self.control.pending():
+            self._serve(path, request, problem)
+
+    def _serve(self, path, request: dict | None, problem: str) -> None:
+        if problem:
+            self.run.log("tune_rejected", step=self.progress.step, reason=problem, file=path.name)
+            self.control.answer(path, request, {"accepted": False, "reason": problem})
+            return
+        values, who = request.get("set") or {}, str(request.get("requester", "?"))[:200]
+        try:
+            checked = {key: self._check(key, value) for key, value in values.items()}
+        except ConfigError as e:  # nothing is applied when any value is refused
+            self.run.log("tune_rejected", step=self.progress.step, reason=str(e), requester=who)
+            self.control.answer(path, request, {"accepted": False, "reason": str(e)})
+            return
+        changes = [self._set(key, value, who) for key, value in checked.items()]
+        ack = {"accepted": True, "step": self.progress.step, "epoch": self.progress.epoch, "changes": changes}
+        trigger = request.get("trigger")
+        if trigger == "eval":
+            ack["eval"] = self._eval_now()
+        if trigger:
+            self.run.log(
+                "trigger", step=self.progress.step, epoch=self.progress.epoch, trigger=trigger, requester=who
+            )
+        # a checkpoint now makes the changes durable: a preempted or killed run resumes with them
+        self.save_checkpoint()
+        ack["checkpoint"] = str(self.run.checkpoint_path)
+        self.control.answer(path, request, ack)
+        if trigger == "stop":
+            raise RunStopped(f"stopped on request at step {self.progress.step} ({who})")
+
+    def _check(self, key: str, value) -> float:
+        if key not in self.tunable:
+            raise ConfigError(
+                f"{key} is not live-tunable here; tunable: {', '.join(sorted(self.tunable))} "
+                f"(triggers: {', '.join(TRIGGERS)})"
+            )
+        if key == "momentum" and self.cfg.optimizer != "sgd":
+            raise ConfigError("momentum is live-tunable with optimizer=sgd only")
+        return self.tunable[key].coerce(key, value)
+
+    def _current(self, key: str) -> float:
+        if key in self.live:
+            return self.live[key]
+        if key in TRAINER_TUNABLE:
+            return getattr(self.cfg, key)
+        return getattr(self.method.params, key)
+
+    def _set(self, key: str, value: float, who: str) -> dict:
+        """Apply one checked value in place, record it, and return the change."""
+        old = self._current(key)
+        self.live[key] = value
+        if key == "lr":  # the new base lr; the schedule's factor at this step still applies
+            factor = lr_factor(self.scheduler.last_epoch, self.cfg, self.steps_per_epoch)
+            for i, group in enumerate(self.optimizer.param_groups):
+                group["initial_lr"] = value
+                self.scheduler.base_lrs[i] = value
+                group["lr"] = value * factor
+        elif key == "weight_decay":  # the decayed group only: biases, norms and slopes stay at 0
+            self.optimizer.param_groups[0]["weight_decay"] = value
+        elif key == "momentum":
+            for group in self.optimizer.param_groups:
+                group["momentum"] = value
+        elif key != "grad_clip":
+            self._apply_method_values({key: value})
+        change = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "key": key,
+            "old": old,
+            "new": value,
+        }
+        self.run.log("tune", **change, requester=who)
+        if self.tracker:
+            self.tracker.log({f"tune/{key}": value}, step=self.progress.step)
+        return change
+
+    def _apply_method_values(self, values: dict) -> None:
+        method_values = {k: v for k, v in values.items() if k not in TRAINER_TUNABLE}
+        if method_values:
+            self.method.params = replace(self.method.params, **method_values)
+
+    def _eval_now(self) -> dict:
+        """Evaluate on the held-out set without disturbing the training RNG (replays stay exact)."""
+        state = rng_state()
+        result = evaluate(self.model, self.val_loader, self.device, self.cfg.precision)
+        set_rng_state(state)
+        self.run.log("eval", step=self.progress.step, epoch=self.progress.epoch, **result)
+        return result

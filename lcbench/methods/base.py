@@ -31,6 +31,9 @@ class Method:
     class Params:
         """The method's parameters (none for plain training)."""
 
+    # parameters that `lcbench tune` may change while the run trains: name -> control.Tunable
+    tunable: dict[str, Any] = {}
+
     def __init__(self, params: Any, ctx: RunContext) -> None:
         self.params = params
         self.ctx = ctx

@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import collapse
 from ..config import option
+from ..control import Tunable
 from ..errors import ConfigError
 from ..measure import measure_model
 from . import METHODS
@@ -40,6 +41,7 @@ class LayerCollapseParams:
 class LayerCollapse(Method):
     name = "layercollapse"
     Params = LayerCollapseParams
+    tunable = {"lam": Tunable(float, min=0)}
 
     def __init__(self, params: LayerCollapseParams, ctx: Any) -> None:
         super().__init__(params, ctx)

@@ -1,0 +1,171 @@
+"""Live tuning of a running run through files in its own folder (shared file systems reach SLURM nodes).
+
+    <run>/control/            owner-only (0700), created by the run
+        requests/<id>.json    one request: {"id", "set": {key: value}, "trigger": save|eval|stop, "requester"}
+        acks/<id>.json        the run's answer: accepted (with old and new values) or rejected (why)
+
+`lcbench tune` writes a request atomically and waits for its ack. The trainer looks at the folder at most
+once a second (`ControlChannel.due`), applies what is valid and live-tunable, and records every accepted
+change in metrics.jsonl (`tune` events: step, epoch, key, old, new, requester), so `lcbench replay` can
+apply the same changes at the same steps. A request from another user, an oversized or malformed file,
+an unknown key or an out-of-range value is refused with a logged warning; the run goes on unharmed.
+Nothing in a request is evaluated: it is JSON, and values are coerced to the declared type.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import stat
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, LcbenchError
+from .store import atomic_write_json, read_json
+
+MAX_REQUEST_BYTES = 4096
+TRIGGERS = ("save", "eval", "stop")
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A live-tunable value: its type and range (validated like config keys)."""
+
+    type: type
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: float | None = None
+
+    def coerce(self, key: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        value = self.type(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key}={value}: must be finite")
+        if self.min is not None and value < self.min:
+            raise ConfigError(f"{key}={value}: must be >= {self.min}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"{key}={value}: must be <= {self.max}")
+        if self.min_exclusive is not None and value <= self.min_exclusive:
+            raise ConfigError(f"{key}={value}: must be > {self.min_exclusive}")
+        return value
+
+
+def control_dir(run_path: Path) -> Path:
+    return Path(run_path) / "control"
+
+
+def open_channel(run_path: Path) -> Path:
+    """Create the control folders, owner-only (the run's user alone may write requests)."""
+    root = control_dir(run_path)
+    for folder in (root, root / "requests", root / "acks"):
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o700)
+    return root
+
+
+class ControlChannel:
+    """The trainer's side: cheap to ask whether a look is due; reads, validates and answers requests."""
+
+    def __init__(self, run_path: Path, interval_s: float = 1.0) -> None:
+        self.root = open_channel(run_path)
+        self.requests = self.root / "requests"
+        self.interval_s = interval_s
+        self._next = time.monotonic() + interval_s
+
+    def due(self) -> bool:
+        """At most one look per interval: a clock read per step otherwise."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval_s
+        return True
+
+    def pending(self) -> list[tuple[Path, dict | None, str]]:
+        """Requests in arrival order: (path, parsed request or None, why it is unusable)."""
+        try:
+            entries = sorted(os.scandir(self.requests), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            if not entry.name.endswith(".json"):
+                continue
+            path = Path(entry.path)
+            found.append((path, *_read_request(path)))
+        return found
+
+    def answer(self, path: Path, request: dict | None, ack: dict) -> None:
+        rid = (request or {}).get("id") or path.stem
+        atomic_write_json(self.root / "acks" / f"{_safe_id(rid)}.json", {"id": rid, **ack})
+        path.unlink(missing_ok=True)
+
+
+def _read_request(path: Path) -> tuple[dict | None, str]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None, "vanished"
+    if info.st_uid != os.getuid():
+        return None, f"written by uid {info.st_uid}, not by the run's owner (uid {os.getuid()})"
+    if not stat.S_ISREG(info.st_mode):
+        return None, "not a regular file"
+    if info.st_size > MAX_REQUEST_BYTES:
+        return None, f"{info.st_size} bytes, over the {MAX_REQUEST_BYTES}-byte limit"
+    try:
+        request = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"not JSON ({e})"
+    if not isinstance(request, dict):
+        return None, "not a JSON object"
+    unknown = set(request) - {"id", "set", "trigger", "requester"}
+    if unknown:
+        return request, f"unknown field(s) {sorted(unknown)}"
+    if not isinstance(request.get("set", {}), dict):
+        return request, "'set' must be an object of key: value"
+    if request.get("trigger") not in (None, *TRIGGERS):
+        return request, f"trigger must be one of {', '.join(TRIGGERS)}"
+    if not request.get("set") and not request.get("trigger"):
+        return request, "nothing to do (no 'set' and no 'trigger')"
+    return request, ""
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c for c in str(text) if c.isalnum() or c in "-_")[:64] or "request"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The requester's side (`lcbench tune`)
+
+
+def requester() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def send(run_path: Path, values: dict[str, Any], trigger: str | None, timeout_s: float = 60.0) -> dict:
+    """Write one request and wait for the run's ack; raises LcbenchError on timeout."""
+    root = control_dir(run_path)
+    if not (root / "requests").is_dir():
+        raise LcbenchError(f"{run_path} has no control channel: the run has not started training")
+    rid = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    request = {"id": rid, "set": values, "requester": requester()}
+    if trigger:
+        request["trigger"] = trigger
+    atomic_write_json(root / "requests" / f"{rid}.json", request)
+    ack_path = root / "acks" / f"{rid}.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ack = read_json(ack_path)
+        if ack is not None:
+            return ack
+        time.sleep(0.1)
+    (root / "requests" / f"{rid}.json").unlink(missing_ok=True)
+    raise LcbenchError(
+        f"no answer from run {Path(run_path).name} within {timeout_s:g} s (is it training? "
+        "`lcbench status`); the request was withdrawn"
+    )

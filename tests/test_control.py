@@ -1,0 +1,140 @@
+"""Live tuning of a running digits training subprocess: lr and lambda changed mid-run at recorded steps,
+save / eval / stop triggers, rejected requests, owner-only files, and an exact replay."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lcbench.cli import main
+from lcbench.config import make_config, run_id
+from lcbench.control import MAX_REQUEST_BYTES, ControlChannel, Tunable, control_dir
+from lcbench.errors import ConfigError
+from lcbench.store import RunDir
+from lcbench.train import lr_factor
+from tests.conftest import REPO, fast_overrides
+
+
+def wait_for(predicate, timeout_s=120, what=""):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_tunable_values_are_typed_and_range_checked():
+    assert Tunable(float, min_exclusive=0).coerce("lr", 1) == 1.0
+    for bad, message in [("x", "expected a number"), (True, "expected a number"), (-1.0, "must be > 0")]:
+        with pytest.raises(ConfigError, match=message):
+            Tunable(float, min_exclusive=0).coerce("lr", bad)
+    with pytest.raises(ConfigError, match="<= 1"):
+        Tunable(float, min=0, max=1).coerce("alpha", 1.5)
+    with pytest.raises(ConfigError, match="finite"):
+        Tunable(float, min=0).coerce("lam", float("inf"))
+
+
+def test_malformed_foreign_and_oversized_requests_are_refused(tmp_path):
+    channel = ControlChannel(tmp_path, interval_s=0.0)
+    assert stat.S_IMODE(os.stat(control_dir(tmp_path)).st_mode) == 0o700
+    requests = control_dir(tmp_path) / "requests"
+    assert stat.S_IMODE(os.stat(requests).st_mode) == 0o700
+    (requests / "a.json").write_text("{not json")
+    (requests / "b.json").write_text(json.dumps({"set": {"lr": 1}, "pad": "x" * MAX_REQUEST_BYTES}))
+    (requests / "c.json").write_text(json.dumps({"set": {"lr": 1}, "exec": "import os"}))
+    (requests / "d.json").write_text(json.dumps(["lr", 1]))
+    (requests / "e.json").write_text(json.dumps({"set": {"lr": 0.1}}))
+    if os.geteuid() == 0:
+        os.chown(requests / "e.json", 12345, -1)  # as if another user had written it
+    problems = {path.name: problem for path, _, problem in channel.pending()}
+    assert "not JSON" in problems["a.json"]
+    assert "byte limit" in problems["b.json"]
+    assert "unknown field" in problems["c.json"]
+    assert "not a JSON object" in problems["d.json"]
+    if os.geteuid() == 0:
+        assert "not by the run's owner" in problems["e.json"]
+
+
+@pytest.mark.slow
+def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
+    out = tmp_path / "out"
+    overrides = fast_overrides(
+        out,
+        stage="compress",
+        method="layercollapse",
+        model="digits_mixer",
+        epochs=10,
+        optimizer="sgd",
+        lr=0.01,
+        k=1,
+        **{"pretrain.epochs": 1},
+    )
+    cfg = make_config({}, overrides)
+    rid = run_id(cfg)
+    rundir = RunDir(out, rid)
+    command = [sys.executable, "-m", "lcbench", "run", *overrides, "--no-progress"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(rundir.events("epoch")) >= 1, what="the first epoch")
+        # a live change of lr and lambda, acknowledged with the step it took effect at
+        assert main(["tune", str(rundir.path), "lr=0.02", "lam=2"]) == 0
+        ack = json.loads(capsys.readouterr().out)
+        assert ack["accepted"] and [c["key"] for c in ack["changes"]] == ["lr", "lam"]
+        assert ack["changes"][0]["old"] == 0.01 and ack["changes"][1]["old"] == 1.0
+        changed_at = ack["step"]
+        # invalid values and unknown keys are refused; nothing changes
+        assert main(["tune", str(rundir.path), "lr=-1"]) == 2
+        assert "must be > 0" in capsys.readouterr().out
+        assert main(["tune", str(rundir.path), "epochs=3"]) == 2
+        assert "not live-tunable" in capsys.readouterr().out
+        # eval and save triggers
+        assert main(["tune", str(rundir.path), "--trigger", "eval"]) == 0
+        assert 0 <= json.loads(capsys.readouterr().out)["eval"]["top1"] <= 100
+        before = rundir.checkpoint_path.stat().st_mtime_ns
+        assert main(["tune", str(rundir.path), "--trigger", "save"]) == 0
+        capsys.readouterr()
+        assert rundir.checkpoint_path.stat().st_mtime_ns > before
+        # stop: a clean end with status stopped and a resumable checkpoint
+        assert main(["tune", str(rundir.path), "--trigger", "stop"]) == 0
+        stopped_at = json.loads(capsys.readouterr().out)["step"]
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    assert rundir.result()["status"] == "stopped" and rundir.checkpoint_path.exists()
+    assert len(rundir.events("epoch")) < 10
+
+    # running the same command again resumes mid-epoch with the changes still in force, and completes
+    assert main(["run", *overrides, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert rundir.result()["status"] == "completed"
+    (resume,) = rundir.events("resume")
+    assert resume["step"] == stopped_at  # resumed from the stop checkpoint (mid-epoch)
+    tunes = rundir.events("tune")
+    assert [(t["key"], t["step"], t["new"]) for t in tunes] == [
+        ("lr", changed_at, 0.02),
+        ("lam", changed_at, 2.0),
+    ]
+    steps_per_epoch = 23  # 1437 training images in batches of 64
+    for epoch in rundir.events("epoch"):
+        base = 0.02 if epoch["step"] >= changed_at else 0.01
+        assert epoch["lr"] == pytest.approx(base * lr_factor(epoch["step"], cfg, steps_per_epoch))
+    rejected = rundir.events("tune_rejected")
+    assert len(rejected) == 2
+
+    # replay: the recorded changes at the same steps reproduce every epoch's metrics exactly
+    assert main(["replay", str(rundir.path)]) == 0
+    assert "metrics identical: True" in capsys.readouterr().out
+
+
+def test_tune_refuses_a_run_that_is_not_running(tmp_path, capsys):
+    assert main(["run", *fast_overrides(tmp_path, epochs=1), "--no-progress"]) == 0
+    rid = run_id(make_config({}, fast_overrides(tmp_path, epochs=1)))
+    capsys.readouterr()
+    assert main(["tune", rid, "--root", str(tmp_path), "lr=0.1"]) == 2
+    assert "is not running" in capsys.readouterr().err
+    assert main(["tune", "nosuchrun", "--root", str(tmp_path), "lr=0.1"]) == 2
