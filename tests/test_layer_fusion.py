@@ -83,7 +83,7 @@ def test_apply_groups_rebuilds_the_tying():
 @pytest.mark.parametrize(
     "model, extra, message",
     [
-        ("digits_mlp", [], "cannot reach 2.0x on digits_mlp.*0 layers"),
+        ("digits_mlp", [], "cannot reach 2.000x on digits_mlp.*0 layers"),
         ("digits_vit", ["target_compression=50"], "gives at most"),
         ("digits_vit", ["target_compression=1"], "target_compression: must be > 1"),
         ("digits_vit", ["similarity=euclid"], "similarity: 'euclid' is not one of"),

@@ -69,11 +69,9 @@ def test_imagenet_pipeline_end_to_end_on_a_tiny_image_folder(tmp_path, capsys):
     assert len(runs) == 10  # the original + 5 methods, LayerCollapse/KD/pruning/fusion at 2 levels
     completed = runs[runs["status"] == "completed"]
     assert {"original", "layercollapse", "kd", "magnitude_pruning", "finetune"} <= set(completed["method"])
-    lc = completed[completed["method"] == "layercollapse"].sort_values("level")
-    assert (
-        list(lc["compression"].round(3)) == sorted(lc["compression"].round(3))
-        and (lc["compression"] > 1).all()
-    )
+    # pruning reaches the compression that folding k blocks of vit_tiny gives (computed on a copy)
+    pruned = completed[completed["method"] == "magnitude_pruning"].sort_values("level")
+    assert (pruned["compression"] > 1.0).all() and pruned["compression"].is_monotonic_increasing
     paper = pd.read_csv(tmp_path / "report" / "paper_comparison.csv")
     assert set(paper["blocks_folded"]) == {0, 1, 2} and set(paper["model"]) == {"vit_tiny_patch16_224"}
     assert paper.loc[paper["blocks_folded"] == 0, "top1_paper"].item() == 75.35
