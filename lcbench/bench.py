@@ -83,8 +83,13 @@ def bench_collapse(args: argparse.Namespace) -> dict:
     }
 
     # 2. latency of original vs collapsed models, beside the MAC ratio
-    cases = [("vit_tiny_patch16_224", 6), ("vgg11_bn", 2)]
-    for name, k in cases:
+    # (model, blocks folded, latency batches): vit_base with all 12 MLPs folded; VGG has 2 classifier blocks
+    cases = [
+        ("vit_base_patch16_224", 12, (1, 8)),
+        ("vit_tiny_patch16_224", 6, (1, 32)),
+        ("vgg11_bn", 2, (1, 32)),
+    ]
+    for name, k, batches in cases:
         original = create_model(name, 1000).eval()
         collapsed = create_model(name, 1000).eval()
         collapsed.load_state_dict(original.state_dict())
@@ -99,7 +104,7 @@ def bench_collapse(args: argparse.Namespace) -> dict:
             params_original=count_parameters(original)[0],
             params_collapsed=count_parameters(collapsed)[0],
         )
-        for batch in (1, 32):
+        for batch in batches:
             # interleave original and collapsed so both see the same machine state
             lo, lc = [], []
             for _ in range(args.rounds):
@@ -113,6 +118,148 @@ def bench_collapse(args: argparse.Namespace) -> dict:
                 "measured_over_theoretical": (lo_ms / lc_ms) / row["mac_ratio"],
             }
         out[name] = row
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _bare_epoch(model, loader, optimizer, scheduler, label_smoothing: float) -> None:
+    """The plain PyTorch loop the trainer is compared with."""
+    import torch.nn.functional as F
+
+    model.train()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+@benchmark("trainer")
+def bench_trainer(args: argparse.Namespace) -> dict:
+    """lcbench's training step (the Trainer, with its accounting, NaN check and control check) against a
+    bare PyTorch loop: same model, data, optimizer kind, batch; epochs interleaved, median ratio."""
+    import copy
+    import tempfile
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .config import make_config, method_params
+    from .data import load_data
+    from .methods import METHODS
+    from .store import RunDir
+    from .train import Trainer
+
+    out: dict = {}
+    cases = [
+        ("digits_vit", 64, None, 5),
+        ("vit_tiny_patch16_224", 32, 128, 3),  # 4 steps of 32 synthetic 224 px images per epoch
+    ]
+    for name, batch, synthetic, rounds in cases:
+        cfg = make_config({}, [f"model={name}", f"batch_size={batch}", "warmup_epochs=0", "threads=0"])
+        if synthetic:
+            torch.manual_seed(0)
+            train = TensorDataset(torch.randn(synthetic, 3, 224, 224), torch.randint(0, 1000, (synthetic,)))
+            model, shape = create_model(name, 1000), (3, 224, 224)
+        else:
+            train = load_data("digits", Path("."), None).train
+            model, shape = create_model(name, 10, 1), (1, 8, 8)
+        bare_model = copy.deepcopy(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = RunDir(tmp, "bench")
+            run.create()
+            method = METHODS.get("finetune")(method_params(cfg), None)
+            trainer = Trainer(
+                cfg, model, method, train, None, run, torch.device("cpu"), shape, progress_bar=False
+            )
+            trainer._rebuild_optimizer()
+            optimizer = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+            loader = DataLoader(train, batch_size=batch, shuffle=True)
+
+            def bare_epoch() -> None:
+                _bare_epoch(bare_model, loader, optimizer, scheduler, cfg.label_smoothing)  # noqa: B023
+
+            trainer._train_one_epoch()  # warm-up, both
+            bare_epoch()
+            ours, bare = [], []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                trainer._train_one_epoch()
+                ours.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                bare_epoch()
+                bare.append(time.perf_counter() - start)
+        steps = len(loader)
+        out[name] = {
+            "batch": batch,
+            "steps_per_epoch": steps,
+            "lcbench_step_ms": _median(ours) / steps * 1e3,
+            "bare_step_ms": _median(bare) / steps * 1e3,
+            "ratio": _median(ours) / _median(bare),
+            "target": "<= 1.03",
+        }
+    return out
+
+
+@benchmark("data")
+def bench_data(args: argparse.Namespace) -> dict:
+    """lcbench's loaders against plain torchvision/PyTorch ones: digits tensors and an ImageFolder."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from .data import DataTransforms, load_data
+    from .train import make_loader
+
+    def epoch_seconds(loader) -> float:
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        return time.perf_counter() - start
+
+    out: dict = {}
+    digits = load_data("digits", Path("."), None).train
+    ours = make_loader(digits, 64, True, 0, torch.Generator().manual_seed(0))
+    plain = DataLoader(digits, batch_size=64, shuffle=True)
+    a = [epoch_seconds(ours) for _ in range(20)]
+    b = [epoch_seconds(plain) for _ in range(20)]
+    out["digits"] = {
+        "lcbench_ms": _median(a) * 1e3,
+        "plain_ms": _median(b) * 1e3,
+        "ratio": _median(a) / _median(b),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for split in ("train", "val"):
+            for c in range(4):
+                folder = Path(tmp) / split / f"class{c}"
+                folder.mkdir(parents=True)
+                for i in range(64):
+                    Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(
+                        folder / f"{i}.jpg"
+                    )
+        transforms = DataTransforms(img_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        ours_set = load_data("imagefolder", Path(tmp), transforms).train
+        plain_set = ImageFolder(str(Path(tmp) / "train"), transform=transforms.train())
+        ours = make_loader(ours_set, 32, True, 0, torch.Generator().manual_seed(0))
+        plain = DataLoader(plain_set, batch_size=32, shuffle=True)
+        a, b = [], []
+        for _ in range(3):  # interleaved
+            a.append(epoch_seconds(ours))
+            b.append(epoch_seconds(plain))
+        out["imagefolder_256_jpegs_64px"] = {
+            "lcbench_ms": _median(a) * 1e3,
+            "plain_ms": _median(b) * 1e3,
+            "ratio": _median(a) / _median(b),
+        }
     return out
 
 

@@ -165,6 +165,18 @@ def _find_split(root: Path, split: str, spec: DatasetSpec) -> Path:
     )
 
 
+def load_rgb_image(path: str):
+    """An image as RGB; an unreadable file is a DataError that names it (not a PIL traceback mid-epoch)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path} is not a readable image ({e}); remove or replace the file") from None
+
+
 def _image_folder(path: Path, transform: Any, spec: DatasetSpec):
     from torchvision.datasets import ImageFolder
 
@@ -175,7 +187,7 @@ def _image_folder(path: Path, transform: Any, spec: DatasetSpec):
             "remove them or add the images"
         )
     try:
-        return ImageFolder(str(path), transform=transform)
+        return ImageFolder(str(path), transform=transform, loader=load_rgb_image)
     except (FileNotFoundError, OSError) as e:
         raise DataError(f"{spec.name}: cannot read the image folder {path}: {e}") from e
 

@@ -14,9 +14,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ..store import RunDir  # noqa: E402
 
+# one colour per method in every panel and every figure
+METHOD_COLORS = {
+    "finetune": "C0",
+    "kd": "C1",
+    "layercollapse": "C2",
+    "magnitude_pruning": "C3",
+    "layer_fusion": "C4",
+}
 AXES = {
     "compression": ("compression (original / remaining parameters, ×)", True),
     "gmacs": ("GMACs per image", False),
@@ -53,18 +62,25 @@ def top1_against(agg: pd.DataFrame, x: str):
                 marker="o",
                 capsize=3,
                 label=method,
+                color=METHOD_COLORS.get(method),
             )
         original = rows[rows["method"] == "original"]
         if len(original):
             ax.plot(original[f"{x}_mean"], original["top1_mean"], "k*", markersize=12, label="original")
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
         ax.set_title(f"{model} ({dataset})")
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
     return fig
 
 

@@ -1,0 +1,50 @@
+"""32 processes write run records into one output folder at once; every record reads back intact."""
+
+import multiprocessing
+import subprocess
+import sys
+
+from lcbench.store import RunDir, atomic_torch_save, atomic_write_json, load_records
+from tests.conftest import REPO
+
+
+def write_run(root: str, index: int) -> None:
+    run = RunDir(root, f"run{index:04d}")
+    run.create()
+    run.lock()
+    try:
+        for epoch in range(20):
+            run.log("epoch", epoch=epoch, val_top1=float(index), payload="x" * 200)
+        atomic_torch_save(run.checkpoint_path, {"index": index})
+        atomic_write_json(run.path / "config.yaml", {"index": index})
+        atomic_write_json(
+            run.result_path, {"run_id": run.run_id, "status": "completed", "final": {"top1": index}}
+        )
+    finally:
+        run.release()
+
+
+def test_32_concurrent_writers(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=write_run, args=(str(tmp_path), i)) for i in range(32)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    records = load_records(tmp_path)
+    assert sorted(r["final"]["top1"] for r in records) == list(range(32))
+    for i in range(32):
+        events = RunDir(tmp_path, f"run{i:04d}").events("epoch")
+        assert [e["epoch"] for e in events] == list(range(20)) and {e["val_top1"] for e in events} == {
+            float(i)
+        }
+    assert not list(tmp_path.rglob("*.tmp"))  # no temp file left behind
+    table = subprocess.run(
+        [sys.executable, "-m", "lcbench", "results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(table.stdout.strip().splitlines()) == 33  # header + 32 records
