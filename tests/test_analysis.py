@@ -194,3 +194,13 @@ def test_report_lists_failed_and_missing_runs(tmp_path):
     assert summary["counts"] == {"completed": 2, "failed": 1}
     assert "## Failed or missing runs" in readme and lc1.run_id in readme and "boom" in readme
     assert "97.00" in readme and (tmp_path / "out" / "top1_vs_compression.pdf").exists()
+
+
+def test_findings_count_only_points_where_layercollapse_reached_its_target():
+    from lcbench.analysis.report import findings
+
+    frame = fixed_frame()
+    assert "more accurate at 1, equal at 0 and less accurate at 0 of 1" in findings(aggregate(frame))[0]
+    frame.loc[frame["method"] == "layercollapse", "compression"] = 1.0  # no block was folded
+    lines = findings(aggregate(frame))
+    assert not lines[0].startswith("Against KD") and "not matched" in "\n".join(lines)
