@@ -73,6 +73,18 @@ def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "imgs")
 
 
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Poll `predicate` until it is true; fail the test after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def interrupt_then_resume(cfg, method_cls, epoch: int, monkeypatch) -> dict:
     """Execute `cfg`, interrupted when `method_cls.on_epoch_end` reaches `epoch` (the checkpoint of the
     epoch before exists), then execute it again so it resumes; returns the final result."""

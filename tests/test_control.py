@@ -6,7 +6,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,16 +15,7 @@ from lcbench.control import MAX_REQUEST_BYTES, ControlChannel, Tunable, control_
 from lcbench.errors import ConfigError
 from lcbench.store import RunDir
 from lcbench.train import lr_factor
-from tests.conftest import REPO, fast_overrides
-
-
-def wait_for(predicate, timeout_s=120, what=""):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import REPO, fast_overrides, wait_until
 
 
 def test_tunable_values_are_typed_and_range_checked():
@@ -80,7 +70,7 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
     command = [sys.executable, "-m", "lcbench", "run", *overrides, "--no-progress"]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(rundir.events("epoch")) >= 1, what="the first epoch")
+        wait_until(lambda: len(rundir.events("epoch")) >= 1, 120, "the first epoch")
         # a live change of lr and lambda, acknowledged with the step it took effect at
         assert main(["tune", str(rundir.path), "lr=0.02", "lam=2"]) == 0
         ack = json.loads(capsys.readouterr().out)

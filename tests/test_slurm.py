@@ -16,7 +16,7 @@ from lcbench.store import RunDir
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
 from tests import wandb_files
-from tests.conftest import write_image_folder
+from tests.conftest import wait_until, write_image_folder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -36,15 +36,6 @@ def write_spec(tmp_path, name, base, variants=None, seeds=None):
 
 def statuses(path):
     return sweep_status(plan_sweep(path))
-
-
-def wait_until(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_sweep_goes_in_as_one_array_per_stage_and_completes(tmp_path, monkeypatch):
