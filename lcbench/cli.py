@@ -257,10 +257,10 @@ def _run_folder(text: str, root: str):
 def cmd_tune(args: argparse.Namespace) -> int:
     from .config import parse_override
     from .control import send
-    from .store import _live_status, dumps
+    from .store import dumps, live_status
 
     path = _run_folder(args.run, args.root)
-    if _live_status(path) != "running":
+    if live_status(path) != "running":
         raise LcbenchError(f"run {path.name} is not running, so nothing can be tuned (`lcbench results`)")
     values = dict(parse_override(item) for item in args.values)
     if not values and not args.trigger:

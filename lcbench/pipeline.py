@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -252,8 +253,6 @@ def _set_active_tracker(tracker: Tracker | None) -> None:
 
 def _write_failure(run: RunDir, rid: str, cfg: RunConfig) -> None:
     """result.json with status `failed`, the error and its traceback (called inside an except block)."""
-    import sys
-
     e = sys.exc_info()[1]
     error = {
         "type": type(e).__name__,

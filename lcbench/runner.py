@@ -134,7 +134,6 @@ def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus],
 
     code = snapshot_code(folder)
     jobs: dict[str, str] = {}
-    threads = {"threads": profile.cpus_per_task}
     pretrains = [r for r in todo if r.stage == "pretrain"]
     compress = [r for r in todo if r.stage == "compress"]
     # compress tasks wait for the pretrain jobs still to finish (this submission's or an earlier one's)
@@ -143,29 +142,19 @@ def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus],
         for s in statuses
         if s.run.stage == "pretrain" and s.status in ("pending", "running") and s.job[:1].isdigit()
     }
+
+    def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> str:
+        configs = [_for_execution(r.cfg, threads=profile.cpus_per_task) for r in runs]
+        array = submit_array(configs, profile, folder, code, f"{plan.name}-{stage}", dependency)
+        jobs.update(zip([r.run_id for r in runs], array.job_ids))
+        return array.array_id
+
     if pretrains:
-        array = submit_array(
-            [_for_execution(r.cfg, **threads) for r in pretrains],
-            profile,
-            folder,
-            code,
-            f"{plan.name}-pretrain",
-        )
-        jobs.update(zip([r.run_id for r in pretrains], array.job_ids))
-        waiting_on.add(array.array_id)
+        waiting_on.add(submit_stage(pretrains, "pretrain"))
     if compress:
         # afterany, not afterok: one failed pretrain must not cancel the compress runs of the others;
         # a compress task whose own pretrain failed records that as its error without training
-        dependency = "afterany:" + ":".join(sorted(j for j in waiting_on if j)) if waiting_on else ""
-        array = submit_array(
-            [_for_execution(r.cfg, **threads) for r in compress],
-            profile,
-            folder,
-            code,
-            f"{plan.name}-compress",
-            dependency,
-        )
-        jobs.update(zip([r.run_id for r in compress], array.job_ids))
+        submit_stage(compress, "compress", "afterany:" + ":".join(sorted(waiting_on)) if waiting_on else "")
     submission = Submission("slurm", str(folder), jobs)
     record_submission(plan.output_root, plan.name, submission)
     return submission

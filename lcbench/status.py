@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .local_queue import read_queue, supervisor_alive
-from .store import RunDir
+from .store import RunDir, live_status
 from .submissions import latest_jobs, read_submissions
 from .sweep import Plan, PlannedRun
 
@@ -25,6 +25,7 @@ class RunStatus:
     detail: str = ""  # the error of a failed run, the scheduler's reason for a pending one
     job: str = ""  # SLURM job id or local queue slot
     log: str = ""  # where the job's output goes
+    record: dict | None = None  # the run's result.json, when it has one
 
 
 def sweep_status(plan: Plan) -> list[RunStatus]:
@@ -61,9 +62,7 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
 
 
 def _status(run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: str, log: str) -> RunStatus:
-    from .store import _live_status
-
-    if scheduled == "running" or (rundir.path.exists() and _live_status(rundir.path) == "running"):
+    if scheduled == "running" or (rundir.path.exists() and live_status(rundir.path) == "running"):
         return RunStatus(run, "running", detail or "training", job, log)
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
@@ -72,7 +71,7 @@ def _status(run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: s
         status = record.get("status", "failed")
         error = record.get("error") or {}
         text = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
-        return RunStatus(run, status, text, job, log)
+        return RunStatus(run, status, text, job, log, record)
     if rundir.path.exists() and rundir.config_path.exists():
         return RunStatus(run, "missing", "interrupted before finishing (no result record)", job, log)
     if job:

@@ -218,13 +218,13 @@ def load_records(root: str | Path) -> list[dict]:
                 config = yaml.safe_load((run_path / "config.yaml").read_text())
             except yaml.YAMLError:
                 config = {}
-            result = {"run_id": run_path.name, "status": _live_status(run_path), "config": config}
+            result = {"run_id": run_path.name, "status": live_status(run_path), "config": config}
         result["run_dir"] = str(run_path)
         records.append(result)
     return records
 
 
-def _live_status(run_path: Path) -> str:
+def live_status(run_path: Path) -> str:
     """`running` if a process holds the run's lock, else `incomplete` (killed, never finished)."""
     lock = run_path / ".lock"
     if not lock.exists():

@@ -324,10 +324,8 @@ class Trainer:
         """(train loss, train top-1, seconds spent training this epoch, across resumes)."""
         self.model.train()
         p = self.progress
-        if p.batch == 0:
-            self.epoch_start_generator = self.generator.get_state()
-        else:  # resumed mid-epoch: the generator was set to this epoch's start; skip the batches done
-            self.epoch_start_generator = self.generator.get_state()
+        self.epoch_start_generator = self.generator.get_state()  # (a resume set it to this epoch's start)
+        if p.batch:  # resumed mid-epoch: skip the batches already trained on
             self.train_loader.sampler.skip = p.batch * self.cfg.batch_size
         loss_sum = torch.tensor(p.epoch_loss_sum, device=self.device)
         correct = torch.tensor(p.epoch_correct, device=self.device, dtype=torch.long)

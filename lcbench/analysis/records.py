@@ -11,7 +11,6 @@ import math
 import pandas as pd
 
 from ..status import sweep_status
-from ..store import RunDir
 from ..sweep import Plan
 
 # record path -> column
@@ -45,7 +44,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
     rows = []
     for status in sweep_status(plan):
         run = status.run
-        record = RunDir(plan.output_root, run.run_id).result() or {}
+        record = status.record or {}
         row = {
             "run_id": run.run_id,
             "stage": run.stage,
