@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 OUT    ?= outputs
 DATA   ?=
+MEASURE_DEVICE ?= cpu
 
 .PHONY: install test test-fast reproduce reproduce-imagenet bench lint clean
 
@@ -38,6 +39,7 @@ reproduce: install
 	$(LCBENCH) launch runs/digits.yaml output_root=$(OUT) $(LAUNCH_ARGS) \
 		$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL))
 	$(LCBENCH) status runs/digits.yaml output_root=$(OUT) --wait --poll 5 | tail -n 3 || true
+	$(LCBENCH) measure runs/digits.yaml output_root=$(OUT) --threads 1 | tail -n 1
 	$(LCBENCH) report runs/digits.yaml output_root=$(OUT) --out results/digits
 
 # The paper's models on ImageNet: DATA=/path/to/imagenet (train/<wnid>/, val/<wnid>/); DRY=1 plans only
@@ -47,6 +49,7 @@ reproduce-imagenet: install
 	@if [ -z "$(DRY)" ]; then \
 		$(LCBENCH) launch runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) $(LAUNCH_ARGS) && \
 		$(LCBENCH) status runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --wait --poll 60 | tail -n 3; \
+		$(LCBENCH) measure runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --device $(MEASURE_DEVICE); \
 		$(LCBENCH) report runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --out results/imagenet; \
 	fi
 

@@ -2,11 +2,15 @@
 
 loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), with the frozen teacher
 in eval mode (one forward per batch, no gradients). Students:
-- `collapsed:K`: exactly the architecture LayerCollapse produces with its last K blocks folded, initialised
-  `random` (as the LayerCollapse paper did: fresh layers, the folded Linears freshly initialised too) or
-  `teacher` (every tensor copied, each folded Linear initialised with the fold of the teacher's weights at
-  slope 1: the fairer control);
-- any zoo model name, initialised `random` or `teacher` (tensors whose name and shape match are copied).
+- `collapsed:K`: exactly the architecture LayerCollapse produces with its last K blocks folded;
+- any zoo model name.
+Initialisation (`init`):
+- `random`: the model's own fresh initialisation everywhere (the LayerCollapse paper's protocol);
+- `teacher` (default, the fairer control): every teacher tensor whose name and shape match is copied; the
+  folded Linears get the model's own fresh initialisation;
+- `teacher_fold` (collapsed students only): as `teacher`, but each folded Linear starts as the teacher's
+  block folded at slope 1, i.e. with its unregularised ReLU/GELU taken as the identity. That start is often
+  near chance (digits_mlp collapsed:2: 17% with logits in the hundreds); offered to reproduce, not to compare.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from lcbench.control import Tunable
 from lcbench.errors import ConfigError
 from lcbench.measure import count_macs
 from lcbench.methods import METHODS, Method
-from lcbench.models import create_model, last_linear
+from lcbench.models import create_model, fresh_init, last_linear
 
 COLLAPSED = "collapsed:"
 
@@ -52,7 +56,13 @@ class KDParams:
     student: str = option(
         "collapsed:1", help="collapsed:K (LayerCollapse's architecture) or a zoo model name"
     )
-    init: str = option("teacher", choices=["random", "teacher"])
+    init: str = option(
+        "teacher",
+        choices=["random", "teacher", "teacher_fold"],
+        help="teacher: copy matching tensors, folded layers fresh; random: the paper's protocol; "
+        "teacher_fold: folded layers start as the teacher's block with its ReLU/GELU taken as the "
+        "identity (caveat: often near chance; a reproduction variant, not a fair control)",
+    )
     T: float = option(2.0, min_exclusive=0, help="temperature")
     alpha: float = option(0.5, min=0, max=1, help="weight of the distillation term")
 
@@ -73,23 +83,10 @@ class KnowledgeDistillation(Method):
         if p.student.startswith(COLLAPSED):
             k = _parse_k(p.student)
             self.folded = [b.name for b in collapse.select_blocks(model, k, model_name=cfg.model)]
-            # (a copy of the frozen teacher must be made trainable again)
-            student = (
-                copy.deepcopy(self.teacher).requires_grad_(True)
-                if p.init == "teacher"
-                else self._fresh(cfg.model)
-            )
-            firsts = [
-                _path(b.container, b.first)
-                for b in map(lambda n: collapse.block_by_name(student, n), self.folded)
-            ]
-            collapse.apply_structure(student, [], self.folded)  # the fold of the teacher's weights at slope 1
-            if p.init == "random":  # a fold of two random matrices is no initialisation: start fresh
-                for path in firsts:
-                    layer = student.get_submodule(path)
-                    if isinstance(layer, nn.Linear):  # (a Linear folded again into an earlier one is gone)
-                        layer.reset_parameters()
+            student = self._collapsed_student(cfg.model, p.init)
         else:
+            if p.init == "teacher_fold":
+                raise ConfigError(f"init=teacher_fold needs a collapsed:K student, not {p.student!r}")
             student = self._fresh(p.student)
             if p.init == "teacher":
                 _copy_matching(self.teacher, student)
@@ -102,6 +99,11 @@ class KnowledgeDistillation(Method):
         self.teacher_flops = (
             2e9 * count_macs(self.teacher, self.ctx.input_shape)["gmacs"]
         )  # fixed: count once
+        self.target = (
+            collapse.collapse_targets(self.teacher, 0, self.ctx.input_shape, cfg.model, names=self.folded)
+            if self.folded
+            else None
+        )
         self.report = {
             "student": p.student,
             "init": p.init,
@@ -111,6 +113,22 @@ class KnowledgeDistillation(Method):
         }
         return student.to(self.ctx.device).train()
 
+    def _collapsed_student(self, name: str, init: str) -> nn.Module:
+        """LayerCollapse's architecture at the same blocks, initialised as `init` says."""
+        if init == "teacher_fold":  # (a copy of the frozen teacher must be made trainable again)
+            student = copy.deepcopy(self.teacher).requires_grad_(True)
+            return collapse.apply_structure(student, [], self.folded)
+        student = self._fresh(name)
+        blocks = [collapse.block_by_name(student, n) for n in self.folded]
+        firsts = [_path(b.container, b.first) for b in blocks]
+        collapse.apply_structure(student, [], self.folded)
+        folded_layers = {path for path in firsts if isinstance(student.get_submodule(path), nn.Linear)}
+        for path in folded_layers:  # (a Linear folded again into an earlier one is gone)
+            fresh_init(student, path)
+        if init == "teacher":
+            _copy_matching(self.teacher, student, skip=folded_layers)
+        return student
+
     def _fresh(self, name: str) -> nn.Module:
         data = self.ctx.data
         return create_model(name, data.num_classes, data.in_chans, self.ctx.cfg.img_size).to(self.ctx.device)
@@ -119,6 +137,9 @@ class KnowledgeDistillation(Method):
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
         return kd_loss(task_loss, logits, teacher_logits, self.params.alpha, self.params.T)
+
+    def match_target(self) -> dict[str, Any] | None:
+        return {"quantity": "compression", "target": self.target["compression"]} if self.target else None
 
     def extra_forward_flops_per_sample(self) -> float:
         return self.teacher_flops
@@ -147,9 +168,14 @@ def _path(container: str, child: str) -> str:
     return f"{container}.{child}" if container else child
 
 
-def _copy_matching(teacher: nn.Module, student: nn.Module) -> int:
-    """Copy every teacher tensor whose name and shape match the student's; returns how many."""
+def _copy_matching(teacher: nn.Module, student: nn.Module, skip: set[str] = frozenset()) -> int:
+    """Copy every teacher tensor whose name and shape match the student's, except those of the layers in
+    `skip` (folded layers keep their fresh initialisation even where a shape happens to match)."""
     own = student.state_dict()
-    matching = {k: v for k, v in teacher.state_dict().items() if k in own and own[k].shape == v.shape}
+    matching = {
+        k: v
+        for k, v in teacher.state_dict().items()
+        if k in own and own[k].shape == v.shape and k.rpartition(".")[0] not in skip
+    }
     student.load_state_dict(matching, strict=False)
     return len(matching)

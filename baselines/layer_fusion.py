@@ -10,7 +10,10 @@ for the weight and one for the bias, so the optimizer updates one tensor. `mode`
 - `freeze`: the shared tensor keeps the first layer's values and is not trained further (our reading of
   the paper's freezing variant).
 The target (unique parameters) is reached over `stages` stages spread over the epochs, each followed by
-retraining. A shared tensor counts once; MACs and depth do not fall (fused layers still run).
+retraining. With `match_collapse`, a merge is only taken if the model stays within 2% above the target:
+when the most similar pair would overshoot, the most similar pair that still fits is taken instead, and
+fusion stops when none fits. A run that ends more than 2% below its target is recorded as not matched (`match` in the
+record). A shared tensor counts once; MACs and depth do not fall (fused layers still run).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench.collapse import collapse_targets
+from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.config import option
 from lcbench.errors import ConfigError
 from lcbench.measure import WEIGHT_LAYERS, count_parameters
@@ -121,6 +124,8 @@ class LayerFusion(Method):
             self.matched = collapse_targets(model, p.match_collapse, self.ctx.input_shape, self.ctx.cfg.model)
             self.target = self.matched["compression"]
         self.needed = dense - dense / self.target
+        # a matched run never overshoots its target by more than the tolerance (a plain target: at least it)
+        self.max_saving = dense - dense / (self.target * (1 + MATCH_TOLERANCE)) if self.matched else dense
         reachable = sum((len(n) - 1) * tensor_size(model.get_submodule(n[0])) for n in self.classes.values())
         if reachable < self.needed:
             best = dense / (dense - reachable) if reachable < dense else float("inf")
@@ -155,7 +160,10 @@ class LayerFusion(Method):
         merges = []
         while self._saved(model) < saving:
             best = None
+            room = self.max_saving - self._saved(model)
             for names in self.classes.values():
+                if tensor_size(model.get_submodule(names[0])) > room:
+                    continue  # merging this class would overshoot the target
                 reps = sorted({self._group_of(n)[0] for n in names})
                 for i, a in enumerate(reps):
                     for b in reps[i + 1 :]:
@@ -164,7 +172,7 @@ class LayerFusion(Method):
                             cache[(a, b)] = weight_similarity(wa, wb, self.params.similarity)
                         if best is None or cache[(a, b)] > best[0]:
                             best = (cache[(a, b)], a, b)
-            if best is None:  # every candidate already tied (guarded by the reachability check)
+            if best is None:  # every candidate tied, or each remaining merge would overshoot
                 break
             similarity, a, b = best
             self._merge(model, a, b)
@@ -211,6 +219,9 @@ class LayerFusion(Method):
         tie(model, merged, weight, bias, trainable=trainable)
 
     # -- record, resume, rebuild ------------------------------------------------------------------------
+
+    def match_target(self) -> dict[str, Any] | None:
+        return {"quantity": "compression", "target": self.target} if self.matched else None
 
     def finalize(self, model: nn.Module) -> nn.Module:
         self.report = {

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench.collapse import collapse_targets
+from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.config import option
 from lcbench.errors import ConfigError
 from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters
 from lcbench.methods import METHODS, Method
 from lcbench.models import last_linear
 
-TOLERANCE = 0.02  # achieved compression within 2% of the request
+TOLERANCE = MATCH_TOLERANCE  # achieved compression within 2% of the request
 SHAPE_ATTRIBUTES = (
     "in_features",
     "out_features",
@@ -195,6 +195,14 @@ class MagnitudePruning(Method):
         if matched:
             self.report["matched_to_layercollapse"] = matched
         return model
+
+    def match_target(self) -> dict[str, Any] | None:
+        matched = self.report.get("matched_to_layercollapse")
+        if not matched:
+            return None
+        if self.params.scope == "structured":
+            return {"quantity": "macs_ratio", "target": matched["macs_ratio"]}
+        return {"quantity": "compression", "target": matched["compression"]}
 
     def finalize(self, model: nn.Module) -> nn.Module:
         for module in model.modules():

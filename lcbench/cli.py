@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import LcbenchError
+from .errors import ConfigError, LcbenchError
 
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -243,6 +243,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .latency import measure_sweep
+
+    plan = _plan(args)
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        raise ConfigError(f"--batches {args.batches!r}: expected batch sizes such as 1 or 1,32") from None
+    counts = measure_sweep(plan, batches, args.device, args.threads, args.force, args.rel)
+    print(
+        f"quiet latency pass for sweep {plan.name}: {counts['measured']} measured, {counts['kept']} kept "
+        f"from before (--force to redo), {counts['not_completed']} not completed"
+    )
+    return 0
+
+
 def _run_folder(text: str, root: str):
     from pathlib import Path
 
@@ -344,6 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
     p.add_argument("--out", help="output folder (default: results/<sweep name>)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "measure", help="quiet latency pass: every final model timed against its original, one at a time"
+    )
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument("--batches", default="1", help="batch sizes, comma-separated (default: 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--rel", type=float, default=0.05, help="target half-width of the medians' 95%% CI")
+    p.add_argument("--force", action="store_true", help="measure runs that already have latency.json")
+    p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser(
         "tune", help="change a running run's lr, weight decay, lam, alpha, T...; save, eval, stop"

@@ -23,6 +23,7 @@ from torch import nn
 from .errors import ConfigError
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.PReLU)
+MATCH_TOLERANCE = 0.02  # a "matched" point lies within 2% of its target compression
 BETWEEN = (nn.Dropout, nn.BatchNorm1d)
 DEFAULT_INIT_SLOPE = {nn.GELU: 0.01, nn.ReLU: 0.0}
 LOOKED_FOR = (
@@ -254,17 +255,24 @@ def apply_structure(model: nn.Module, converted: list[str], folded: list[str]) -
     return model
 
 
-def collapse_targets(model: nn.Module, k: int, input_shape: tuple[int, ...], model_name: str = "") -> dict:
-    """What folding the last k blocks of `model` achieves (on a copy): parameter compression and MAC ratio.
+def collapse_targets(
+    model: nn.Module,
+    k: int,
+    input_shape: tuple[int, ...],
+    model_name: str = "",
+    names: list[str] | None = None,
+) -> dict:
+    """What folding the last k blocks (or the named ones) of `model` achieves, measured on a copy:
+    parameter compression and MAC ratio.
 
-    The baselines use it to be compared at LayerCollapse's compression (`match_collapse=k`).
+    LayerCollapse and KD record it as their target; the baselines aim at it (`match_collapse=k`).
     """
     import copy
 
     from .measure import count_macs, count_parameters
 
     folded = copy.deepcopy(model).cpu().eval()
-    blocks = select_blocks(folded, k, model_name=model_name)
+    blocks = select_blocks(folded, k, names, model_name=model_name)
     for block in blocks:
         with torch.no_grad():
             convert(folded, block).weight.fill_(1.0)
@@ -272,7 +280,7 @@ def collapse_targets(model: nn.Module, k: int, input_shape: tuple[int, ...], mod
     dense = count_parameters(model)[0]
     macs = count_macs(model, input_shape)["gmacs"]
     return {
-        "k": k,
+        "k": len(blocks),
         "compression": dense / count_parameters(folded)[0],
         "macs_ratio": macs / count_macs(folded, input_shape)["gmacs"],
     }

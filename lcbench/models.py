@@ -23,17 +23,25 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     source: str
     description: str = ""
+    # collapsible MLPs in what the LayerCollapse paper calls one "block" (a Mixer block holds a token MLP
+    # and a channel MLP: 2; a ViT block or a VGG classifier activation: 1)
+    mlps_per_block: int = 1
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def _register(name: str, source: str, description: str = "") -> Callable:
+def _register(name: str, source: str, description: str = "", mlps_per_block: int = 1) -> Callable:
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS.register(name)(ModelSpec(name, build, source, description))
+        MODELS.register(name)(ModelSpec(name, build, source, description, mlps_per_block))
         return build
 
     return decorator
+
+
+def mlps_per_block(name: str) -> int:
+    """How many collapsible MLPs make one of the paper's "blocks" in model `name`."""
+    return MODELS.get(name).mlps_per_block
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -76,7 +84,7 @@ def digits_vit(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
     )
 
 
-@_register("digits_mixer", "timm", "timm MlpMixer: 8x8, patch 2, dim 64, 4 blocks")
+@_register("digits_mixer", "timm", "timm MlpMixer: 8x8, patch 2, dim 64, 4 blocks", mlps_per_block=2)
 def digits_mixer(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
     from timm.models.mlp_mixer import MlpMixer
 
@@ -180,7 +188,9 @@ def _timm_lookup(name: str) -> ModelSpec | None:
         kwargs = {"img_size": img_size} if img_size else {}
         return timm.create_model(name, pretrained=hub, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
-    return ModelSpec(name, build, "timm", "timm model")
+    # timm's MLP-Mixers: a block is a token MLP plus a channel MLP (gMLP/ResMLP use other layers)
+    per_block = 2 if name.startswith("mixer_") else 1
+    return ModelSpec(name, build, "timm", "timm model", per_block)
 
 
 def _timm_names() -> list[str]:
@@ -204,6 +214,30 @@ def create_model(
     if pretrained and pretrained != "hub":
         load_weights(model, pretrained, name)
     return model
+
+
+@torch.no_grad()
+def fresh_init(model: nn.Module, path: str) -> None:
+    """Re-initialise the layer at `path` as the model's own constructor initialises its layers.
+
+    timm ViTs: truncated normal (std 0.02); timm Mixers: their per-name scheme; torchvision VGG: N(0, 0.01)
+    with zero bias; anything else: the layer's own `reset_parameters` (torch's default).
+    """
+    from timm.models.mlp_mixer import MlpMixer
+    from timm.models.mlp_mixer import _init_weights as mixer_init
+    from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
+    from torchvision.models.vgg import VGG
+
+    layer = model.get_submodule(path)
+    if isinstance(model, VisionTransformer):
+        init_weights_vit_timm(layer, path)
+    elif isinstance(model, MlpMixer):
+        mixer_init(layer, path)
+    elif isinstance(model, VGG) and isinstance(layer, nn.Linear):
+        nn.init.normal_(layer.weight, 0, 0.01)
+        nn.init.zeros_(layer.bias)
+    else:
+        layer.reset_parameters()
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:

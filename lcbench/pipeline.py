@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import measure
+from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
 from .errors import CheckpointError, ConfigError, DataError, DependencyError, LcbenchError, RunStopped
@@ -347,6 +348,7 @@ def _execute(
         original_m = dict(final_m)
     save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
 
+    compared = measure.compare(original_m, final_m, batches)
     return {
         "stage": cfg.stage,
         "method": cfg.method,
@@ -357,8 +359,10 @@ def _execute(
         "config": to_dict(cfg),
         "original": original_m,
         "final": final_m,
-        **measure.compare(original_m, final_m, batches),
+        **compared,
         "delta_top1": final_m["top1"] - original_m["top1"],
+        "match": match_record(method.match_target(), compared["compression"], original_m, final_m),
+        "input_shape": list(input_shape),
         "latency": {
             "device": measure.device_name(device),
             "dtype": cfg.precision,
@@ -375,6 +379,19 @@ def _execute(
             "device": str(device),
         },
         "method_report": method.report,
+    }
+
+
+def match_record(target: dict | None, compression: float, original: dict, final: dict) -> dict | None:
+    """The method's match target with what was achieved and whether it lies within the tolerance."""
+    if target is None:
+        return None
+    achieved = compression if target["quantity"] == "compression" else original["gmacs"] / final["gmacs"]
+    return {
+        **target,
+        "achieved": achieved,
+        "tolerance": MATCH_TOLERANCE,
+        "within_tolerance": abs(achieved / target["target"] - 1) <= MATCH_TOLERANCE,
     }
 
 

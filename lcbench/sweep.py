@@ -13,6 +13,13 @@ string holding it, `collapsed:{level}`) is replaced by each level, and its runs 
 analysis can put the methods side by side level by level. `levels` may also map model names to lists
 (`{default: [1, 2, 3], digits_vgg: [1, 2]}`) where a model has fewer collapsible blocks.
 
+A level counts collapsible MLPs (LayerCollapse's `k`). `{blocks: [1, 2]}` gives it in the paper's unit
+instead: one paper "block" of an MLP-Mixer is its token MLP plus its channel MLP (`mlps_per_block` of the
+model zoo), so `mixer_b16_224: {blocks: [1, 2]}` plans k = 2 and 4, the paper's 55.64M and 51.39M models.
+
+A variant may carry `only: {model: [...], level: [...]}`: it is planned at those grid points and levels
+only (e.g. KD's 2x and 5x budgets on the transformer models, to keep a CPU sweep short).
+
 A spec with variants plans `compress` runs plus the `pretrain` runs they start from (one per distinct
 original model, shared by every method and seed); a spec without variants plans its base stage only. A
 list that is itself a value (a method's `blocks`) is written as a list inside a list.
@@ -36,8 +43,10 @@ SPEC_KEYS = {
     "grid": "RunConfig keys with lists of values: every combination is planned",
     "seeds": "seeds of the compress runs (default: the base seed)",
     "variants": "name -> {method: ..., parameters}: the methods and their levels",
-    "levels": "levels shared by the variants ('{level}' in a value becomes each); a list, or per model",
+    "levels": "levels shared by the variants ('{level}' in a value becomes each): a list of MLP counts, "
+    "{blocks: [...]} in the paper's block unit, or a mapping of model names (and default) to either",
 }
+LEVEL_UNITS = ("blocks", "mlps")
 LEVEL = "{level}"
 
 
@@ -154,10 +163,16 @@ def expand(spec: dict, source: str = "") -> Plan:
         for vname, variant in variants.items():
             if not isinstance(variant, dict) or "method" not in variant:
                 raise ConfigError(f"{source}: variant {vname!r} must be a mapping with a 'method' key")
-            levels = spec.get("levels")
-            if isinstance(levels, dict):  # per model, e.g. {default: [1, 2, 3], digits_vgg: [1, 2]}
-                levels = levels.get(point.get("model"), levels.get("default"))
+            variant = dict(variant)
+            only = variant.pop("only", None) or {}
+            if not isinstance(only, dict) or set(only) - {"model", "level"}:
+                raise ConfigError(f"{source}: variant {vname!r}: 'only' takes {{model: [...], level: [...]}}")
+            if "model" in only and point.get("model") not in only["model"]:
+                continue
+            levels = model_levels(source, spec.get("levels"), point.get("model"))
             for matched, concrete in _at_levels(source, vname, variant, levels):
+                if "level" in only and matched not in only["level"]:
+                    continue
                 for assignment, level in _product(f"{source} variant {vname}", concrete):
                     if matched is not None:
                         level = {"level": matched, **level}
@@ -178,6 +193,27 @@ def expand(spec: dict, source: str = "") -> Plan:
     for run in [*pretrains.values(), *runs]:
         unique.setdefault(run.run_id, run)  # two grid points resolving to one config are one run
     return Plan(name, source, list(unique.values()))
+
+
+def model_levels(source: str, levels: Any, model: str | None) -> list[int] | None:
+    """The spec's levels for `model`, in collapsible MLPs (k); `{blocks: [...]}` is converted."""
+    if isinstance(levels, dict) and not set(levels) & set(LEVEL_UNITS):
+        levels = levels.get(model, levels.get("default"))  # per model
+    if not isinstance(levels, dict):
+        return levels
+    if len(levels) != 1 or set(levels) - set(LEVEL_UNITS):
+        raise ConfigError(
+            f"{source}: levels {levels} must name one unit: {{blocks: [...]}} (the paper's blocks) or "
+            "{mlps: [...]} (collapsible MLPs, LayerCollapse's k)"
+        )
+    ((unit, values),) = levels.items()
+    values = _values(f"{source} levels", unit, values)
+    if unit == "mlps":
+        return values
+    from .models import mlps_per_block
+
+    per_block = mlps_per_block(model) if model else 1
+    return [int(v) * per_block for v in values]
 
 
 def _at_levels(source: str, vname: str, variant: dict, levels: Any) -> list[tuple[int | None, dict]]:

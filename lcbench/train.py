@@ -311,6 +311,7 @@ class Trainer:
                 val_top5=val["top5"],
                 val_loss=val["loss"],
                 samples_seen=self.progress.samples,
+                train_flops=self.progress.train_flops,  # cumulative, a KD teacher's forward included
                 epoch_seconds=elapsed,
                 **self.method.epoch_metrics(self.model),
             )
@@ -360,6 +361,7 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
+            self.method.after_step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             batch = targets.numel()

@@ -107,3 +107,58 @@ def test_a_corrupt_teacher_checkpoint_fails_clearly(tmp_path):
     )
     with pytest.raises(CheckpointError, match="does not fit"):
         execute(cfg, progress_bar=False)
+
+
+def test_kd_teacher_init_does_not_start_from_a_slope_one_fold(tmp_path):
+    """init=teacher copies the matching tensors and gives folded layers a fresh init: digits_mlp
+    collapsed:2 learns (> 50%); the old slope-1 fold start (init=teacher_fold) sat near chance."""
+    base = [*KD, "student=collapsed:2", "pretrain.epochs=15"]
+    teacher = execute(
+        make_config({}, [*base, "init=teacher", *fast_overrides(tmp_path, model="digits_mlp", epochs=3)])
+    )
+    assert teacher["final"]["top1"] > 50.0
+    fold = execute(
+        make_config({}, [*base, "init=teacher_fold", *fast_overrides(tmp_path, model="digits_mlp", epochs=3)])
+    )
+    assert fold["final"]["top1"] < teacher["final"]["top1"]
+    assert teacher["match"]["within_tolerance"] and teacher["match"]["target"] == pytest.approx(
+        teacher["compression"]
+    )
+
+
+def test_kd_teacher_init_copies_every_matching_tensor_but_the_folded_layers():
+    from types import SimpleNamespace
+
+    from baselines.distillation import KDParams, KnowledgeDistillation
+    from lcbench.models import create_model
+
+    teacher = create_model("digits_vit", 10, 1).eval().requires_grad_(False)
+    ctx = SimpleNamespace(
+        original=teacher,
+        cfg=SimpleNamespace(model="digits_vit", img_size=None),
+        data=SimpleNamespace(num_classes=10, in_chans=1),
+        device=torch.device("cpu"),
+    )
+    kd = KnowledgeDistillation(KDParams(student="collapsed:1"), ctx)
+    kd.folded = ["blocks.3.mlp.act"]
+    student = kd._collapsed_student("digits_vit", "teacher")
+    own, theirs = student.state_dict(), teacher.state_dict()
+    assert torch.equal(own["blocks.0.mlp.fc1.weight"], theirs["blocks.0.mlp.fc1.weight"])
+    assert torch.equal(own["blocks.3.attn.qkv.weight"], theirs["blocks.3.attn.qkv.weight"])
+    assert own["blocks.3.mlp.fc1.weight"].shape == (64, 64)  # folded d -> d, freshly initialised
+    assert own["blocks.3.mlp.fc1.weight"].std() < 0.05  # timm's trunc_normal(0.02), not W2 @ W1
+    assert "blocks.3.mlp.fc2.weight" not in own
+
+
+def test_teacher_fold_needs_a_collapsed_student(tmp_path):
+    with pytest.raises(ConfigError, match="teacher_fold needs a collapsed"):
+        cfg = make_config(
+            {},
+            [
+                *KD,
+                "student=digits_mlp",
+                "init=teacher_fold",
+                *fast_overrides(tmp_path, model="digits_vgg", epochs=1),
+            ],
+        )
+        execute(cfg, progress_bar=False)

@@ -135,3 +135,41 @@ def test_post_training_collapse_command(tmp_path, capsys):
     assert (run_dir / "collapsed.report.json").exists()
     assert main(["collapse", str(tmp_path / "nope")]) == 2
     assert torch.is_tensor(linears[0].weight)
+
+
+def _slope_distance(tmp_path, lam: float, regularizer: str = "auto") -> float:
+    from lcbench.config import make_config
+    from lcbench.pipeline import execute
+    from tests.conftest import fast_overrides
+
+    cfg = make_config(
+        {},
+        [
+            "stage=compress",
+            "method=layercollapse",
+            "k=1",
+            f"lam={lam}",
+            f"regularizer={regularizer}",
+            "optimizer=adamw",
+            "lr_schedule=constant",
+            "lr=3e-3",
+            "weight_decay=0",
+            "pretrain.epochs=2",
+            "threshold=1e-9",
+            *fast_overrides(tmp_path, model="digits_mlp", epochs=1),
+        ],
+    )
+    result = execute(cfg, progress_bar=False)
+    (block,) = result["method_report"]["blocks"]
+    assert result["method_report"]["regularizer"] == ("coupled" if regularizer == "coupled" else "decoupled")
+    return block["distance"]
+
+
+def test_under_adamw_lambda_sets_how_fast_slopes_reach_one(tmp_path):
+    """AdamW normalises a coupled (a-1)^2 term away (slopes move ~lr per step whatever lam is); the
+    decoupled regulariser, the default under AdamW, makes lam matter."""
+    weak, strong = _slope_distance(tmp_path, 1.0), _slope_distance(tmp_path, 10.0)
+    assert strong < 0.5 * weak
+    coupled_weak = _slope_distance(tmp_path, 1.0, "coupled")
+    coupled_strong = _slope_distance(tmp_path, 10.0, "coupled")
+    assert coupled_strong > 0.8 * coupled_weak  # the trap the decoupled form avoids

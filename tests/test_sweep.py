@@ -124,3 +124,55 @@ def test_plan_command_prints_runs_and_estimate(tmp_path, capsys):
     assert "{'missing': 3}" in out  # nothing ran yet
     assert not (tmp_path / "out").exists()  # planning runs nothing and writes nothing
     assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_levels_in_the_papers_block_unit_count_both_mixer_mlps(tmp_path):
+    path = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_mixer", "digits_vit"]},
+        levels={"default": [1], "digits_mixer": {"blocks": [1, 2]}},
+        variants={"lc": {"method": "layercollapse", "k": "{level}"}},
+    )
+    levels = {(r.cfg.model, r.matched_level) for r in plan_sweep(path).stage("compress")}
+    assert levels == {("digits_mixer", 2), ("digits_mixer", 4), ("digits_vit", 1)}
+    bad = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_vit"]},
+        levels={"blocks": [1], "mlps": [1]},
+        variants={"lc": {"method": "layercollapse", "k": "{level}"}},
+    )
+    with pytest.raises(ConfigError, match="must name one unit"):
+        plan_sweep(bad)
+
+
+def test_paper_block_of_a_mixer_is_its_token_and_channel_mlp():
+    from lcbench import collapse
+    from lcbench.models import create_model, mlps_per_block
+
+    assert mlps_per_block("mixer_b16_224") == 2 and mlps_per_block("vit_base_patch16_224") == 1
+    model = create_model("digits_mixer", 10, 1)
+    last_two = [b.container for b in collapse.select_blocks(model, 2)]
+    assert last_two == ["blocks.3.mlp_channels", "blocks.3.mlp_tokens"]  # one MixerBlock
+
+
+def test_a_variant_can_be_limited_to_some_models_and_levels(tmp_path):
+    path = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_mlp", "digits_vit"]},
+        levels=[1, 2],
+        variants={
+            "kd": {"method": "kd", "student": "collapsed:{level}"},
+            "kd_5x": {
+                "method": "kd",
+                "student": "collapsed:{level}",
+                "epochs": 5,
+                "only": {"model": ["digits_vit"], "level": [1]},
+            },
+        },
+    )
+    runs = plan_sweep(path).stage("compress")
+    assert {(r.cfg.model, r.matched_level) for r in runs if r.variant == "kd_5x"} == {("digits_vit", 1)}
+    assert len([r for r in runs if r.variant == "kd"]) == 4

@@ -145,3 +145,13 @@ def test_sigkill_mid_run_then_restart_resumes_to_identical_metrics(tmp_path):
     assert epoch_metrics(tmp_path / "killed", cfg) == epoch_metrics(tmp_path / "clean", clean_cfg)
     assert run.result()["final"]["top1"] == clean["final"]["top1"]
     assert run.result()["final"]["loss"] == clean["final"]["loss"]
+
+
+def test_every_epoch_records_cumulative_training_flops(tmp_path):
+    cfg = make_config({}, fast_overrides(tmp_path, model="digits_mlp", epochs=3))
+    result = execute(cfg, progress_bar=False)
+    epochs = RunDir(tmp_path, result["run_id"]).events("epoch")
+    flops = [e["train_flops"] for e in epochs]
+    assert len(flops) == 3 and flops == sorted(flops) and flops[0] > 0
+    assert flops[-1] == pytest.approx(result["cost"]["train_flops"])
+    assert flops[0] == pytest.approx(flops[-1] / 3)

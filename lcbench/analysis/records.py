@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from ..latency import read_latency
 from ..status import sweep_status
 from ..sweep import Plan
 
@@ -25,9 +26,21 @@ METRICS = {
     "speedup_measured_b1": "speedup_b1",
     "final.latency_ms_b1": "latency_ms_b1",
     "final.params_nonzero": "params",
+    "final.params_dense": "params_dense",
+    "final.gmacs": "gmacs_dense",
     "final.depth": "depth",
+    "method_report.regularized.top1": "top1_prefold",  # LayerCollapse: the PReLU model before its fold
+    "match.target": "match_target",
+    "match.achieved": "match_achieved",
+    "cost.epochs": "epochs",
     "cost.train_seconds": "train_seconds",
     "cost.train_flops": "train_flops",
+}
+# the quiet latency pass (`lcbench measure`, latency.json in the run folder): batch-1 speed-up with its CI
+LATENCY = {
+    "speedup": "speedup_quiet_b1",
+    "ci_low": "speedup_quiet_b1_low",
+    "ci_high": "speedup_quiet_b1_high",
 }
 
 
@@ -61,5 +74,21 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         completed = status.status == "completed"
         for path, column in METRICS.items():
             row[column] = _get(record, path) if completed else math.nan
+        match = record.get("match") if completed else None
+        row["matched"] = bool(match["within_tolerance"]) if match else None  # None: nothing to match
+        row["init"] = (record.get("method_report") or {}).get("init", "") if completed else ""
+        row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
+        quiet = read_latency(plan.output_root, run.run_id) if completed else None
+        for key, column in LATENCY.items():
+            row[column] = _get(quiet or {}, f"batches.1.{key}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paper_blocks(model: str, level: float) -> float:
+    """A level (collapsible MLPs) in the paper's block unit (a Mixer block is 2 MLPs)."""
+    if math.isnan(level):
+        return math.nan
+    from ..models import mlps_per_block
+
+    return level / mlps_per_block(model)

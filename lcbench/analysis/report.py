@@ -14,7 +14,10 @@ import pandas as pd
 from ..store import atomic_write_text
 from ..sweep import Plan
 from . import plots
+from .claims import claims_table
+from .cost import epoch_curves, flops_to_reach
 from .records import sweep_frame
+from .stats import paired_differences
 from .tables import aggregate, matched_table, per_method_table, write_table
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper" / "layercollapse_imagenet.csv"
@@ -24,19 +27,48 @@ def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+PARAMS_RTOL = 1e-3  # a paper row and our model are the same structure when their parameters agree this well
+
+
 def paper_comparison(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Our ImageNet LayerCollapse (and original) top-1 next to the paper's, per model and blocks folded."""
-    ours = agg[(agg["dataset"] == "imagenet") & agg["method"].isin(["layercollapse", "original"])].copy()
-    if ours.empty:
-        return pd.DataFrame()
-    ours["blocks_folded"] = ours["level"].fillna(0).astype(int)
-    ours.loc[ours["method"] == "original", "blocks_folded"] = 0
-    table = ours.merge(paper, on=["model", "blocks_folded"], how="inner", suffixes=("", "_paper"))
-    table = table.rename(columns={"top1": "top1_paper"})
-    table["difference"] = table["top1_mean"] - table["top1_paper"]
-    return table[
-        ["model", "blocks_folded", "top1_mean", "top1_std", "n", "top1_paper", "difference", "source"]
-    ]
+    """Our ImageNet numbers next to the paper's, joined on the folded structure (equal parameter count),
+    never on a bare k. A reference taken before any fold (`prefold_prelu`) is compared with our model
+    before its fold, and says so."""
+    ours = agg[agg["dataset"] == "imagenet"]
+    rows = []
+    for _, ref in paper[paper["dataset"] == "imagenet-1k"].iterrows():
+        mine = ours[ours["model"] == ref["model"]]
+        same = mine[mine["method"] == ("original" if ref["status"] == "baseline" else "layercollapse")]
+        close = (same["params_dense_mean"] / 1e6 - ref["params_m_structure"]).abs()
+        found = same[close <= PARAMS_RTOL * ref["params_m_structure"]]
+        prefold = ref["status"] == "prefold_prelu"
+        for _, r in found.iterrows():
+            top1 = r["top1_prefold_mean"] if prefold else r["top1_mean"]
+            rows.append(
+                {
+                    "model": ref["model"],
+                    "setting": ref["setting"],
+                    "status": ref["status"],
+                    "params_m_paper": ref["params_m_structure"],
+                    "params_m_ours": r["params_dense_mean"] / 1e6,
+                    "level_mlps": r["level"],
+                    "top1_paper": ref["top1"],
+                    "top1_ours": top1,
+                    "compared": "ours BEFORE the fold (the reference was never folded)"
+                    if prefold
+                    else ("original" if ref["status"] == "baseline" else "ours folded"),
+                    "n": r["n"],
+                    "difference": top1 - ref["top1"],
+                    "paper_protocol": "; ".join(
+                        f"{k} {ref[k]}"
+                        for k in ("epochs", "lam", "threshold", "schedule")
+                        if not pd.isna(ref[k])
+                    )
+                    + f"; preprocessing: {ref['preprocessing']}",
+                    "source": f"{ref['source_repo']}: {ref['source_file']}, {ref['source_cell']}",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _pm(row: pd.Series, column: str, decimals: int = 2) -> str:
@@ -45,65 +77,65 @@ def _pm(row: pd.Series, column: str, decimals: int = 2) -> str:
 
 
 def findings(agg: pd.DataFrame) -> list[str]:
-    """One line per (model, level): LayerCollapse against KD (accuracy, cost ratio) and the other methods."""
+    """One line per (model, level): every method's top-1 at its compression; points that missed their
+    matched compression are labelled "not matched" (and left out of the differences and claims)."""
     lines = []
-    wins = ties = total = 0
-    cost_ratios = []
     for (dataset, model, level), group in matched_table(agg).groupby(
         ["dataset", "model", "level"], sort=False
     ):
-        by = {row["method"]: row for _, row in group.iterrows()}
-        lc, kd = by.get("layercollapse"), by.get("kd")
         parts = []
-        if lc is not None:
-            parts.append(f"LayerCollapse {_pm(lc, 'top1')}% at {lc['compression_mean']:.2f}x (n={lc['n']})")
-        matched = lc is not None and kd is not None
-        if matched and abs(lc["compression_mean"] - kd["compression_mean"]) > 0.01 * kd["compression_mean"]:
-            parts.append(
-                f"not matched: LayerCollapse reached {lc['compression_mean']:.2f}x, not the "
-                f"{kd['compression_mean']:.2f}x of its target (blocks left unfolded); not counted"
-            )
-            matched = False
-        if matched:
-            diff = lc["top1_mean"] - kd["top1_mean"]
-            ratio = kd["train_seconds_mean"] / lc["train_seconds_mean"]
-            cost_ratios.append(ratio)
-            total += 1
-            wins += diff > 0
-            ties += diff == 0
-            parts.append(
-                f"KD into the same network {_pm(kd, 'top1')}% ({diff:+.2f} pp for LayerCollapse; "
-                f"KD took {ratio:.2f}x LayerCollapse's training time)"
-            )
-        for method in ("magnitude_pruning", "layer_fusion"):
-            if method in by:
-                row = by[method]
-                parts.append(f"{method} {_pm(row, 'top1')}% at {row['compression_mean']:.2f}x")
-        lines.append(f"- **{model}** ({dataset}), level {int(level)}: " + "; ".join(parts) + ".")
-    controls = agg[agg["method"] == "finetune"]
-    for _, row in controls.iterrows():
+        for _, row in group.iterrows():
+            text = f"{row['variant']} {_pm(row, 'top1')}% at {row['compression_mean']:.2f}x"
+            if row.get("matched") is False:
+                text += " (**not matched**: missed its target compression by more than 2%; not counted)"
+            parts.append(text)
+        blocks = group["paper_blocks_mean"].iloc[0]
+        unit = f"k={int(level)} MLPs" + (f" = {blocks:g} paper blocks" if blocks != level else "")
+        lines.append(f"- **{model}** ({dataset}), {unit}: " + "; ".join(parts) + ".")
+    for _, row in agg[agg["method"] == "finetune"].iterrows():
         lines.append(
             f"- **{row['model']}** finetune control (no compression): {_pm(row, 'top1')}% (n={row['n']})."
         )
-    if total:
-        mean_ratio = sum(cost_ratios) / len(cost_ratios)
-        lines.insert(
-            0,
-            f"Against KD into the same collapsed network, LayerCollapse is more accurate at {wins}, equal "
-            f"at {ties} and less accurate at {total - wins - ties} of {total} matched (model, level) points; "
-            f"KD's training took {mean_ratio:.2f}x LayerCollapse's on average (same epochs; KD adds the "
-            "teacher's forward pass).\n",
-        )
     return lines
+
+
+def _ci_text(row: pd.Series) -> str:
+    if pd.isna(row["ci_low"]):
+        return f"{row['difference']:+.2f}"
+    return f"{row['difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def differences_markdown(diffs: pd.DataFrame) -> str:
+    if diffs.empty:
+        return "No paired runs (the sweep has no LayerCollapse variant with levels).\n"
+    shown = diffs.assign(**{"LayerCollapse - method (pp, 95% CI)": diffs.apply(_ci_text, axis=1)})[
+        [
+            "model",
+            "level",
+            "paper_blocks",
+            "variant",
+            "n_pairs",
+            "LayerCollapse - method (pp, 95% CI)",
+            "verdict",
+        ]
+    ]
+    return shown.to_markdown(index=False, floatfmt="g") + "\n"
+
+
+def reference_variant(frame: pd.DataFrame, method: str = "layercollapse") -> str:
+    """The variant every other method is compared with: the one named like `method`, else its first."""
+    variants = list(dict.fromkeys(frame.loc[frame["method"] == method, "variant"]))
+    return method if method in variants or not variants else variants[0]
 
 
 def write_report(plan: Plan, out: Path) -> dict:
     """Everything for one sweep into `out`; returns counts (runs per status) and the paths written."""
     frame = sweep_frame(plan)
+    reference = reference_variant(frame)
     agg = aggregate(frame)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
-    keys = ["model", "method", "level"]
+    keys = ["model", "variant", "level"]
     write_table(
         per_method_table(agg),
         out / "per_method",
@@ -117,30 +149,53 @@ def write_report(plan: Plan, out: Path) -> dict:
         out / "matched",
         keys,
         ["dataset", "model", "level"],
-        f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k blocks)",
+        f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",
         f"tab:{plan.name}-matched",
     )
+    diffs = paired_differences(frame, reference)
+    atomic_write_text(out / "differences.csv", diffs.to_csv(index=False))
+    curves = epoch_curves(frame, plan.output_root)
+    flops = flops_to_reach(frame, reference)
+    atomic_write_text(out / "cost_to_accuracy.csv", curves.to_csv(index=False))
+    atomic_write_text(out / "flops_to_reach.csv", flops.to_csv(index=False))
+    claims = claims_table(frame, flops, reference)
+    atomic_write_text(out / "claims.csv", claims.to_csv(index=False))
     paper = load_paper()
     comparison = paper_comparison(agg, paper)
     if len(comparison):
         atomic_write_text(out / "paper_comparison.csv", comparison.to_csv(index=False))
         atomic_write_text(out / "paper_comparison.md", comparison.to_markdown(index=False) + "\n")
-    written = []
-    for x in plots.AXES:
-        written += plots.save(plots.top1_against(agg, x), out / f"top1_vs_{x}")
-    written += plots.save(plots.slope_trajectories(frame, plan.output_root), out / "slopes")
-    if (agg["method"] == "layercollapse").any():
-        model = "digits_vit" if (agg["model"] == "digits_vit").any() else agg["model"].iloc[0]
-        written += plots.save(plots.blocks_folded_vs_paper(agg, paper, model), out / "blocks_folded_vs_paper")
-
+    written = _plots(frame, agg, curves, paper, plan, out)
     counts = frame["status"].value_counts().to_dict()
-    not_done = frame[frame["status"] != "completed"]
     lines = [
-        f"# {plan.name}: accuracy against compression",
+        *_header(plan, frame, counts),
+        "## Claims",
         "",
-        f"Generated by `lcbench report {plan.source}` on {time.strftime('%Y-%m-%d %H:%M')} from "
-        f"{len(frame)} planned runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
-        "Mean ± sample std over seeds (n seeds); top-1 of the last epoch on the held-out split.",
+        "Each claim of the paper against this sweep's numbers (95% intervals over seeds; the rule behind "
+        "each verdict is in `claims.csv`). A digits-scale verdict says what happens at this scale, not "
+        "on ImageNet.",
+        "",
+        claims[["claim", "measured", "verdict"]].to_markdown(index=False),
+        "",
+        "## Paired differences against LayerCollapse",
+        "",
+        "Same seed, same data order; top-1 of LayerCollapse minus the method's, mean over seeds with its "
+        "95% t-interval. An interval containing 0 is no significant difference.",
+        "",
+        differences_markdown(diffs),
+        "## Cost to accuracy",
+        "",
+        "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
+        "KD ran at 1x, 2x and 5x LayerCollapse's epochs where the spec asks for it "
+        "(`top1_vs_train_flops.png`).",
+        "",
+        (
+            flops[["model", "level", "init", "reference_top1", "budgets", "text"]].to_markdown(
+                index=False, floatfmt=".2f"
+            )
+            if len(flops)
+            else "No KD budget runs."
+        ),
         "",
         "## Findings",
         "",
@@ -150,6 +205,7 @@ def write_report(plan: Plan, out: Path) -> dict:
         "",
         "- `matched.{csv,md,tex}`: methods side by side at each level (same LayerCollapse target)",
         "- `per_method.{csv,md,tex}`: every method and level, the original model first",
+        "- `differences.csv`, `claims.csv`, `flops_to_reach.csv`, `cost_to_accuracy.csv` (per epoch)",
         "- `runs.csv`: every planned run with its status and metrics",
         *(
             ["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
@@ -164,11 +220,45 @@ def write_report(plan: Plan, out: Path) -> dict:
         "",
         "## Failed or missing runs",
         "",
+        *_not_done(frame),
     ]
-    if len(not_done):
-        table = not_done[["run_id", "model", "variant", "level_label", "seed", "status", "error"]]
-        lines.append(table.to_markdown(index=False))
-    else:
-        lines.append("None: every planned run completed.")
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
     return {"counts": counts, "out": str(out), "plots": [str(p) for p in written]}
+
+
+def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
+    measured = frame["speedup_quiet_b1"].notna().sum()
+    return [
+        f"# {plan.name}: accuracy against compression",
+        "",
+        f"Generated by `lcbench report {plan.source}` on {time.strftime('%Y-%m-%d %H:%M')} from "
+        f"{len(frame)} planned runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
+        "Mean ± sample std over seeds (n seeds); top-1 of the last epoch on the held-out split. Speed-ups "
+        f"come from the quiet latency pass (`lcbench measure`; {measured} runs measured), never from "
+        "timings taken while other runs trained.",
+        "",
+    ]
+
+
+def _plots(frame, agg, curves, paper, plan: Plan, out: Path) -> list[Path]:
+    written = []
+    for x in plots.AXES:
+        written += plots.save(plots.top1_against(agg, x), out / f"top1_vs_{x}")
+    if len(curves):
+        written += plots.save(plots.top1_vs_train_flops(curves), out / "top1_vs_train_flops")
+    written += plots.save(plots.slope_trajectories(frame, plan.output_root), out / "slopes")
+    if (agg["method"] == "layercollapse").any():
+        model = "digits_vit" if (agg["model"] == "digits_vit").any() else agg["model"].iloc[0]
+        written += plots.save(plots.blocks_folded_vs_paper(agg, paper, model), out / "blocks_folded_vs_paper")
+    return written
+
+
+def _not_done(frame: pd.DataFrame) -> list[str]:
+    not_done = frame[frame["status"] != "completed"]
+    if not len(not_done):
+        return ["None: every planned run completed."]
+    return [
+        not_done[["run_id", "model", "variant", "level_label", "seed", "status", "error"]].to_markdown(
+            index=False
+        )
+    ]

@@ -2,7 +2,10 @@
 
 Numbers are mean and sample standard deviation (ddof=1) over the completed seeds of a group, with n. The
 original model of every (data set, model) is a row of its own. In the formatted tables the best value of a
-column within each comparison group (a model, or a model at one level) is bold.
+column within each comparison group (a model, or a model at one level) is bold; a row that missed its
+matched compression (`Matched: NO`) is never bold. The speed-up is the quiet pass's (`lcbench measure`):
+median with the widest 95% interval of its seeds, marked † and never bold where that interval contains 1.
+The cost column is training FLOPs (counted, not timed).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import atomic_write_text
+from .stats import is_matched
 
 # column -> (header with unit, better: max | min | None, decimals)
 COLUMNS = {
@@ -21,8 +25,8 @@ COLUMNS = {
     "delta_top1": ("$\\Delta$ top-1 (pp)", "max", 2),
     "compression": ("Compression ($\\times$)", "max", 2),
     "gmacs": ("MACs (M)", "min", 3),
-    "speedup_b1": ("Speed-up b=1 ($\\times$)", "max", 2),
-    "train_seconds": ("Training (s)", "min", 1),
+    "speedup_quiet_b1": ("Speed-up b=1 ($\\times$, 95\\% CI)", "max", 2),
+    "train_flops": ("Training FLOPs", "min", 2),
 }
 GROUP = ["dataset", "model", "method", "variant", "level"]
 MEASURES = [
@@ -31,9 +35,12 @@ MEASURES = [
     "delta_top1",
     "compression",
     "gmacs",
-    "speedup_b1",
-    "latency_ms_b1",
     "params",
+    "params_dense",
+    "top1_prefold",
+    "speedup_quiet_b1",
+    "paper_blocks",
+    "epochs",
     "train_seconds",
     "train_flops",
 ]
@@ -47,6 +54,10 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     mean, std = grouped.mean(), grouped.std(ddof=1)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n"] = grouped.size()
+    quiet = done.groupby(GROUP, sort=False)
+    out["speedup_quiet_b1_low"] = quiet["speedup_quiet_b1_low"].min()  # the widest interval of the seeds
+    out["speedup_quiet_b1_high"] = quiet["speedup_quiet_b1_high"].max()
+    out["matched"] = quiet["matched"].agg(lambda v: None if v.isna().all() else all(map(is_matched, v)))
     out = out.reset_index()
     out["level"] = out["level"].replace(-1, np.nan)
     return out
@@ -62,16 +73,39 @@ def _fmt(mean: float, std: float, decimals: int, latex: bool) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
+def _spans_one(table: pd.DataFrame) -> pd.Series:
+    low, high = table.get("speedup_quiet_b1_low"), table.get("speedup_quiet_b1_high")
+    if low is None:
+        return pd.Series(False, index=table.index)
+    return (low <= 1) & (high >= 1)
+
+
 def _bold_mask(table: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
-    """True where a value is the best of its column within its group (ties all bold)."""
+    """True where a value is the best of its column within its group (ties all bold), among the rows
+    that met their matched compression (and, for the speed-up, whose interval excludes 1)."""
     mask = pd.DataFrame(False, index=table.index, columns=list(COLUMNS))
+    eligible = table["matched"].map(is_matched).astype(bool) if "matched" in table else True
     for column, (_, better, _) in COLUMNS.items():
         if better is None or f"{column}_mean" not in table:
             continue
-        values = table[f"{column}_mean"]
+        ok = eligible & ~_spans_one(table) if column == "speedup_quiet_b1" else eligible
+        values = table[f"{column}_mean"].where(ok)
         best = values.groupby([table[g] for g in group_by]).transform(better)
         mask[column] = values.notna() & np.isclose(values, best)
     return mask
+
+
+def _cell(table: pd.DataFrame, i, column: str, decimals: int, latex: bool) -> str:
+    """One formatted value: mean ± std; the quiet speed-up with its interval; FLOPs in scientific form."""
+    mean, std = table.at[i, f"{column}_mean"], table.at[i, f"{column}_std"]
+    if column == "speedup_quiet_b1" and not pd.isna(mean):
+        low, high = table.at[i, "speedup_quiet_b1_low"], table.at[i, "speedup_quiet_b1_high"]
+        mark = ("$^\\dagger$" if latex else "†") if low <= 1 <= high else ""
+        return f"{mean:.2f} [{low:.2f}, {high:.2f}]{mark}"
+    if column == "train_flops" and not pd.isna(mean):
+        return f"{mean:.{decimals}e}"
+    scale = 1e3 if column == "gmacs" else 1.0  # MACs shown in millions for the small models
+    return _fmt(mean * scale, std * scale, decimals, latex)
 
 
 def formatted(table: pd.DataFrame, keys: list[str], group_by: list[str], latex: bool) -> pd.DataFrame:
@@ -84,17 +118,17 @@ def formatted(table: pd.DataFrame, keys: list[str], group_by: list[str], latex: 
     for column, (header, _, decimals) in COLUMNS.items():
         if f"{column}_mean" not in table:
             continue
-        scale = 1e3 if column == "gmacs" else 1.0  # MACs shown in millions for the small models
-        cells = [
-            _fmt(m * scale, s * scale, decimals, latex)
-            for m, s in zip(table[f"{column}_mean"], table[f"{column}_std"])
-        ]
+        cells = [_cell(table, i, column, decimals, latex) for i in table.index]
         if latex:
             cells = [f"\\textbf{{{c}}}" if b and c != "--" else c for c, b in zip(cells, mask[column])]
             out[header] = cells
         else:
             cells = [f"**{c}**" if b and c != "-" else c for c, b in zip(cells, mask[column])]
             out[_plain(header)] = cells
+    if "matched" in table:
+        out["Matched"] = table["matched"].map(
+            lambda m: "" if m is None or pd.isna(m) else "yes" if m else "NO"
+        )
     out["n"] = table["n"].astype(int).astype(str)
     return out
 

@@ -55,6 +55,14 @@ class Method:
     def on_epoch_end(self, epoch: int, model: nn.Module) -> bool:
         return False
 
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called after every optimizer step (LayerCollapse's decoupled slope regulariser)."""
+
+    def match_target(self) -> dict[str, Any] | None:
+        """What this run was asked to match, `{"quantity": "compression" | "macs_ratio", "target": x}`;
+        the pipeline adds what was achieved and whether it lies within `collapse.MATCH_TOLERANCE`."""
+        return None
+
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         """Extra values logged with each epoch's metrics (e.g. LayerCollapse slopes)."""
         return {}

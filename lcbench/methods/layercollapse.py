@@ -6,6 +6,11 @@
   fold, next block.
 Blocks whose slope stays far from 1 are reported and left unfolded, never folded silently; `force=true`
 folds them anyway and labels each such fold as forced.
+
+The regulariser is `coupled` (lam * sum (a_i - 1)^2 added to the loss: right for SGD) or `decoupled`
+(after each optimizer step every slope moves toward 1 by min(1, 2 * lr * lam) * (a - 1), outside the
+optimizer, as the official NLP code did with gp = 10). Under AdamW a coupled term is normalised away:
+the slopes move about lr per step whatever lam is. `auto` (default) picks decoupled for AdamW.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ class LayerCollapseParams:
     schedule: str = option("oneshot", choices=["oneshot", "progressive"])
     force: bool = option(False, help="fold every selected block whatever its slope (labelled as forced)")
     calibration_size: int = option(128, min=1, help="held-out samples for the fold's output difference")
+    regularizer: str = option(
+        "auto",
+        choices=["auto", "coupled", "decoupled"],
+        help="coupled: lam*(a-1)^2 in the loss (SGD); decoupled: slopes pulled toward 1 after each step "
+        "by 2*lr*lam*(a-1), outside the optimizer (needed under AdamW); auto: decoupled for AdamW",
+    )
 
 
 @METHODS.register("layercollapse")
@@ -50,6 +61,10 @@ class LayerCollapse(Method):
         self.folded: list[str] = []
         self.fold_reports: dict[str, dict] = {}  # the latest fold attempt per block
         self.prelus: list[nn.PReLU] = []
+        self.decoupled = params.regularizer == "decoupled" or (
+            params.regularizer == "auto" and ctx.cfg.optimizer == "adamw"
+        )
+        self.target: dict | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------
 
@@ -61,6 +76,9 @@ class LayerCollapse(Method):
                 f"schedule=progressive trains {len(self.order)} blocks one after another: epochs "
                 f"({self.ctx.cfg.epochs}) must be a multiple of {len(self.order)}"
             )
+        self.target = collapse.collapse_targets(
+            self.ctx.original, 0, self.ctx.input_shape, self.ctx.cfg.model, names=self.order
+        )
         first = self.order if p.schedule == "oneshot" else self.order[:1]
         for name in first:
             self._convert(model, name)
@@ -77,9 +95,22 @@ class LayerCollapse(Method):
     # -- training hooks ---------------------------------------------------------------------------------
 
     def loss(self, task_loss, logits, inputs, targets, model) -> torch.Tensor:
-        if not self.prelus or self.params.lam == 0:
+        if not self.prelus or self.params.lam == 0 or self.decoupled:
             return task_loss
         return task_loss + self.params.lam * collapse.regularizer(self.prelus)
+
+    @torch.no_grad()
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Decoupled regulariser: a <- a - min(1, 2 * lr * lam) * (a - 1) (the gradient step of lam*(a-1)^2
+        at the current lr, applied outside the optimizer so AdamW cannot normalise it away)."""
+        if not self.decoupled or not self.prelus or self.params.lam == 0:
+            return
+        rate = min(1.0, 2.0 * optimizer.param_groups[-1]["lr"] * self.params.lam)
+        for prelu in self.prelus:
+            prelu.weight.sub_(rate * (prelu.weight - 1.0))
+
+    def match_target(self) -> dict[str, Any] | None:
+        return {"quantity": "compression", "target": self.target["compression"]}
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         return {
@@ -122,6 +153,7 @@ class LayerCollapse(Method):
         reports = [self.fold_reports[n] for n in self.order if n in self.fold_reports]
         self.report = {
             "schedule": self.params.schedule,
+            "regularizer": "decoupled" if self.decoupled else "coupled",
             "selected": self.order,
             "folded": self.folded,
             "not_folded": list(self.converted),

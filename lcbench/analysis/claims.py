@@ -1,0 +1,184 @@
+"""The paper's claims, each checked against one sweep's numbers with a verdict.
+
+Verdicts: `supported`, `not supported`, or `inconclusive at this scale`; the rule behind each is written
+next to it in the table, so a reader can disagree with the rule rather than guess it. Differences are
+paired over seeds (stats.py); points that missed their matched compression are left out.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .stats import POINT, is_matched, mean_ci, pooled_difference
+
+MINIMAL_LOSS = 1.0  # pp: "minimal accuracy loss" = the 95% CI of the drop stays within 1 pp
+FOLD_TOLERANCE = 0.5  # pp: "the fold keeps accuracy" = the CI of (after - before) stays above -0.5 pp
+
+
+def _fmt(ci: dict, unit: str = " pp") -> str:
+    if pd.isna(ci["mean"]):
+        return "no data"
+    if pd.isna(ci["low"]):
+        return f"{ci['mean']:+.2f}{unit} (n={ci['n']}, no interval)"
+    return f"{ci['mean']:+.2f}{unit} [{ci['low']:+.2f}, {ci['high']:+.2f}] (n={ci['n']})"
+
+
+def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    done = frame[(frame["status"] == "completed") & (frame["variant"] == reference)]
+    return done[done["matched"].map(is_matched).astype(bool)]
+
+
+def compression_claim(frame: pd.DataFrame, reference: str) -> dict:
+    """Up to 74% post-training compression with minimal accuracy loss."""
+    lc = _lc_runs(frame, reference)
+    points = []
+    for point, group in lc.groupby(POINT, sort=False):
+        drop = mean_ci(group["top1"] - group["base_top1"])
+        reduction = 1 - 1 / group["compression"].mean()
+        points.append((reduction, drop, point))
+    if not points:
+        return {"measured": "no LayerCollapse point", "verdict": "inconclusive at this scale"}
+    big = [p for p in points if p[0] >= 0.74]
+    minimal = [p for p in big if not pd.isna(p[1]["low"]) and p[1]["low"] >= -MINIMAL_LOSS]
+    best = max(points, key=lambda p: p[0])
+    shown = max(minimal, key=lambda p: p[0]) if minimal else best
+    measured = (
+        f"largest reduction {shown[0]:.0%} ({shown[2][1]}, level {int(shown[2][2])}): top-1 change "
+        f"{_fmt(shown[1])}; {len(big)} of {len(points)} points reach 74%"
+    )
+    if minimal:
+        verdict = "supported"
+    elif big:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive at this scale"
+    return {"measured": measured, "verdict": verdict}
+
+
+def fold_claim(frame: pd.DataFrame, reference: str) -> dict:
+    """Folding needs no fine-tuning: top-1 after the fold equals top-1 of the regularised model."""
+    lc = _lc_runs(frame, reference).dropna(subset=["top1_prefold"])
+    worst = None
+    for point, group in lc.groupby(POINT, sort=False):
+        ci = mean_ci(group["top1"] - group["top1_prefold"])
+        if worst is None or (ci["low"] if not pd.isna(ci["low"]) else ci["mean"]) < worst[0]["low"]:
+            worst = (ci, point)
+    if worst is None:
+        return {"measured": "no folded LayerCollapse run", "verdict": "inconclusive at this scale"}
+    ci, point = worst
+    measured = f"least favourable point {point[1]} level {int(point[2])}: after - before fold {_fmt(ci)}"
+    if pd.isna(ci["low"]):
+        verdict = "inconclusive at this scale"
+    elif ci["low"] >= -FOLD_TOLERANCE:
+        verdict = "supported"
+    elif ci["high"] < -FOLD_TOLERANCE:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive at this scale"
+    return {"measured": measured, "verdict": verdict}
+
+
+def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
+    """+8 pt over KD into the same target network (one KD variant at LayerCollapse's budget)."""
+    ci = pooled_difference(frame, reference, variant)
+    measured = f"LayerCollapse - {variant}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
+    if pd.isna(ci["low"]):
+        verdict = "inconclusive at this scale"
+    elif ci["high"] < 8:
+        verdict = "not supported"
+    elif ci["low"] > 0:
+        verdict = "supported"
+    else:
+        verdict = "inconclusive at this scale"
+    return {"measured": measured, "verdict": verdict}
+
+
+def kd_cost_claim(flops: pd.DataFrame, init: str) -> dict:
+    """5x computational efficiency over KD: KD needs >= 5x LayerCollapse's FLOPs to reach its top-1."""
+    rows = flops[flops["init"] == init] if len(flops) else flops
+    if rows.empty:
+        return {"measured": "no KD budget runs", "verdict": "inconclusive at this scale"}
+    below = rows[rows["reached"] & (rows["ratio"] < 5)]
+    beyond = rows[~rows["reached"] & (rows["largest_budget"] >= 5)]
+    at_least = rows[rows["reached"] & (rows["ratio"] >= 5)]
+    ratios = rows.loc[rows["reached"], "ratio"]
+    measured = (
+        f"KD (init={init}) reached LayerCollapse's top-1 at {int(rows['reached'].sum())} of "
+        f"{len(rows)} points"
+        + (f", needing {ratios.min():.2f}x to {ratios.max():.2f}x its FLOPs" if len(ratios) else "")
+        + f"; not within 5x at {len(beyond)}"
+    )
+    if len(below) > len(rows) / 2:
+        verdict = "not supported"
+    elif len(beyond) + len(at_least) > len(rows) / 2:
+        verdict = "supported"
+    else:
+        verdict = "inconclusive at this scale"
+    return {"measured": measured, "verdict": verdict}
+
+
+def regularisation_claim(frame: pd.DataFrame, reference: str, control: str) -> dict:
+    """LayerCollapse regularises: the compressed model beats the same epochs of plain fine-tuning."""
+    ci = pooled_difference(frame, reference, control)
+    measured = f"LayerCollapse - {control}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
+    if pd.isna(ci["low"]):
+        verdict = "inconclusive at this scale"
+    elif ci["low"] > 0:
+        verdict = "supported"
+    elif ci["high"] < 0:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive at this scale (no significant difference)"
+    return {"measured": measured, "verdict": verdict}
+
+
+def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "layercollapse") -> pd.DataFrame:
+    """One row per claim (and per KD initialisation): claim, rule, measured numbers, verdict."""
+    kd_inits = (
+        frame[(frame["method"] == "kd") & (frame["status"] == "completed")]
+        .groupby("init")["variant"]
+        .agg(lambda v: sorted(v, key=len)[0])  # each init's base budget: the shortest variant name
+    )
+    control = frame.loc[frame["method"] == "finetune", "variant"]
+    rows = [
+        {
+            "claim": "Up to 74% post-training compression with minimal accuracy loss",
+            "rule": f"supported if a point with >= 74% fewer parameters keeps the 95% CI of its top-1 change "
+            f"above -{MINIMAL_LOSS:g} pp; not supported if every such point loses more",
+            **compression_claim(frame, reference),
+        },
+        {
+            "claim": "The fold itself needs no fine-tuning (accuracy kept)",
+            "rule": f"supported if at every point the CI of (after fold - before fold) stays above "
+            f"-{FOLD_TOLERANCE:g} pp",
+            **fold_claim(frame, reference),
+        },
+    ]
+    for init, variant in kd_inits.items():
+        rows.append(
+            {
+                "claim": f"+8 pt over KD into the same network (KD init={init}, same epochs)",
+                "rule": "paired over seeds, averaged over points: not supported if the CI lies below +8; "
+                "supported if it lies above 0 and reaches +8",
+                **kd_accuracy_claim(frame, reference, variant),
+            }
+        )
+    for init in kd_inits.index:
+        rows.append(
+            {
+                "claim": f"5x computational efficiency over KD (KD init={init})",
+                "rule": "KD at 1x/2x/5x LayerCollapse's epochs: supported if at most points KD needs >= 5x "
+                "LayerCollapse's training FLOPs (or never reaches its top-1); not supported if at most "
+                "points it needs less",
+                **kd_cost_claim(flops, init),
+            }
+        )
+    if len(control):
+        rows.append(
+            {
+                "claim": "LayerCollapse regularises (beats the fine-tune control of the same epochs)",
+                "rule": "paired over seeds, averaged over points: supported if the CI lies above 0",
+                **regularisation_claim(frame, reference, control.iloc[0]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["claim", "rule", "measured", "verdict"])

@@ -1,0 +1,170 @@
+"""`lcbench measure SPEC`: a quiet latency pass over a sweep's completed compress runs, one run at a time.
+
+Latency measured inside a sweep shares the cores with the runs training beside it, so the speed-ups in
+the tables come from this pass instead. For each completed compress run it loads the final model and
+the original it started from, and times them interleaved (original, final, final, original, ...; each
+sample the mean of an inner loop long enough to be timed) until the 95% confidence interval of both
+medians is within `rel` of the median, or a round or time limit is reached (then the wider interval is
+reported as it is). The speed-up is the median of the per-round ratios original / final, with its own
+95% interval; a speed-up whose interval contains 1 is no measured speed-up. Results go to
+`<run>/latency.json` (atomically); `lcbench report` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .measure import _sync, device_name
+from .store import RunDir, atomic_write_json, read_json
+
+log = logging.getLogger("lcbench")
+LATENCY_FILE = "latency.json"
+Z95 = 1.959964
+SAMPLE_SECONDS = 2e-3  # one timing sample lasts at least this long (an inner loop of forward passes)
+
+
+def median_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """Median and its distribution-free 95% interval (binomial order statistics, normal approximation)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half))
+    high = min(n - 1, math.ceil(n / 2 + half) - 1)
+    return statistics.median(ordered), ordered[low], ordered[high]
+
+
+def _timer(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[int], float]:
+    """A function timing `inner` forward passes and returning milliseconds per pass."""
+
+    @torch.no_grad()
+    def run(inner: int) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            model(x)
+        _sync(device)
+        return (time.perf_counter() - start) * 1e3 / inner
+
+    return run
+
+
+def interleaved(
+    original: nn.Module,
+    final: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    rel: float = 0.05,
+    min_rounds: int = 20,
+    max_rounds: int = 2000,
+    max_seconds: float = 20.0,
+) -> dict:
+    """Time both models alternately until both medians' 95% intervals are within `rel` of the median."""
+    time_original, time_final = _timer(original.eval(), x, device), _timer(final.eval(), x, device)
+    for timer in (time_original, time_final):  # warm-up
+        timer(3)
+    fastest = min(time_original(3), time_final(3)) / 1e3
+    inner = max(1, math.ceil(SAMPLE_SECONDS / max(fastest, 1e-9)))
+    originals, finals, ratios = [], [], []
+    started, converged = time.perf_counter(), False
+    while len(ratios) < max_rounds:
+        if len(ratios) % 2 == 0:  # ABBA order: neither model always runs first
+            t_original, t_final = time_original(inner), time_final(inner)
+        else:
+            t_final, t_original = time_final(inner), time_original(inner)
+        originals.append(t_original)
+        finals.append(t_final)
+        ratios.append(t_original / t_final)
+        if len(ratios) >= min_rounds and len(ratios) % 10 == 0:
+            widths = [(hi - lo) / 2 / med for med, lo, hi in map(median_ci, (originals, finals))]
+            if max(widths) <= rel:
+                converged = True
+                break
+        if time.perf_counter() - started > max_seconds:
+            break
+    o_med, o_low, o_high = median_ci(originals)
+    f_med, f_low, f_high = median_ci(finals)
+    speedup, s_low, s_high = median_ci(ratios)
+    return {
+        "original_ms": o_med,
+        "original_ci": [o_low, o_high],
+        "final_ms": f_med,
+        "final_ci": [f_low, f_high],
+        "speedup": speedup,
+        "ci_low": s_low,
+        "ci_high": s_high,
+        "spans_one": s_low <= 1.0 <= s_high,
+        "rounds": len(ratios),
+        "inner": inner,
+        "converged": converged,
+        "ratios": ratios,
+    }
+
+
+def measure_run(
+    root, record: dict, batches: Sequence[int], device: torch.device, threads: int, rel: float = 0.05
+) -> dict:
+    """Time one completed compress run's final model against its original; write and return latency.json."""
+    from .pipeline import load_model  # (pipeline imports the whole training stack)
+
+    run = RunDir(root, record["run_id"])
+    original = load_model(RunDir(root, record["pretrain_run_id"]).model_path).to(device)
+    final = load_model(run.model_path).to(device)
+    shape = record["input_shape"]
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": threads,
+        "rel_target": rel,
+        "batches": {},
+    }
+    for batch in batches:
+        x = torch.randn(batch, *shape, device=device)
+        result["batches"][str(batch)] = interleaved(original, final, x, device, rel=rel)
+    atomic_write_json(run.path / LATENCY_FILE, result)
+    return result
+
+
+def measure_sweep(
+    plan,
+    batches: Sequence[int] = (1,),
+    device: str = "cpu",
+    threads: int = 0,
+    force: bool = False,
+    rel: float = 0.05,
+    echo: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """The quiet pass over every completed compress run of `plan` (runs measured before are kept)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    counts = {"measured": 0, "kept": 0, "not_completed": 0}
+    runs = plan.stage("compress")
+    for i, planned in enumerate(runs, 1):
+        rundir = RunDir(plan.output_root, planned.run_id)
+        record = rundir.result()
+        if not record or record.get("status") != "completed":
+            counts["not_completed"] += 1
+            continue
+        if (rundir.path / LATENCY_FILE).exists() and not force:
+            counts["kept"] += 1
+            continue
+        result = measure_run(plan.output_root, record, batches, dev, torch.get_num_threads(), rel)
+        b1 = result["batches"][str(batches[0])]
+        echo(
+            f"[{i}/{len(runs)}] {planned.run_id} {planned.cfg.model} {planned.variant}: speed-up "
+            f"{b1['speedup']:.2f} [{b1['ci_low']:.2f}, {b1['ci_high']:.2f}] at batch {batches[0]} "
+            f"({b1['rounds']} rounds{'' if b1['converged'] else ', not converged'})"
+        )
+        counts["measured"] += 1
+    return counts
+
+
+def read_latency(root, run_id: str) -> dict | None:
+    return read_json(RunDir(root, run_id).path / LATENCY_FILE)
