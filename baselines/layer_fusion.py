@@ -12,8 +12,8 @@ for the weight and one for the bias, so the optimizer updates one tensor. `mode`
 The target (unique parameters) is reached over `stages` stages spread over the epochs, each followed by
 retraining. With `match_collapse`, a merge is only taken if the model stays within 2% above the target:
 when the most similar pair would overshoot, the most similar pair that still fits is taken instead, and
-fusion stops when none fits. A run that ends more than 2% below its target is recorded as not matched (`match` in the
-record). A shared tensor counts once; MACs and depth do not fall (fused layers still run).
+fusion stops when none fits. A run that ends more than 2% below its target is recorded as not matched
+(`match` in the record). A shared tensor counts once; MACs and depth do not fall (fused layers still run).
 """
 
 from __future__ import annotations

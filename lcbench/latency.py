@@ -3,7 +3,7 @@
 Latency measured inside a sweep shares the cores with the runs training beside it, so the speed-ups in
 the tables come from this pass instead. For each completed compress run it loads the final model and
 the original it started from, and times them interleaved (original, final, final, original, ...; each
-sample the mean of an inner loop long enough to be timed) until the 95% confidence interval of both
+sample the mean of an inner loop of at least 1 ms) until the 95% confidence interval of both
 medians is within `rel` of the median, or a round or time limit is reached (then the wider interval is
 reported as it is). The speed-up is the median of the per-round ratios original / final, with its own
 95% interval; a speed-up whose interval contains 1 is no measured speed-up. Results go to
@@ -27,7 +27,7 @@ from .store import RunDir, atomic_write_json, read_json
 log = logging.getLogger("lcbench")
 LATENCY_FILE = "latency.json"
 Z95 = 1.959964
-SAMPLE_SECONDS = 2e-3  # one timing sample lasts at least this long (an inner loop of forward passes)
+SAMPLE_SECONDS = 1e-3  # one timing sample lasts at least this long (an inner loop of forward passes)
 
 
 def median_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:

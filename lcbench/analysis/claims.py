@@ -82,6 +82,13 @@ def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict
     """+8 pt over KD into the same target network (one KD variant at LayerCollapse's budget)."""
     ci = pooled_difference(frame, reference, variant)
     measured = f"LayerCollapse - {variant}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
+    inits = frame.loc[frame["variant"] == variant, "init"]
+    if len(inits) and inits.iloc[0] == "random":
+        measured += (
+            " (caveat: a randomly initialised student trained for a fine-tuning budget, while "
+            "LayerCollapse starts from the trained model; the gap measures the initialisation, not "
+            "distillation: the teacher-initialised row is the fair control)"
+        )
     if pd.isna(ci["low"]):
         verdict = "inconclusive at this scale"
     elif ci["high"] < 8:
@@ -106,7 +113,7 @@ def kd_cost_claim(flops: pd.DataFrame, init: str) -> dict:
         f"KD (init={init}) reached LayerCollapse's top-1 at {int(rows['reached'].sum())} of "
         f"{len(rows)} points"
         + (f", needing {ratios.min():.2f}x to {ratios.max():.2f}x its FLOPs" if len(ratios) else "")
-        + f"; not within 5x at {len(beyond)}"
+        + f"; not within 5x at {len(beyond)}; largest budget tried {rows['largest_budget'].max():g}x epochs"
     )
     if len(below) > len(rows) / 2:
         verdict = "not supported"
