@@ -204,24 +204,17 @@ def execute(
                 path.unlink(missing_ok=True)
         run.result_path.unlink(missing_ok=True)  # a failed record from an earlier attempt
         atomic_write_text(run.config_path, to_yaml(cfg))
+        # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
+        # (W&B keeps one run per process open: opening the pretrain's would finish this one).
+        pre_run = ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
         device = setup_runtime(cfg)
         atomic_write_json(run.env_path, environment(device))
-        tracker = Tracker(cfg, rid, str(run.path))
+        tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)
         _set_active_tracker(tracker)
-        result = _execute(cfg, run, device, progress_bar, tracker, require_pretrained, replay_changes)
+        result = _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
         result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
         atomic_write_json(run.result_path, result)
-        tracker.summary(
-            {
-                "top1": result["final"]["top1"],
-                "compression": result["compression"],
-                "gmacs": result["final"]["gmacs"],
-                "train_seconds": result["cost"]["train_seconds"],
-                "latency_ms_b1": result["final"].get("latency_ms_b1"),
-                "speedup_measured_b1": result.get("speedup_measured_b1"),
-                "delta_top1": result["delta_top1"],
-            }
-        )
+        tracker.summary(wandb_summary(result))
         tracker.finish()
         return result
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
@@ -245,6 +238,25 @@ def execute(
     finally:
         _set_active_tracker(None)
         run.release()
+
+
+def wandb_summary(result: dict) -> dict:
+    """The figures a W&B dashboard shows per run (the record on disk holds everything)."""
+    final, report = result["final"], result.get("method_report") or {}
+    return {
+        "top1": final["top1"],
+        "delta_top1": result["delta_top1"],
+        "compression": result["compression"],
+        "params": final["params_nonzero"],
+        "gmacs": final["gmacs"],
+        "gmacs_effective": final["gmacs_effective"],
+        "blocks_folded": len(report["folded"]) if "folded" in report else None,
+        "pretrain_run_id": result.get("pretrain_run_id"),
+        "train_seconds": result["cost"]["train_seconds"],
+        "train_flops": result["cost"]["train_flops"],
+        "latency_ms_b1": final.get("latency_ms_b1"),
+        "speedup_measured_b1": result.get("speedup_measured_b1"),
+    }
 
 
 def _set_active_tracker(tracker: Tracker | None) -> None:
@@ -288,7 +300,7 @@ def _execute(
     device: torch.device,
     progress_bar: bool,
     tracker: Tracker,
-    required: bool,
+    pre_run: RunDir | None,
     replay_changes: list[dict] | None,
 ) -> dict:
     started = time.perf_counter()
@@ -299,8 +311,7 @@ def _execute(
     num_classes = spec.classes(root)
 
     pretrain_record = None
-    if cfg.stage == "compress":
-        pre_run = ensure_pretrained(cfg, progress_bar, required)
+    if pre_run is not None:
         pretrain_record = pre_run.result()
         model = load_model(pre_run.model_path)
         seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago

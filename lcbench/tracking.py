@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from .config import RunConfig, to_dict
@@ -26,9 +27,13 @@ def _has_netrc_key() -> bool:
 
 
 class Tracker:
-    """One W&B run per lcbench run, resumable under the same id (kept in the run record)."""
+    """One W&B run per lcbench run, resumable under the same id (kept in the run record).
 
-    def __init__(self, cfg: RunConfig, run_id: str, run_dir: str, wandb_id: str | None = None) -> None:
+    History keys are namespaced for the dashboard: `train/...`, `val/...`, `cost/...`, `method/...`
+    (the method's per-epoch figures, such as LayerCollapse's slopes) and `tune/...` (live changes).
+    """
+
+    def __init__(self, cfg: RunConfig, run_id: str, run_dir: str, replay: bool = False) -> None:
         self.mode = resolve_mode(cfg.tracking.mode)
         self.run = None
         if self.mode == "disabled":
@@ -43,9 +48,10 @@ class Tracker:
             name=f"{cfg.method}-{cfg.model}-{run_id}"
             if cfg.stage == "compress"
             else f"pretrain-{cfg.model}-{run_id}",
-            tags=[cfg.method, cfg.model, cfg.dataset, *cfg.tracking.tags],
+            tags=[cfg.method, cfg.model, cfg.dataset, *(["replay"] if replay else []), *cfg.tracking.tags],
             config={**to_dict(cfg), "run_id": run_id},
-            id=wandb_id or f"{run_id}",
+            # a replay is a new W&B run (never appended to the original's history)
+            id=f"{run_id}-replay-{int(time.time())}" if replay else run_id,
             resume="allow",
             dir=run_dir,
             mode=self.mode,
@@ -61,6 +67,10 @@ class Tracker:
         if self.run:
             self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
 
+    def log_epoch(self, metrics: dict[str, Any], method_keys: set[str]) -> None:
+        """One epoch's figures under dashboard namespaces (the record's flat names stay on disk)."""
+        self.log({_namespaced(key, method_keys): value for key, value in metrics.items()}, metrics["step"])
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.run:
             for key, value in values.items():
@@ -73,3 +83,22 @@ class Tracker:
                 self.run.mark_preempting()
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+_EPOCH_KEYS = {
+    "epoch": "epoch",
+    "step": "step",
+    "lr": "train/lr",
+    "train_loss": "train/loss",
+    "train_top1": "train/top1",
+    "epoch_seconds": "train/epoch_seconds",
+    "val_top1": "val/top1",
+    "val_top5": "val/top5",
+    "val_loss": "val/loss",
+    "samples_seen": "cost/samples_seen",
+    "train_flops": "cost/train_flops",
+}
+
+
+def _namespaced(key: str, method_keys: set[str]) -> str:
+    return f"method/{key}" if key in method_keys else _EPOCH_KEYS.get(key, f"train/{key}")

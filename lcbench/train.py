@@ -301,6 +301,7 @@ class Trainer:
             elapsed += time.perf_counter() - start
             self.progress.train_seconds += elapsed
             val = evaluate(self.model, self.val_loader, self.device, self.cfg.precision)
+            method_metrics = self.method.epoch_metrics(self.model)
             metrics = dict(
                 epoch=self.progress.epoch,
                 step=self.progress.step,
@@ -313,11 +314,11 @@ class Trainer:
                 samples_seen=self.progress.samples,
                 train_flops=self.progress.train_flops,  # cumulative, a KD teacher's forward included
                 epoch_seconds=elapsed,
-                **self.method.epoch_metrics(self.model),
+                **method_metrics,
             )
             self.run.log("epoch", **metrics)
             if self.tracker:
-                self.tracker.log(metrics, step=self.progress.step)
+                self.tracker.log_epoch(metrics, set(method_metrics))
             self.save_checkpoint()
         return self.model
 

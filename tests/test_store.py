@@ -1,4 +1,5 @@
 import os
+import stat
 
 import pytest
 import torch
@@ -71,3 +72,16 @@ def test_output_root_that_is_a_file_is_a_clear_error(tmp_path):
 def test_results_of_a_missing_folder(tmp_path):
     with pytest.raises(LcbenchError, match="not a folder"):
         load_records(tmp_path / "none")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_honour_the_umask(tmp_path, umask):
+    """mkstemp alone made every record 0600: colleagues on a shared cluster could not read it."""
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "result.json", {"a": 1})
+        atomic_torch_save(tmp_path / "model.pt", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("result.json", "model.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask

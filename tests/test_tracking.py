@@ -45,12 +45,56 @@ def test_offline_run_holds_config_metrics_and_summary(no_wandb_account, tmp_path
     assert info["config"]["lr"] == cfg.lr and info["config"]["run_id"] == rid
 
     epochs = RunDir(tmp_path / "out", rid).events("epoch")
-    logged = [row for row in info["history"] if "val_top1" in row]
-    assert [row["val_top1"] for row in logged] == [e["val_top1"] for e in epochs]
+    logged = [row for row in info["history"] if "val/top1" in row]  # dashboard namespaces
+    assert [row["val/top1"] for row in logged] == [e["val_top1"] for e in epochs]
+    assert [row["train/loss"] for row in logged] == [e["train_loss"] for e in epochs]
+    assert [row["cost/train_flops"] for row in logged] == [e["train_flops"] for e in epochs]
     assert [row["_step"] for row in logged] == [e["step"] for e in epochs]
     assert info["summary"]["top1"] == result["final"]["top1"]
     assert info["summary"]["compression"] == result["compression"]
     assert info["summary"]["latency_ms_b1"] == result["final"]["latency_ms_b1"]
+    assert info["summary"]["params"] == result["final"]["params_nonzero"]
+    assert info["summary"]["gmacs_effective"] == result["final"]["gmacs_effective"]
+
+
+def test_compress_run_that_trains_its_missing_pretrain_first_tracks_both(no_wandb_account, tmp_path):
+    """The pretrain's W&B run used to finish the compress run's, whose next log raised UsageError."""
+    out = tmp_path / "out"
+    cfg = make_config(
+        {},
+        fast_overrides(
+            out,
+            epochs=2,
+            **{"stage": "compress", "method": "layercollapse", "k": 1, "model": "digits_vit"},
+            **{"tracking.mode": "offline", "pretrain.epochs": 1},
+        ),
+    )
+    result = execute(cfg, progress_bar=False)
+    assert result["status"] == "completed"
+    rid, pre_id = run_id(cfg), result["pretrain_run_id"]
+    (log,) = (out / rid / "wandb").glob("offline-run-*/run-*.wandb")  # one attempt, one W&B folder
+    (pre_log,) = (out / pre_id / "wandb").glob("offline-run-*/run-*.wandb")
+    info = wandb_files.run_info(log)
+    assert info["id"] == rid and wandb_files.run_info(pre_log)["id"] == pre_id
+    assert len([row for row in info["history"] if "val/top1" in row]) == 2
+    assert any(key.startswith("method/slope/") for row in info["history"] for key in row)
+    assert info["summary"]["pretrain_run_id"] == pre_id
+    assert info["summary"]["blocks_folded"] == len(result["method_report"]["folded"])
+    assert info["summary"]["top1"] == result["final"]["top1"]
+
+
+def test_a_replay_is_its_own_wandb_run(no_wandb_account, tmp_path):
+    from lcbench.replay import replay_run
+
+    cfg = make_config({}, fast_overrides(tmp_path / "out", epochs=1, **{"tracking.mode": "offline"}))
+    execute(cfg, progress_bar=False)
+    rid = run_id(cfg)
+    report = replay_run(tmp_path / "out" / rid)
+    assert report["identical"]
+    (log,) = (tmp_path / "out" / rid / "replay" / rid / "wandb").glob("offline-run-*/run-*.wandb")
+    info = wandb_files.run_info(log)
+    assert info["id"] != rid and info["id"].startswith(f"{rid}-replay-")
+    assert "replay" in info["tags"]
 
 
 def test_disabled_tracking_writes_no_wandb_files(tmp_path, monkeypatch):
