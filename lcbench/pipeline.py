@@ -206,7 +206,9 @@ def execute(
         atomic_write_text(run.config_path, to_yaml(cfg))
         # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
         # (W&B keeps one run per process open: opening the pretrain's would finish this one).
-        pre_run = ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
+        pre_run = (
+            ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
+        )
         device = setup_runtime(cfg)
         atomic_write_json(run.env_path, environment(device))
         tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)

@@ -119,7 +119,7 @@ def build_scheduler(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precision: str = "fp32") -> dict:
-    """Top-1, top-5 (or top-k for fewer classes) and mean loss on a held-out loader."""
+    """Top-1, top-5 (or top-k for fewer classes), mean loss and sample count on a held-out loader."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = total = 0
@@ -135,7 +135,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
         correct5 += (top == targets[:, None]).any(dim=1).sum().item()
         total += targets.numel()
     model.train(was_training)
-    return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total}
+    return {
+        "top1": 100.0 * correct1 / total,
+        "top5": 100.0 * correct5 / total,
+        "loss": loss_sum / total,
+        "samples": total,
+    }
 
 
 def rng_state() -> dict:

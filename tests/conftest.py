@@ -126,3 +126,36 @@ def slurm_cluster():
         pytest.fail(f"slurm/local-cluster.sh start failed:\n{started.stdout}\n{started.stderr}")
     yield "started"
     subprocess.run([script, "stop"], capture_output=True, timeout=60)
+
+
+TEX_PACKAGES = ["texlive-latex-base", "texlive-latex-recommended", "texlive-science"]  # siunitx: science
+
+
+@pytest.fixture(scope="session")
+def pdflatex() -> str:
+    """pdflatex with booktabs, siunitx and graphicx: the installed one, or TeX Live's Debian packages
+    installed here when running as root on a Debian system (about a minute, once)."""
+    import shutil
+
+    def ready() -> bool:
+        found = subprocess.run(["kpsewhich", "siunitx.sty", "booktabs.sty"], capture_output=True, text=True)
+        return shutil.which("pdflatex") is not None and len(found.stdout.split()) == 2
+
+    if not ready():
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip(
+                "LaTeX tests skipped: pdflatex with siunitx is missing and installing it needs root on "
+                f"Debian (`sudo apt-get install {' '.join(TEX_PACKAGES)}`, then `make test` again)"
+            )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *TEX_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
+        if done.returncode != 0 or not ready():
+            pytest.fail(f"installing {' '.join(TEX_PACKAGES)} failed:\n{done.stdout[-2000:]}\n{done.stderr}")
+    return shutil.which("pdflatex")

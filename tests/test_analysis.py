@@ -1,7 +1,6 @@
 """Analysis: tables from fixed records (exact means and stds), LaTeX that compiles, plots whose data is
 checked, and reports that list failed and missing runs."""
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -60,6 +59,8 @@ def fixed_frame() -> pd.DataFrame:
     frame["delta_top1"] = frame["top1"] - 95.0
     for column in ("params", "params_dense", "train_flops"):
         frame[column] = 1.0
+    frame["gmacs_effective"] = frame["gmacs"]
+    frame["val_samples"] = 360.0
     frame["speedup_quiet_b1"], frame["speedup_quiet_b1_low"], frame["speedup_quiet_b1_high"] = 1.3, 1.2, 1.4
     frame["train_flops"] = frame["train_seconds"] * 1e9
     return frame
@@ -80,46 +81,100 @@ def test_tables_put_the_original_first_and_bold_the_best(tmp_path):
     agg = aggregate(fixed_frame())
     table = per_method_table(agg)
     assert list(table["method"]) == ["original", "kd", "layercollapse"]
-    write_table(table, tmp_path / "t", ["model", "method", "level"], ["dataset", "model"], "Caption", "tab:x")
+    write_table(table, tmp_path / "t", ["dataset", "model", "level"], "Caption", "tab:x")
     csv = pd.read_csv(tmp_path / "t.csv")
     assert csv.loc[csv["method"] == "layercollapse", "top1_mean"].item() == 92.0
     md = (tmp_path / "t.md").read_text()
-    assert "**95.00**" in md  # the original has the best top-1 of the model's rows
-    assert "92.00 ± 2.00" in md and "Top-1 (%)" in md
+    assert "**92.00 ± 2.00**" in md and "Top-1 (%)" in md  # the original is the reference, never bold
+    assert "**95.00**" not in md
+    assert "| 1.50 " in md and "**1.50**" not in md  # compression ties: all equal, no bold
+    assert "Dense MACs (MMACs)" in md and "Effective MACs (MMACs)" in md  # a unit a reader can use
+    assert "| 3.00 " in md  # 0.003 GMACs shown as 3.00 MMACs
+    assert "| KD " in md and "| LayerCollapse " in md  # display names
     tex = (tmp_path / "t.tex").read_text()
-    assert "\\toprule" in tex and "\\caption{Caption}" in tex and "\\label{tab:x}" in tex
-    assert "digits\\_vit" in tex and "$92.00 \\pm 2.00$" in tex and "\\textbf{95.00}" in tex
+    assert "\\toprule" in tex and "\\label{tab:x}" in tex and "\\centering" in tex
+    assert "\\caption{Caption. Mean $\\pm$ sample std over $n = 3$ seeds" in tex
+    assert "360 held-out images" in tex
+    assert "\\multicolumn{9}{@{}l}{\\textit{digits\\_vit}}" in tex  # the model once, as a block header
+    assert "\\bfseries 92.00 \\pm 2.00" in tex and "\\textbf{$" not in tex  # bold that works in math
+    assert "\\bfseries 1.50" not in tex
+    assert "S[table-format=2.2(3)]" in tex  # siunitx, aligned on the point and the ±
     matched = matched_table(agg)
     assert set(matched["method"]) == {"kd", "layercollapse"}  # the original has no level
 
 
-def test_latex_compiles_with_pdflatex(tmp_path):
-    if shutil.which("pdflatex") is None:
-        pytest.skip(
-            "pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)"
-        )
-    agg = aggregate(fixed_frame())
-    write_table(
-        per_method_table(agg),
-        tmp_path / "t",
-        ["model", "method", "level"],
-        ["dataset", "model"],
-        "Per method, mean $\\pm$ std",
-        "tab:t",
-    )
+def two_levels_frame() -> pd.DataFrame:
+    """fixed_frame plus a pruning row (effective MACs below dense) and a level where LayerCollapse's
+    speed-up interval contains 1, KD missed its match and every compression is equal."""
+    frame = fixed_frame()
+    prune = frame[frame["method"] == "layercollapse"].copy()
+    prune["method"] = prune["variant"] = "magnitude_pruning"
+    prune["top1"] = [80.0, 81.0, 82.0]
+    prune["gmacs"], prune["gmacs_effective"] = 0.004, 0.002
+    prune["speedup_quiet_b1"], prune["speedup_quiet_b1_low"], prune["speedup_quiet_b1_high"] = 1.25, 1.1, 1.4
+    frame = pd.concat([frame, prune], ignore_index=True)
+    frame.loc[frame["method"] == "layercollapse", ["speedup_quiet_b1_low", "speedup_quiet_b1_high"]] = [
+        0.9,
+        1.5,
+    ]
+    return frame
+
+
+def test_bold_is_never_given_to_an_unmatched_row_an_interval_spanning_one_or_a_tie():
+    from lcbench.analysis.tables import bold_mask
+
+    frame = two_levels_frame()
+    agg = matched_table(aggregate(frame)).set_index("method", drop=False)
+    bold = bold_mask(agg, ["dataset", "model", "level"]).set_index(agg.index)
+    assert bold.at["layercollapse", "top1"]
+    assert not bold.at["layercollapse", "speedup_quiet_b1"]  # 1.3 [0.9, 1.5] contains 1
+    assert bold.at["kd", "speedup_quiet_b1"] and not bold.at["magnitude_pruning", "speedup_quiet_b1"]
+    assert not bold["compression"].any()  # all 1.50: a tie of every row is no best
+    assert bold.at["magnitude_pruning", "gmacs_effective"] and not bold.at["magnitude_pruning", "gmacs"]
+    assert bold.at["layercollapse", "gmacs"] and not bold.at["layercollapse", "gmacs_effective"]
+    agg.loc["layercollapse", "matched"] = False  # missed its match: never bold, whatever its value
+    bold = bold_mask(agg, ["dataset", "model", "level"]).set_index(agg.index)
+    assert not bold.loc["layercollapse"].any() and bold.at["kd", "top1"]
+
+
+def _compile(tmp_path, pdflatex, body: str) -> tuple[str, bytes]:
     doc = tmp_path / "doc.tex"
     doc.write_text(
-        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{t.tex}\\end{document}\n"
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage{siunitx}\\usepackage{graphicx}\n"
+        "\\pdfobjcompresslevel=0\\begin{document}\n" + body + "\n\\end{document}\n"
     )
     done = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert done.returncode == 0, done.stdout[-3000:]
+    return (tmp_path / "doc.log").read_text(errors="replace"), (tmp_path / "doc.pdf").read_bytes()
+
+
+def test_latex_renders_bold_and_fits_the_line(tmp_path, pdflatex):
+    """Compiled, then read back: no Overfull box (the table fits \\linewidth), bold digits really set in
+    a bold font (CMBX; the old `\\textbf{$...$}` rendered regular digits), none where nothing is best."""
+    frame = two_levels_frame()
+    wide = frame[(frame["method"] == "kd") & (frame["status"] == "completed")].copy()
+    wide["variant"] = "kd_teacher_with_a_deliberately_long_variant_name_5x"  # wider than the line
+    wide["top1"] = [10.0, 40.0, 70.0]
+    agg = aggregate(pd.concat([frame, wide], ignore_index=True))
+    write_table(per_method_table(agg), tmp_path / "t", ["dataset", "model", "level"], "Per method", "tab:t")
+    log, pdf = _compile(tmp_path, pdflatex, "\\input{t.tex}")
+    assert "Overfull \\hbox" not in log and "siunitx" in log
+    assert b"CMBX" in pdf  # bold digits (text-series-to-math)
+
+    ties = fixed_frame()
+    ties = ties[ties["method"] != "kd"]  # one method per level: nothing to be best against
+    write_table(
+        per_method_table(aggregate(ties)), tmp_path / "u", ["dataset", "model", "level"], "Ties", "tab:u"
+    )
+    assert "\\bfseries" not in (tmp_path / "u.tex").read_text()
+    _, pdf = _compile(tmp_path, pdflatex, "\\input{u.tex}")
+    assert b"CMBX" not in pdf
 
 
 def test_plots_hold_the_series_of_the_table():

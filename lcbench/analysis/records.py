@@ -21,13 +21,14 @@ METRICS = {
     "delta_top1": "delta_top1",
     "compression": "compression",
     "original.gmacs": "gmacs_original",
-    "final.gmacs_effective": "gmacs",
+    "final.gmacs": "gmacs",  # dense MACs: what dense hardware executes
+    "final.gmacs_effective": "gmacs_effective",  # MACs of nonzero weights (pruning's theoretical count)
     "speedup_theoretical": "speedup_theoretical",
     "speedup_measured_b1": "speedup_b1",
     "final.latency_ms_b1": "latency_ms_b1",
     "final.params_nonzero": "params",
     "final.params_dense": "params_dense",
-    "final.gmacs": "gmacs_dense",
+    "final.samples": "val_samples",
     "final.depth": "depth",
     "method_report.regularized.top1": "top1_prefold",  # LayerCollapse: the PReLU model before its fold
     "match.target": "match_target",

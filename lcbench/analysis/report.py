@@ -135,19 +135,16 @@ def write_report(plan: Plan, out: Path) -> dict:
     agg = aggregate(frame)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
-    keys = ["model", "variant", "level"]
     write_table(
         per_method_table(agg),
         out / "per_method",
-        keys,
-        ["dataset", "model"],
-        f"{plan.name}: every method, mean $\\pm$ std over seeds",
+        ["dataset", "model", "level"],
+        f"{plan.name}: every method and level",
         f"tab:{plan.name}-per-method",
     )
     write_table(
         matched_table(agg),
         out / "matched",
-        keys,
         ["dataset", "model", "level"],
         f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",
         f"tab:{plan.name}-matched",

@@ -10,23 +10,41 @@ The cost column is training FLOPs (counted, not timed).
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..store import atomic_write_text
+from .names import variant_label
 from .stats import is_matched
 
-# column -> (header with unit, better: max | min | None, decimals)
-COLUMNS = {
-    "base_top1": ("Base top-1 (\\%)", None, 2),
-    "top1": ("Top-1 (\\%)", "max", 2),
-    "delta_top1": ("$\\Delta$ top-1 (pp)", "max", 2),
-    "compression": ("Compression ($\\times$)", "max", 2),
-    "gmacs": ("MACs (M)", "min", 3),
-    "speedup_quiet_b1": ("Speed-up b=1 ($\\times$, 95\\% CI)", "max", 2),
-    "train_flops": ("Training FLOPs", "min", 2),
+
+@dataclass(frozen=True)
+class Shown:
+    """A measure as a table shows it: header (Markdown), LaTeX header (quantity, unit), which way is
+    better (None: never bold), decimals, and `count` ("MACs", "FLOPs") when a unit prefix is chosen per
+    table (so a tiny model reads 1.86 MMACs, not 0.002 GMACs)."""
+
+    header: str
+    latex: tuple[str, str]
+    better: str | None
+    decimals: int
+    count: str | None = None
+
+
+SHOWN = {
+    "base_top1": Shown("Base top-1 (%)", ("", ""), None, 2),  # Markdown only (LaTeX: the Original row)
+    "top1": Shown("Top-1 (%)", ("Top-1", "(\\%)"), "max", 2),
+    "delta_top1": Shown("Δ top-1 (pp)", ("$\\Delta$ top-1", "(pp)"), "max", 2),
+    "compression": Shown("Compression (×)", ("Compr.", "($\\times$)"), "max", 2),
+    "gmacs": Shown("Dense MACs", ("MACs", "dense"), "min", 2, "MACs"),
+    "gmacs_effective": Shown("Effective MACs", ("MACs", "eff."), "min", 2, "MACs"),
+    "speedup_quiet_b1": Shown("Speed-up b=1 (×, 95% CI)", ("Speed-up", "b=1 ($\\times$)"), "max", 2),
+    "train_flops": Shown("Training FLOPs", ("FLOPs", "training"), "min", 1, "FLOPs"),
 }
 GROUP = ["dataset", "model", "method", "variant", "level"]
 MEASURES = [
@@ -35,6 +53,7 @@ MEASURES = [
     "delta_top1",
     "compression",
     "gmacs",
+    "gmacs_effective",
     "params",
     "params_dense",
     "top1_prefold",
@@ -43,7 +62,11 @@ MEASURES = [
     "epochs",
     "train_seconds",
     "train_flops",
+    "val_samples",
 ]
+PREFIXES = (("", 1.0), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e15), ("E", 1e18))
+# How a measure is stored: MACs in G per image, FLOPs as a plain count.
+STORED_SCALE = {"MACs": 1e9, "FLOPs": 1.0}
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -63,14 +86,28 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _fmt(mean: float, std: float, decimals: int, latex: bool) -> str:
-    if pd.isna(mean):
-        return "--" if latex else "-"
-    if pd.isna(std):
-        return f"{mean:.{decimals}f}"
-    if latex:
-        return f"${mean:.{decimals}f} \\pm {std:.{decimals}f}$"
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+def _prefix(values: pd.Series) -> tuple[str, float]:
+    """The SI prefix that puts the largest value of a column between 1 and 1000."""
+    finite = values.abs()[np.isfinite(values)]
+    top = finite.max() if len(finite) else 1.0
+    return next(((p, f) for p, f in reversed(PREFIXES) if top >= f), PREFIXES[0])
+
+
+def _scaled(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Means and stds of counted measures divided by the table's prefix; the header of each column."""
+    table = table.copy()
+    headers = {}
+    for column, shown in SHOWN.items():
+        if f"{column}_mean" not in table:
+            continue
+        headers[column] = shown.header
+        if shown.count:
+            raw = table[f"{column}_mean"] * STORED_SCALE[shown.count]
+            prefix, factor = _prefix(raw)
+            for part in ("mean", "std"):
+                table[f"{column}_{part}"] = table[f"{column}_{part}"] * STORED_SCALE[shown.count] / factor
+            headers[column] = f"{shown.header} ({prefix}{shown.count})"
+    return table, headers
 
 
 def _spans_one(table: pd.DataFrame) -> pd.Series:
@@ -80,57 +117,64 @@ def _spans_one(table: pd.DataFrame) -> pd.Series:
     return (low <= 1) & (high >= 1)
 
 
-def _bold_mask(table: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
-    """True where a value is the best of its column within its group (ties all bold), among the rows
-    that met their matched compression (and, for the speed-up, whose interval excludes 1)."""
-    mask = pd.DataFrame(False, index=table.index, columns=list(COLUMNS))
-    eligible = table["matched"].map(is_matched).astype(bool) if "matched" in table else True
-    for column, (_, better, _) in COLUMNS.items():
-        if better is None or f"{column}_mean" not in table:
+def decimals_of(mean: float, shown: Shown) -> int:
+    """Decimals a value is shown with: the measure's, or 3 significant digits for a counted measure."""
+    if not shown.count or not mean or not math.isfinite(mean):
+        return shown.decimals
+    return min(max(0, 2 - math.floor(math.log10(abs(mean)))), 6)
+
+
+def _shown_means(table: pd.DataFrame, column: str) -> pd.Series:
+    """The means as displayed (rounded), for comparisons that agree with what a reader sees."""
+    shown = SHOWN[column]
+    return table[f"{column}_mean"].map(lambda m: round(m, decimals_of(m, shown)) if pd.notna(m) else m)
+
+
+def bold_mask(table: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
+    """True where a shown value is the best of its column within its group, among the compressed rows
+    that met their matched compression (and, for the speed-up, whose interval excludes 1). The original
+    is the reference, never a contender. Values are compared as displayed; a group whose eligible
+    values are all equal has no bold."""
+    mask = pd.DataFrame(False, index=table.index, columns=list(SHOWN))
+    eligible = table["method"] != "original"
+    if "matched" in table:
+        eligible &= table["matched"].map(is_matched).astype(bool)
+    for column, shown in SHOWN.items():
+        if shown.better is None or f"{column}_mean" not in table:
             continue
         ok = eligible & ~_spans_one(table) if column == "speedup_quiet_b1" else eligible
-        values = table[f"{column}_mean"].where(ok)
-        best = values.groupby([table[g] for g in group_by]).transform(better)
-        mask[column] = values.notna() & np.isclose(values, best)
+        values = _shown_means(table, column).where(ok)
+        groups = values.groupby([table[g] for g in group_by])
+        best, distinct = groups.transform(shown.better), groups.transform("nunique")
+        mask[column] = values.notna() & (values == best) & (distinct > 1)
     return mask
 
 
-def _cell(table: pd.DataFrame, i, column: str, decimals: int, latex: bool) -> str:
-    """One formatted value: mean ± std; the quiet speed-up with its interval; FLOPs in scientific form."""
-    mean, std = table.at[i, f"{column}_mean"], table.at[i, f"{column}_std"]
-    if column == "speedup_quiet_b1" and not pd.isna(mean):
-        low, high = table.at[i, "speedup_quiet_b1_low"], table.at[i, "speedup_quiet_b1_high"]
-        mark = ("$^\\dagger$" if latex else "†") if low <= 1 <= high else ""
-        return f"{mean:.2f} [{low:.2f}, {high:.2f}]{mark}"
-    if column == "train_flops" and not pd.isna(mean):
-        return f"{mean:.{decimals}e}"
-    scale = 1e3 if column == "gmacs" else 1.0  # MACs shown in millions for the small models
-    return _fmt(mean * scale, std * scale, decimals, latex)
+def _value(mean: float, std: float, n: int, decimals: int, pm: str) -> str | None:
+    """`mean ± std`; the std left out for one run or when it rounds to zero (a deterministic quantity)."""
+    if pd.isna(mean):
+        return None
+    if n <= 1 or pd.isna(std) or round(std, decimals) == 0:
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
 
 
-def formatted(table: pd.DataFrame, keys: list[str], group_by: list[str], latex: bool) -> pd.DataFrame:
-    """The table as strings: key columns, then mean ± std per measure (best per group in bold), then n."""
-    mask = _bold_mask(table, group_by)
-    out = pd.DataFrame(index=table.index)
-    for key in keys:
-        values = table[key].map(_key_text)
-        out[key.capitalize()] = values.map(_escape) if latex else values
-    for column, (header, _, decimals) in COLUMNS.items():
-        if f"{column}_mean" not in table:
-            continue
-        cells = [_cell(table, i, column, decimals, latex) for i in table.index]
-        if latex:
-            cells = [f"\\textbf{{{c}}}" if b and c != "--" else c for c, b in zip(cells, mask[column])]
-            out[header] = cells
-        else:
-            cells = [f"**{c}**" if b and c != "-" else c for c, b in zip(cells, mask[column])]
-            out[_plain(header)] = cells
-    if "matched" in table:
-        out["Matched"] = table["matched"].map(
-            lambda m: "" if m is None or pd.isna(m) else "yes" if m else "NO"
-        )
-    out["n"] = table["n"].astype(int).astype(str)
-    return out
+def _cells(table: pd.DataFrame, column: str, latex: bool) -> list[str | None]:
+    """One column's text: mean ± std, or the quiet speed-up with its interval († where it contains 1)."""
+    shown = SHOWN[column]
+    means, stds, ns = table[f"{column}_mean"], table[f"{column}_std"], table["n"]
+    if column == "delta_top1" and "base_top1_std" in table:  # one original: its std is top-1's, not shown
+        stds = stds.where(table["base_top1_std"].fillna(0).round(shown.decimals) != 0)
+    if column != "speedup_quiet_b1":
+        pm = " \\pm " if latex else " ± "
+        return [_value(m, s, int(n), decimals_of(m, shown), pm) for m, s, n in zip(means, stds, ns)]
+    dagger = "$^\\dagger$" if latex else "†"
+    cells = []
+    for mean, low, high in zip(means, table["speedup_quiet_b1_low"], table["speedup_quiet_b1_high"]):
+        mark = dagger if low <= 1 <= high else ""
+        interval = "" if latex else f" [{low:.2f}, {high:.2f}]"  # LaTeX: the mark only (width)
+        cells.append(None if pd.isna(mean) else f"{mean:.2f}{interval}{mark}")
+    return cells
 
 
 def _key_text(value) -> str:
@@ -139,9 +183,28 @@ def _key_text(value) -> str:
     return f"{int(value)}" if isinstance(value, float) else str(value)
 
 
-def _plain(header: str) -> str:
-    """A LaTeX header for Markdown."""
-    return header.replace("$\\Delta$", "Δ").replace("$\\times$", "×").replace("\\%", "%")
+def _labels(table: pd.DataFrame) -> pd.Series:
+    return pd.Series([variant_label(m, v) for m, v in zip(table["method"], table["variant"])], table.index)
+
+
+def markdown_table(table: pd.DataFrame, group_by: list[str]) -> str:
+    """Model, method, level, mean ± std per measure (best per group in bold), matched, n."""
+    mask = bold_mask(table, group_by)
+    table, headers = _scaled(table)
+    out = pd.DataFrame(
+        {"Model": table["model"], "Method": _labels(table), "Level": table["level"].map(_key_text)}
+    )
+    for column in headers:
+        cells = _cells(table, column, latex=False)
+        out[headers[column]] = [
+            "-" if c is None else f"**{c}**" if bold else c for c, bold in zip(cells, mask[column])
+        ]
+    if "matched" in table:
+        out["Matched"] = table["matched"].map(
+            lambda m: "" if m is None or pd.isna(m) else "yes" if m else "NO"
+        )
+    out["n"] = table["n"].astype(int).astype(str)
+    return out.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 LATEX_SPECIAL = (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#"))
@@ -151,6 +214,94 @@ def _escape(text: str) -> str:
     for char, replacement in LATEX_SPECIAL:
         text = text.replace(char, replacement)
     return text
+
+
+def _table_format(cells: list[str | None]) -> str:
+    """siunitx's table-format for a column of `mean` / `mean ± std` cells: sign, integer digits,
+    decimals and uncertainty digits, read from the cells themselves."""
+    parts = [c.split(" \\pm ") for c in cells if c is not None]
+    if not parts:
+        return "1.0"
+    means = [p[0] for p in parts]
+    sign = "-" if any(m.startswith("-") for m in means) else ""
+    digits = max(len(m.lstrip("-").split(".")[0]) for m in means)
+    decimals = max(len(m.split(".")[1]) if "." in m else 0 for m in means)
+    uncertainty = max((len(p[1].replace(".", "").lstrip("0")) for p in parts if len(p) == 2), default=0)
+    return f"{sign}{digits}.{decimals}" + (f"({uncertainty})" if uncertainty else "")
+
+
+def latex_table(table: pd.DataFrame, group_by: list[str], caption: str, label: str) -> str:
+    """A booktabs table through pandas' Styler: siunitx columns aligned on the decimal point and the ±,
+    bold that works in math (`\\bfseries` with siunitx's text-series-to-math), one block per model
+    between `\\midrule`s, display names, footnotesize, and never wider than `\\linewidth`. Needs booktabs,
+    siunitx (v3) and graphicx in the preamble."""
+    mask = bold_mask(table, group_by)
+    table, headers = _scaled(table)
+    columns = [c for c in headers if c != "base_top1"]
+    unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
+    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "")
+    index = list(methods)
+    body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
+    for column in columns:
+        cells = _cells(table, column, latex=True)
+        quantity, unit = SHOWN[column].latex
+        if SHOWN[column].count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."
+            quantity = (
+                f"{quantity} ({headers[column].rsplit('(', 1)[1].removesuffix(SHOWN[column].count + ')')})"
+            )
+        # bold as Styler writes it for siunitx (`\bfseries`; the index repeats, so Styler.apply cannot)
+        body[(quantity, unit)] = [
+            "{--}" if c is None else f"\\bfseries {c}" if bold else c for c, bold in zip(cells, mask[column])
+        ]
+        if column == "speedup_quiet_b1":
+            formats.append("r")
+        else:
+            formats.append(f"S[table-format={_table_format(cells)}]")
+    frame = pd.DataFrame(body, index=index)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    # one block per model: a header row (a marker row here, a \multicolumn after rendering) per model
+    blocks = []
+    for model, rows in frame.groupby(table["model"].to_numpy(), sort=False):
+        marker = pd.DataFrame(
+            [[""] * frame.shape[1]], index=[f"@model@{_escape(model)}"], columns=frame.columns
+        )
+        blocks += [marker, rows]
+    frame = pd.concat(blocks)
+    latex = frame.style.to_latex(
+        column_format="l" + "".join(formats),
+        hrules=True,
+        siunitx=True,
+        caption=caption,
+        label=label,
+        position_float="centering",
+        multicol_align="c",
+    )
+    setup = (
+        "\\footnotesize\\setlength{\\tabcolsep}{2pt}\n"
+        "\\sisetup{uncertainty-mode=separate, reset-text-series=false, text-series-to-math=true, "
+        "group-digits=integer}\n"
+    )
+    latex = latex.replace("\\centering\n", "\\centering\n" + setup, 1)
+    # never wider than the text: shrunk (graphicx) only when its natural width exceeds \linewidth
+    latex = latex.replace(
+        "\\begin{tabular}",
+        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n\\begin{tabular}",
+        1,
+    ).replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
+    width = frame.shape[1] + 1
+    latex = re.sub(
+        r"^@model@(.*?) &.*$",
+        lambda m: f"\\multicolumn{{{width}}}{{@{{}}l}}{{\\textit{{{m.group(1)}}}}} \\\\",
+        latex,
+        flags=re.M,
+    )
+    # a rule between models (the first follows the header's own rule)
+    return re.sub(r"(?<!\\midrule\n)(\\multicolumn\{\d+\}\{@\{\}l\}\{\\textit)", r"\\midrule\n\1", latex)
+
+
+def _latex_label(label: str) -> str:
+    """A display label for LaTeX (× as math)."""
+    return _escape(label).replace("×", "$\\times$")
 
 
 def with_originals(agg: pd.DataFrame) -> pd.DataFrame:
@@ -171,7 +322,8 @@ def per_method_table(agg: pd.DataFrame) -> pd.DataFrame:
     table = with_originals(agg)
     order = {"original": 0}
     table = table.assign(_o=table["method"].map(lambda m: order.get(m, 1)))
-    return table.sort_values(["dataset", "model", "_o", "method", "level"], kind="stable").drop(columns="_o")
+    order = ["dataset", "model", "_o", "method", "variant", "level"]
+    return table.sort_values(order, kind="stable").drop(columns="_o")
 
 
 def matched_table(agg: pd.DataFrame) -> pd.DataFrame:
@@ -180,21 +332,31 @@ def matched_table(agg: pd.DataFrame) -> pd.DataFrame:
     return leveled.sort_values(["dataset", "model", "level", "method"], kind="stable").reset_index(drop=True)
 
 
-def write_table(
-    table: pd.DataFrame, stem: Path, keys: list[str], group_by: list[str], caption: str, label: str
-) -> None:
+def write_table(table: pd.DataFrame, stem: Path, group_by: list[str], caption: str, label: str) -> None:
     """`stem`.csv (raw mean/std/n), `stem`.md and `stem`.tex (formatted, best in bold)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     table = table.reset_index(drop=True)
     atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-    md = formatted(table, keys, group_by, latex=False)
-    atomic_write_text(stem.with_suffix(".md"), md.to_markdown(index=False) + "\n")
-    tex = formatted(table, keys, group_by, latex=True)
-    latex = tex.to_latex(
-        index=False,
-        escape=False,
-        caption=caption,
-        label=label,
-        column_format="l" * len(keys) + "r" * (tex.shape[1] - len(keys)),
-    )
-    atomic_write_text(stem.with_suffix(".tex"), latex)
+    atomic_write_text(stem.with_suffix(".md"), markdown_table(table, group_by))
+    latex_caption = f"{caption}. {caption_notes(table)}"
+    atomic_write_text(stem.with_suffix(".tex"), latex_table(table, group_by, latex_caption, label))
+
+
+def caption_notes(table: pd.DataFrame) -> str:
+    """What a LaTeX reader needs to read the numbers: n, the held-out split's size, the marks."""
+    runs = table.loc[table["method"] != "original", "n"].astype(int)
+    seeds = sorted(set(runs))
+    n = f"$n = {seeds[0]}$ seeds" if len(seeds) == 1 else f"$n$ from {seeds[0]} to {seeds[-1]} seeds"
+    parts = [f"Mean $\\pm$ sample std over {n} (std left out where it rounds to 0)"]
+    if "val_samples_mean" in table and table["val_samples_mean"].notna().any():
+        sizes = sorted({int(v) for v in table["val_samples_mean"].dropna()})
+        parts.append(f"top-1 on {', '.join(map(str, sizes))} held-out images")
+    parts.append("bold: best of a model among matched rows (no bold when all are equal)")
+    if "speedup_quiet_b1_mean" in table:
+        parts.append(
+            "speed-up: batch 1, median of the quiet latency pass; $^\\dagger$ its 95\\% CI contains 1 "
+            "(intervals in the CSV and Markdown tables)"
+        )
+    if "matched" in table and (table["matched"].map(lambda m: m is False)).any():
+        parts.append("$^\\ddagger$ compression not matched")
+    return "; ".join(parts) + "."
