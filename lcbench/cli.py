@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -126,6 +127,12 @@ def _plan(args: argparse.Namespace):
     return plan_sweep(files[0], overrides)
 
 
+def _spec_args(args: argparse.Namespace) -> str:
+    """The spec and the user's key=value overrides, quoted for a shell: follow-up commands need both
+    (without the overrides they would look at another output root and show every run missing)."""
+    return shlex.join(args.items)
+
+
 def _status_rows(statuses) -> list[dict]:
     return [
         {
@@ -207,7 +214,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
         for rid, job in submission.jobs.items():
             print(f"  {rid}  job {job}")
     elif submission.pid:
-        print(f"  local queue supervisor pid {submission.pid}; follow with `lcbench status {args.items[0]}`")
+        print(
+            f"  local queue supervisor pid {submission.pid}; follow with `lcbench status {_spec_args(args)}`"
+        )
     if args.wait:
         return cmd_status(args)
     return 0
@@ -218,7 +227,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import summarize, sweep_status
 
     plan = _plan(args)
-    statuses = wait_for(plan, poll_s=args.poll) if args.wait else sweep_status(plan)
+    if args.wait:
+        report = lambda line: print(f"sweep {plan.name}: {line}", file=sys.stderr, flush=True)  # noqa: E731
+        statuses = wait_for(plan, poll_s=args.poll, on_change=report)
+    else:
+        statuses = sweep_status(plan)
     _print_rows(
         _status_rows(statuses), ["run_id", "stage", "method", "level", "model", "seed", "status", "detail"]
     )
@@ -226,7 +239,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"\nsweep {plan.name}: {counts}")
     bad = counts.get("failed", 0) + counts.get("missing", 0)
     if bad:
-        print(f"resubmit the {bad} failed/missing run(s) with `lcbench launch {args.items[0]} --only-failed`")
+        print(
+            f"resubmit the {bad} failed/missing run(s) with `lcbench launch {_spec_args(args)} --only-failed`"
+        )
     return 1 if (args.wait and bad) else 0
 
 

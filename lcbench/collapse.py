@@ -47,6 +47,12 @@ class Block:
         return f"{self.container}.{self.act}" if self.container else self.act
 
 
+def layer_path(block: Block) -> str:
+    """`blocks.3.mlp: fc1 → act → fc2` (the container, if any, then the folded chain's layers)."""
+    chain = f"{block.first} → {block.act} → {block.second}"
+    return f"{block.container}: {chain}" if block.container else chain
+
+
 def _containers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from timm.layers import Mlp
 
@@ -225,7 +231,14 @@ def collapse(
     for name in names:
         block = block_by_name(model, name)
         a = slope(model, block)
-        report = {"block": name, "slope": a, "distance": abs(a - 1.0), "folded": False, "forced": False}
+        report = {
+            "block": name,
+            "layers": layer_path(block),
+            "slope": a,
+            "distance": abs(a - 1.0),
+            "folded": False,
+            "forced": False,
+        }
         if abs(a - 1.0) >= threshold and not force:
             report["reason"] = f"|a - 1| = {abs(a - 1.0):.4f} >= threshold {threshold}"
             reports.append(report)

@@ -96,8 +96,15 @@ def read_queue(folder: str | Path) -> dict | None:
 def start_detached(folder: Path) -> int:
     """Start the supervisor in its own session (it outlives the `launch` command); returns its pid."""
     log = open(folder / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    # `-c`, not `-m lcbench.local_queue`: the fork server would re-run a `-m` main module in every run's
+    # process (one runpy RuntimeWarning per run in this log)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lcbench.local_queue", str(folder)],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from lcbench.local_queue import main; sys.exit(main(sys.argv[1]))",
+            str(folder),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -163,6 +170,10 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
                 continue
             entry = by_id[rid]
             entry.update(state="done", returncode=code, ended=time.time())
+            ended = sum(r["state"] == "done" for r in runs)
+            verdict = "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / rid}.log)"
+            seconds = entry["ended"] - entry["started"]
+            _say(f"end   {rid} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
             if entry["gpu"] is not None:
                 free_gpus.append(entry["gpu"])
             del procs[rid]
@@ -180,6 +191,7 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
                 folder, entry, gpu, slots["threads"], slots.get("cpu_only", False)
             )
             entry.update(state="running", gpu=gpu, started=time.time())
+            _say(f"start {entry['run_id']}" + (f" on GPU {gpu}" if gpu is not None else ""))
             changed = True
         if changed:
             atomic_write_json(path, state)
@@ -240,5 +252,15 @@ def _start_run(folder: Path, entry: dict, gpu: int | None, threads: int, cpu_onl
     return RunProcess(entry["config"], folder / "logs" / f"{entry['run_id']}.log", gpu, threads, cpu_only)
 
 
+def main(folder: str) -> int:
+    """The detached supervisor's entry point: exit 1 when any run did not succeed."""
+    return 1 if serve(folder) else 0
+
+
+def _say(text: str) -> None:
+    """One timestamped line in the supervisor's log."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
+
+
 if __name__ == "__main__":
-    sys.exit(1 if serve(sys.argv[1]) else 0)
+    sys.exit(main(sys.argv[1]))

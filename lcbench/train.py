@@ -8,6 +8,7 @@ moment); a restarted run resumes from it automatically.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from .config import RunConfig
 from .control import TRIGGERS, ControlChannel, Tunable
+from .durations import format_duration
 from .errors import CheckpointError, ConfigError, RunStopped, TrainingDiverged
 from .measure import count_macs
 from .store import RunDir, atomic_torch_save
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .methods import Method
     from .tracking import Tracker
 
+log = logging.getLogger("lcbench")
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -294,9 +297,12 @@ class Trainer:
 
     def fit(self) -> nn.Module:
         """Train to `cfg.epochs` (resuming if a checkpoint exists) and return the trained model."""
-        if not self._resume():
+        if not self._resume():  # a fresh start: events of an earlier attempt without a checkpoint go
+            self.run.truncate_metrics(0)
             self._rebuild_optimizer()
+            self.run.log("initial", epoch=0, step=0, **self.method.epoch_metrics(self.model))  # e.g. slopes
         self.scheduled = [c for c in self.scheduled if c["step"] > self.progress.step]
+        fit_started, first_epoch = time.perf_counter(), self.progress.epoch
         while self.progress.epoch < self.cfg.epochs:
             train_loss, train_top1, elapsed = self._train_one_epoch()
             self.progress.epoch += 1
@@ -322,10 +328,20 @@ class Trainer:
                 **method_metrics,
             )
             self.run.log("epoch", **metrics)
+            per_epoch = (time.perf_counter() - fit_started) / (self.progress.epoch - first_epoch)
+            log.info(self._epoch_line(metrics, eta=per_epoch * (self.cfg.epochs - self.progress.epoch)))
             if self.tracker:
                 self.tracker.log_epoch(metrics, set(method_metrics))
             self.save_checkpoint()
         return self.model
+
+    def _epoch_line(self, m: dict, eta: float) -> str:
+        """One line per epoch whatever the output (terminal, queue log, SLURM log), as timm's train.py."""
+        done, total = m["epoch"], self.cfg.epochs
+        return (
+            f"{self.run.run_id} epoch {done}/{total}  lr {m['lr']:.3g}  train loss {m['train_loss']:.4f}  "
+            f"val top-1 {m['val_top1']:.2f}%  {m['epoch_seconds']:.1f}s  ETA {format_duration(eta)}"
+        )
 
     def _train_one_epoch(self) -> tuple[float, float, float]:
         """(train loss, train top-1, seconds spent training this epoch, across resumes)."""
@@ -337,12 +353,14 @@ class Trainer:
         loss_sum = torch.tensor(p.epoch_loss_sum, device=self.device)
         correct = torch.tensor(p.epoch_correct, device=self.device, dtype=torch.long)
         flops_per_sample = 3 * self.forward_flops + self.method.extra_forward_flops_per_sample()
-        bar = tqdm(
+        bar = tqdm(  # tqdm's own rate, in images/s (batches x batch size)
             self.train_loader,
             desc=f"epoch {p.epoch + 1}/{self.cfg.epochs}",
             leave=False,
             disable=not self.progress_bar,
             mininterval=1.0,
+            unit="img",
+            unit_scale=self.cfg.batch_size,
         )
         start = time.perf_counter()
         for inputs, targets in bar:
@@ -379,9 +397,7 @@ class Trainer:
             correct += (logits.argmax(1) == targets).sum()
             p.epoch_seen += batch
             if self.progress_bar:
-                bar.set_postfix(
-                    loss=f"{loss.item():.3f}", samples_s=f"{p.epoch_seen / (time.perf_counter() - start):.0f}"
-                )
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if (self.scheduled and self.scheduled[0]["step"] == p.step) or self.control.due():
                 p.epoch_loss_sum, p.epoch_correct = loss_sum.item(), int(correct.item())
                 p.epoch_seconds += time.perf_counter() - start

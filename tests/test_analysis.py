@@ -52,6 +52,7 @@ def fixed_frame() -> pd.DataFrame:
     frame["matched"] = [None if m == "original" else True for m in frame["method"]]
     frame["init"] = np.where(frame["method"] == "kd", "teacher", "")
     frame["paper_blocks"] = frame["level"]
+    frame["blocks_folded"] = np.where(frame["method"] == "layercollapse", frame["level"], np.nan)
     frame["epochs"] = 3.0
     frame["top1_prefold"] = frame["top1"]
     frame["dataset"], frame["model"] = "digits", "digits_vit"
@@ -185,21 +186,48 @@ def test_plots_hold_the_series_of_the_table():
     lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
     assert set(lines) == {"original"}  # errorbar lines carry their labels on the containers
     containers = {c.get_label(): c for c in ax.containers}
-    assert set(containers) == {"kd", "layercollapse"}
-    x, y = containers["layercollapse"].lines[0].get_data()
+    assert set(containers) == {"KD", "LayerCollapse"}  # display names
+    x, y = containers["LayerCollapse"].lines[0].get_data()
     assert list(x) == [1.5] and list(y) == [92.0]
     assert list(lines["original"].get_ydata()) == [95.0]
+    # the original is a hollow star beneath the methods (a fine-tuned point at x=1 stays visible)
+    assert lines["original"].get_markerfacecolor() == "none"
+    assert lines["original"].get_zorder() < containers["KD"].lines[0].get_zorder()
     cost = plots.top1_against(agg, "train_flops").axes[0]
-    x, _ = {c.get_label(): c for c in cost.containers}["kd"].lines[0].get_data()
-    assert list(x) == [40.0e9]
+    x, _ = {c.get_label(): c for c in cost.containers}["KD"].lines[0].get_data()
+    assert list(x) == [40.0] and cost.get_xlabel() == "training FLOPs (counted) (GFLOPs)"  # 40e9
 
 
-def test_blocks_folded_plot_sits_beside_the_papers_vit_tiny_row():
+def test_plots_pick_a_unit_per_panel_keep_error_bars_positive_and_flag_off_scale_points():
     frame = fixed_frame()
-    frame.loc[frame["method"] == "layercollapse", "level"] = [1.0, 2.0, 3.0]
+    big = frame.copy()
+    big["model"], big["gmacs"] = "vit_big", frame["gmacs"] * 1e6  # 0.004 GMACs and 4000 GMACs panels
+    kd = (frame["method"] == "kd") & (frame["status"] == "completed")
+    frame.loc[kd, "top1"] = [10.0, 12.0, 11.0]  # near chance: would flatten the panel
+    frame.loc[kd, "gmacs"] = [0.0001, 0.0058, 0.0001]  # std larger than the mean
+    fig = plots.top1_against(aggregate(pd.concat([frame, big], ignore_index=True)), "gmacs")
+    small_ax, big_ax = fig.axes[:2]
+    assert small_ax.get_xlabel() == "dense MACs per image (MMACs)"
+    assert big_ax.get_xlabel() == "dense MACs per image (TMACs)"
+    kd_bars = {c.get_label(): c for c in small_ax.containers}["KD"]
+    x, _ = kd_bars.lines[0].get_data()
+    assert list(x) == pytest.approx([2.0])
+    segments = [seg for coll in kd_bars.lines[2] for seg in coll.get_segments()]
+    assert min(seg[:, 0].min() for seg in segments) >= 0  # no MACs error bar below 0
+    assert small_ax.get_ylim()[0] > 50  # the 11% point no longer sets the scale ...
+    flagged = [t.get_text() for t in small_ax.texts]
+    assert flagged == ["11.0%"]  # ... it is drawn at the floor with its value
+
+
+def test_blocks_folded_plot_uses_the_blocks_actually_folded():
+    frame = fixed_frame()
+    lc = frame["method"] == "layercollapse"
+    frame.loc[lc, "level"] = [1.0, 2.0, 3.0]
+    frame.loc[lc, "blocks_folded"] = [1.0, 2.0, 2.0]  # level 3 folded only 2 blocks
     fig = plots.blocks_folded_vs_paper(aggregate(frame), load_paper())
     ours, paper = fig.axes
-    assert list(ours.get_lines()[0].get_xdata()) == [0, 1, 2, 3]
+    assert list(ours.get_lines()[0].get_xdata()) == [0, 1, 2, 2]
+    assert [t.get_text() for t in ours.texts] == ["asked 1", "asked 2", "asked 3"]
     assert list(paper.get_lines()[0].get_ydata())[:3] == [75.35, 75.79, 75.34]
 
 
@@ -298,3 +326,42 @@ def test_findings_label_points_that_missed_their_matched_compression():
     frame.loc[frame["method"] == "layercollapse", "matched"] = False  # e.g. a block was not folded
     lines = "\n".join(findings(aggregate(frame)))
     assert "layercollapse 92.00 ± 2.00% at 1.50x (**not matched**" in lines
+
+
+def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_band(tmp_path):
+    from lcbench.config import make_config, run_id
+    from lcbench.pipeline import execute
+    from tests.conftest import fast_overrides
+
+    cfg = make_config(
+        {},
+        fast_overrides(
+            tmp_path,
+            epochs=2,
+            stage="compress",
+            method="layercollapse",
+            k=1,
+            threshold=0.2,
+            **{"pretrain.epochs": 1},
+        ),
+    )
+    execute(cfg, progress_bar=False)
+    frame = pd.DataFrame(
+        [
+            dict(
+                run_id=run_id(cfg),
+                method="layercollapse",
+                status="completed",
+                seed=0,
+                level=1.0,
+                level_label="1",
+                model=cfg.model,
+            )
+        ]
+    )
+    ax = plots.slope_trajectories(frame, tmp_path).axes[0]
+    (line,) = [ln for ln in ax.get_lines() if "→" in ln.get_label()]
+    assert line.get_label() == "5 → 6 → 8"  # digits_mlp's last Linear, its activation, the next Linear
+    assert list(line.get_xdata()) == [0, 1, 2] and line.get_ydata()[0] == 0.0  # ReLU's slope at the start
+    (band,) = ax.patches
+    assert band.get_label() == "fold band |a-1| < 0.2"

@@ -1,6 +1,7 @@
 """`lcbench launch` with the local queue, `lcbench status`, `--only-failed`, and the runner's bad inputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,12 +62,23 @@ def test_local_queue_runs_a_sweep_in_the_background(tmp_path, capsys):
     assert "still queued or running" in capsys.readouterr().err
 
     assert main(["status", str(path), "--wait", "--poll", "0.5"]) == 1  # 1: a run failed
+    progress = [line for line in capsys.readouterr().err.splitlines() if " done, " in line]
+    assert progress and progress[-1] == "sweep t: 4/4 done, 0 running, 1 failed"  # printed as counts change
+    assert len(progress) == len(set(progress))
     status = by_status(path)
     assert status["pretrain"][0] == status["ft"][0] == status["lc"][0] == "completed"
     assert status["prune"][0] == "failed" and "target_compression" in status["prune"][1]
 
     (sub,) = read_submissions(tmp_path / "out", "t")
     queue = read_queue(sub.folder)
+    supervisor_log = (Path(sub.folder) / "supervisor.log").read_text()
+    assert "RuntimeWarning" not in supervisor_log  # was one runpy warning per run
+    for entry in queue["runs"]:  # each run's start and end, with its verdict
+        assert f"start {entry['run_id']}" in supervisor_log and f"end   {entry['run_id']}" in supervisor_log
+    assert "FAILED (exit 2" in supervisor_log and supervisor_log.count(" ok after ") == 3
+    ft_id = next(s.run.run_id for s in sweep_status(plan_sweep(path)) if s.run.variant == "ft")
+    ft_log = (Path(sub.folder) / "logs" / f"{ft_id}.log").read_text()  # not a terminal
+    assert "epoch 1/1  lr " in ft_log and "val top-1 " in ft_log and "ETA " in ft_log
     assert queue["slots"] == {"max_parallel": 2, "gpus": [], "threads": 1, "cpu_only": False}
     spans = sorted((r["started"], r["ended"]) for r in queue["runs"])
     overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
@@ -147,3 +159,12 @@ def test_unknown_executor_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["launch", str(path), "--executor", "cloud"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_follow_up_commands_keep_the_users_overrides(tmp_path, capsys):
+    """Without them, following the printed command looks at another output root: every run "missing"."""
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    other = tmp_path / "elsewhere out"
+    assert main(["status", str(path), f"output_root={other}"]) == 0
+    out = capsys.readouterr().out
+    assert f"`lcbench launch {path} 'output_root={other}' --only-failed`" in out

@@ -155,3 +155,18 @@ def test_every_epoch_records_cumulative_training_flops(tmp_path):
     assert len(flops) == 3 and flops == sorted(flops) and flops[0] > 0
     assert flops[-1] == pytest.approx(result["cost"]["train_flops"])
     assert flops[0] == pytest.approx(flops[-1] / 3)
+
+
+def test_a_restart_without_a_checkpoint_drops_the_earlier_attempts_events(tmp_path):
+    """Stale epoch events made `lcbench replay` report DIFFERENT for a replay that matched."""
+    from lcbench.replay import replay_run
+
+    cfg = make_config({}, fast_overrides(tmp_path, epochs=2))
+    execute(cfg, progress_bar=False)
+    run = RunDir(tmp_path, run_id(cfg))
+    run.checkpoint_path.unlink()  # an attempt that left events but no checkpoint
+    run.result_path.unlink()
+    execute(cfg, progress_bar=False)
+    assert [e["epoch"] for e in run.events("epoch")] == [1, 2]
+    assert [e["event"] for e in run.events()][0] == "initial"
+    assert replay_run(run.path)["identical"]

@@ -14,11 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from ..store import RunDir  # noqa: E402
+from .names import variant_label  # noqa: E402
 
-# one colour per method in every panel and every figure
+# one colour per method in every panel and every figure (methods without one take the next free colour)
 METHOD_COLORS = {
     "finetune": "C0",
     "kd": "C1",
@@ -26,12 +27,40 @@ METHOD_COLORS = {
     "magnitude_pruning": "C3",
     "layer_fusion": "C4",
 }
-# (wall seconds and in-sweep latency are left out: they were taken while other runs shared the cores)
-AXES = {
-    "compression": ("compression (original / remaining parameters, ×)", True),
-    "gmacs": ("GMACs per image", False),
-    "train_flops": ("training FLOPs (counted)", True),
+METHOD_MARKERS = {
+    "finetune": "s",
+    "kd": "^",
+    "layercollapse": "o",
+    "magnitude_pruning": "D",
+    "layer_fusion": "v",
 }
+LINESTYLES = ["-", "--", ":", "-."]
+# (wall seconds and in-sweep latency are left out: they were taken while other runs shared the cores)
+# axis -> (label, log scale, counted unit whose prefix is chosen per panel, stored scale of that unit)
+AXES = {
+    "compression": ("compression (original / remaining parameters, ×)", True, None, 1.0),
+    "gmacs": ("dense MACs per image", False, "MACs", 1e9),
+    "train_flops": ("training FLOPs (counted)", True, "FLOPs", 1.0),
+}
+OFF_SCALE_PP = 25.0  # a point this far below its panel's best is drawn at the floor, flagged with its value
+
+
+def method_color(method: str) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return f"C{len(METHOD_COLORS) + sum(map(ord, method)) % (10 - len(METHOD_COLORS))}"
+
+
+def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
+    """Error bars of a non-negative quantity: the lower bar never crosses 0."""
+    std = std.fillna(0)
+    return [list(std.where(mean - std > 0, mean).clip(lower=0)), list(std)]
+
+
+def _prefix(values: pd.Series) -> tuple[str, float]:
+    from .tables import _prefix as table_prefix
+
+    return table_prefix(values)
 
 
 def save(fig, stem: Path) -> list[Path]:
@@ -46,83 +75,161 @@ def save(fig, stem: Path) -> list[Path]:
 
 
 def top1_against(agg: pd.DataFrame, x: str):
-    """One panel per (data set, model); one line per method through its levels; the original as a star."""
-    label, log = AXES[x]
+    """One panel per (data set, model); one line per method variant through its levels; the original as a
+    hollow star beneath them. Counted units are scaled per panel (MMACs for a tiny model, GMACs for a
+    ViT); a point far below the rest is drawn at the panel's floor with its value, so it does not
+    flatten the others."""
+    label, log, count, stored = AXES[x]
     panels = list(agg.groupby(["dataset", "model"], sort=False).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (dataset, model) in zip(axes[0], panels):
-        rows = agg[(agg["dataset"] == dataset) & (agg["model"] == model)]
-        for method, group in rows[rows["method"] != "original"].groupby("method", sort=True):
-            group = group.sort_values(f"{x}_mean")
-            ax.errorbar(
-                group[f"{x}_mean"],
-                group["top1_mean"],
-                xerr=group[f"{x}_std"].fillna(0),
-                yerr=group["top1_std"].fillna(0),
-                marker="o",
-                capsize=3,
-                label=method,
-                color=METHOD_COLORS.get(method),
-            )
+        rows = agg[(agg["dataset"] == dataset) & (agg["model"] == model)].copy()
+        xlabel = label
+        if count:  # one unit per panel
+            prefix, factor = _prefix(rows[f"{x}_mean"] * stored)
+            for part in ("mean", "std"):
+                rows[f"{x}_{part}"] = rows[f"{x}_{part}"] * stored / factor
+            xlabel = f"{label} ({prefix}{count})"
+        floor = _off_scale_floor(rows["top1_mean"])
         original = rows[rows["method"] == "original"]
         if len(original):
-            ax.plot(original[f"{x}_mean"], original["top1_mean"], "k*", markersize=12, label="original")
+            ax.plot(
+                original[f"{x}_mean"],
+                original["top1_mean"],
+                "*",
+                color="k",
+                markersize=15,
+                markerfacecolor="none",
+                zorder=1,
+                label="original",
+            )
+        compressed = rows[rows["method"] != "original"]
+        for method, by_method in compressed.groupby("method", sort=True):
+            for i, (variant, group) in enumerate(by_method.groupby("variant", sort=True)):
+                group = group.sort_values(f"{x}_mean")
+                ax.errorbar(
+                    group[f"{x}_mean"],
+                    group["top1_mean"],
+                    xerr=_positive_errors(group[f"{x}_mean"], group[f"{x}_std"]),
+                    yerr=_positive_errors(group["top1_mean"], group["top1_std"]),
+                    marker=METHOD_MARKERS.get(method, "o"),
+                    ls=LINESTYLES[i % len(LINESTYLES)],
+                    capsize=3,
+                    label=variant_label(method, variant),
+                    color=method_color(method),
+                    zorder=3,
+                )
+                _flag_off_scale(ax, group[f"{x}_mean"], group["top1_mean"], floor, method_color(method))
+        if floor is not None:
+            ax.set_ylim(bottom=floor - 1.5, top=rows["top1_mean"].max() + 1.5)
         if log:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_title(f"{model} ({dataset})")
-        ax.set_xlabel(label)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
     handles = {}
     for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
     return fig
 
 
+def _off_scale_floor(top1: pd.Series) -> float | None:
+    """The y floor of a panel when some point lies more than OFF_SCALE_PP below its best, else None."""
+    best = top1.max()
+    return best - OFF_SCALE_PP if (top1 < best - OFF_SCALE_PP).any() else None
+
+
+def _flag_off_scale(ax, xs: pd.Series, ys: pd.Series, floor: float | None, color: str) -> None:
+    """Points below the floor: a downward triangle at the floor, labelled with the true value."""
+    if floor is None:
+        return
+    for x, y in zip(xs, ys):
+        if y < floor:
+            ax.plot([x], [floor - 0.5], marker="v", color=color, markersize=8, zorder=4, clip_on=False)
+            ax.annotate(
+                f"{y:.1f}%",
+                (x, floor - 0.5),
+                textcoords="offset points",
+                xytext=(4, 2),
+                fontsize=7,
+                color=color,
+            )
+
+
 def slope_trajectories(frame: pd.DataFrame, output_root: Path):
-    """Per LayerCollapse run (seed 0, each model's highest level): each converted block's slope per epoch."""
+    """Per LayerCollapse run (seed 0, each model's highest level): each converted block's PReLU slope from
+    epoch 0 (its initial value) on, with the fold threshold's band around 1; legends name the layers."""
     lc = (frame["method"] == "layercollapse") & (frame["status"] == "completed")
     runs = frame[lc & (frame["seed"] == 0)]
     runs = runs.sort_values("level").groupby("model", sort=False).tail(1)
     fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 3.4), squeeze=False)
     for ax, (_, run) in zip(axes[0], runs.iterrows()):
-        epochs = RunDir(output_root, run["run_id"]).events("epoch")
-        blocks = sorted({k for e in epochs for k in e if k.startswith("slope/")})
+        folder = RunDir(output_root, run["run_id"])
+        events = [e for e in folder.events() if e["event"] in ("initial", "epoch")]
+        report = (folder.result() or {}).get("method_report") or {}
+        layers = {b["block"]: b.get("layers", b["block"]) for b in report.get("blocks", [])}
+        threshold = (folder.result() or {}).get("config", {}).get("method_args", {}).get("threshold", 0.05)
+        blocks = sorted({k for e in events for k in e if k.startswith("slope/")})
         for key in blocks:
-            points = [(e["epoch"], e[key]) for e in epochs if key in e]
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            ax.plot(xs, ys, marker=".", label=key.removeprefix("slope/"))
+            points = [(e["epoch"], e[key]) for e in events if key in e]
+            name = key.removeprefix("slope/")
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=layers.get(name, name))
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.axhspan(
+            1 - threshold,
+            1 + threshold,
+            color="k",
+            alpha=0.08,
+            lw=0,
+            label=f"fold band |a-1| < {threshold:g}",
+        )
         ax.set_title(f"{run['model']}, k={run['level_label'] or run['level']}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("PReLU slope a")
-        if blocks:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def blocks_folded_vs_paper(agg: pd.DataFrame, paper: pd.DataFrame, model: str = "digits_vit"):
-    """Top-1 against blocks folded: ours (LayerCollapse, mean ± std) beside the paper's vit_tiny row."""
+    """Top-1 against the blocks LayerCollapse actually folded (mean ± std over seeds; a level whose blocks
+    did not all fold sits at what it folded, not at what it asked for) beside the paper's vit_tiny row."""
     fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
-    ours = agg[(agg["model"] == model) & (agg["method"] == "layercollapse")].sort_values("level")
+    lc = agg[(agg["model"] == model) & (agg["method"] == "layercollapse")]
+    variant = "layercollapse" if (lc["variant"] == "layercollapse").any() else lc["variant"].iloc[0]
+    ours = lc[lc["variant"] == variant].sort_values("blocks_folded_mean")
     original = agg[(agg["model"] == model) & (agg["method"] == "original")]
-    xs = [0, *ours["level"].astype(int)] if len(original) else list(ours["level"].astype(int))
-    ys = [*original["top1_mean"], *ours["top1_mean"]]
-    es = [*original["top1_std"].fillna(0), *ours["top1_std"].fillna(0)]
-    ours_ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
-    ours_ax.set_title(f"lcbench: {model}")
+    xs = pd.concat([original["top1_mean"] * 0, ours["blocks_folded_mean"]])
+    xerr = pd.concat([original["top1_mean"] * 0, ours["blocks_folded_std"].fillna(0)])
+    ys = pd.concat([original["top1_mean"], ours["top1_mean"]])
+    yerr = pd.concat([original["top1_std"], ours["top1_std"]])
+    ours_ax.errorbar(
+        xs,
+        ys,
+        xerr=xerr,
+        yerr=_positive_errors(ys, yerr),
+        marker="o",
+        capsize=3,
+        color=method_color("layercollapse"),
+    )
+    for level, x, y in zip(ours["level"], ours["blocks_folded_mean"], ours["top1_mean"]):
+        ours_ax.annotate(f"asked {level:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ours_ax.set_title(f"lcbench: {model} ({variant_label('layercollapse', variant)})")
     tiny = paper[paper["model"] == "vit_tiny_patch16_224"].sort_values("paper_blocks")
     paper_ax.plot(tiny["paper_blocks"], tiny["top1"], marker="s", color="C3")
     paper_ax.set_title("paper: vit_tiny_patch16_224 (ImageNet)")
     for ax in (ours_ax, paper_ax):
         ax.set_xlabel("blocks folded")
         ax.set_ylabel("top-1 (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -145,12 +252,18 @@ def top1_vs_train_flops(curves: pd.DataFrame):
                 mean["train_flops"],
                 mean["top1"],
                 marker=".",
-                label=variant,
-                color=METHOD_COLORS.get(method),
+                label=variant_label(method, variant),
+                color=method_color(method),
                 ls=["-", "--", ":", "-."][i % 4],
             )
             if variant == "layercollapse":
-                ax.axhline(mean["top1"].iloc[-1], color=METHOD_COLORS["layercollapse"], lw=0.8, ls="--")
+                ax.axhline(mean["top1"].iloc[-1], color=method_color("layercollapse"), lw=0.8, ls="--")
+        floor = _off_scale_floor(here["top1"])
+        if floor is not None:  # clipped, and said so
+            ax.set_ylim(bottom=floor, top=here["top1"].max() + 1.5)
+            ax.text(
+                0.02, 0.02, f"clipped below {floor:.0f}%", transform=ax.transAxes, fontsize=7, color="0.3"
+            )
         ax.set_xscale("log")
         ax.set_title(f"{model}, k={int(level)}")
         ax.set_xlabel("cumulative training FLOPs")

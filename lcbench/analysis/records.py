@@ -79,6 +79,10 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         row["matched"] = bool(match["within_tolerance"]) if match else None  # None: nothing to match
         row["init"] = (record.get("method_report") or {}).get("init", "") if completed else ""
         row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
+        folded = (record.get("method_report") or {}).get("folded") if completed else None
+        row["blocks_folded"] = (
+            _paper_blocks(run.cfg.model, float(len(folded))) if folded is not None else math.nan
+        )
         quiet = read_latency(plan.output_root, run.run_id) if completed else None
         for key, column in LATENCY.items():
             row[column] = _get(quiet or {}, f"batches.1.{key}")
@@ -87,7 +91,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
 
 
 def _paper_blocks(model: str, level: float) -> float:
-    """A level (collapsible MLPs) in the paper's block unit (a Mixer block is 2 MLPs)."""
+    """A count of collapsible MLPs in the paper's block unit (a Mixer block is 2 MLPs)."""
     if math.isnan(level):
         return math.nan
     from ..models import mlps_per_block

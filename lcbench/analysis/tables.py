@@ -59,6 +59,7 @@ MEASURES = [
     "top1_prefold",
     "speedup_quiet_b1",
     "paper_blocks",
+    "blocks_folded",
     "epochs",
     "train_seconds",
     "train_flops",
