@@ -1,4 +1,10 @@
-"""The `lcbench` command: one entry point with subcommands."""
+"""The `lcbench` command: one entry point with subcommands.
+
+Exit codes: 0 success; 1 a negative answer to a question asked (`list` found no match, `replay` differs,
+`status --wait` ended with failed or missing runs); 2 a user error (bad config, missing data, refused
+submission), with a one-line message; 70 an internal error (a traceback: please report it);
+130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,13 @@ import argparse
 import logging
 import shlex
 import sys
+import traceback
 from collections.abc import Sequence
 
+from . import __version__
 from .errors import ConfigError, LcbenchError
+
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -34,6 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .store import dumps
 
     cfg = config_from_args(args.items)
+    if args.print_config:  # the resolved config (hydra's --cfg job), nothing run
+        from .config import to_yaml
+
+        print(f"# run {run_id(cfg)}\n{to_yaml(cfg)}", end="")
+        return 0
     print(
         f"run {run_id(cfg)}: stage={cfg.stage} method={cfg.method} model={cfg.model} dataset={cfg.dataset} "
         f"-> {cfg.output_root}/{run_id(cfg)}",
@@ -315,12 +330,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"lcbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="execute one run (config files then key=value overrides)")
     p.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value")
     p.add_argument("--force", action="store_true", help="run again even if a completed record exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--require-pretrained",
         action="store_true",
@@ -434,6 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lcbench: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not a user error: the traceback, and an exit code of its own
+        traceback.print_exc()
+        print(
+            f"lcbench: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

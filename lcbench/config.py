@@ -202,8 +202,9 @@ def build_dataclass(cls: type, values: typing.Mapping[str, Any], prefix: str = "
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + u for u in unknown)} "
-            f"for {cls.__name__}; valid keys: {', '.join(prefix + f for f in fields)}"
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + u for u in unknown)}"
+            f"{did_you_mean(unknown, fields, prefix)} for {cls.__name__}; "
+            f"valid keys: {', '.join(prefix + f for f in fields)}"
         )
     kwargs = {}
     for name, value in values.items():
@@ -225,15 +226,28 @@ def build_dataclass(cls: type, values: typing.Mapping[str, Any], prefix: str = "
     return obj
 
 
-def describe_fields(cls: type) -> list[dict]:
-    """Name, type, default, choices and help of each field (for `lcbench list` and errors)."""
+def did_you_mean(unknown: list[str], valid: typing.Iterable[str], prefix: str = "") -> str:
+    """` (did you mean lr?)` for the closest valid key of each unknown one, or ``."""
+    import difflib
+
+    valid = list(valid)
+    close = [m for u in unknown for m in difflib.get_close_matches(u, valid, n=1, cutoff=0.6)]
+    return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[dict]:
+    """Name (dotted for nested sections, e.g. `tracking.mode`), type, default, choices and help of each
+    field (for `lcbench list keys` and errors)."""
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe_fields(hints[f.name], prefix=f"{prefix}{f.name}.")
+            continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         rows.append(
             {
-                "key": f.name,
+                "key": prefix + f.name,
                 "type": _type_name(hints[f.name]),
                 "default": default,
                 "choices": f.metadata.get("choices"),
@@ -315,12 +329,29 @@ def make_config(
     try:
         params = build_dataclass(method_cls.Params, method_args)
     except ConfigError as e:
-        if "unknown key" in str(e):
-            raise ConfigError(f"{e}. RunConfig keys: {', '.join(sorted(run_keys))}") from None
+        if "unknown key" in str(e):  # a bare key that is neither a run key nor the method's
+            unknown = sorted(set(method_args) - {f.name for f in dataclasses.fields(method_cls.Params)})
+            method_keys = [f.name for f in dataclasses.fields(method_cls.Params)]
+            hint = did_you_mean(unknown, [*run_keys, *method_keys])
+            owners = {  # a parameter of another method: say which
+                u: [
+                    m
+                    for m in METHODS.names()
+                    if u in {f.name for f in dataclasses.fields(METHODS.get(m).Params)}
+                ]
+                for u in unknown
+            }
+            hint += "".join(f" ({u} is a parameter of method {', '.join(o)})" for u, o in owners.items() if o)
+            raise ConfigError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}: not a run config "
+                f"key, nor a parameter of method {method_name} (`lcbench list keys` and "
+                f"`lcbench list keys {method_name}` show them)"
+            ) from None
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)
     cfg = build_dataclass(RunConfig, raw)
     validate(cfg)
+    method_cls.check(params, cfg)
     return cfg
 
 

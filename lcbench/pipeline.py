@@ -190,6 +190,7 @@ def execute(
     sweep runners: the pretrain is its own job) makes that an error. `replay_changes` are live-tuning
     changes recorded by another run, applied at their recorded steps (`lcbench replay`).
     """
+    check_data(cfg)  # before the run folder exists: a bad config leaves no failed record behind
     rid = run_id(cfg)
     run = RunDir(cfg.output_root, rid)
     run.create()
@@ -240,6 +241,14 @@ def execute(
     finally:
         _set_active_tracker(None)
         run.release()
+
+
+def check_data(cfg: RunConfig) -> None:
+    """A data set that must be on disk and is not: its "where to get it" error, raised now."""
+    spec = DATASETS.get(cfg.dataset)
+    root = Path(cfg.data_root).expanduser()
+    if spec.natural_images and not root.exists() and not cfg.download:
+        load_data(cfg.dataset, root, None)
 
 
 def wandb_summary(result: dict) -> dict:
@@ -308,8 +317,6 @@ def _execute(
     started = time.perf_counter()
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
-    if spec.natural_images and not root.exists() and not cfg.download:
-        load_data(cfg.dataset, root, None)  # raises the data set's "where to get it" error
     num_classes = spec.classes(root)
 
     pretrain_record = None

@@ -90,7 +90,11 @@ def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
         suffix += 1
     folder.mkdir(parents=True)
     if executor == "slurm":
-        submission = _submit_slurm(plan, todo, statuses, profile, folder)
+        try:
+            submission = _submit_slurm(plan, todo, statuses, profile, folder)
+        except ConfigError:  # refused: no half-made submission folder is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     else:
         submission = _submit_local(todo, slots, folder, options.wait, plan)
     return submission
@@ -132,7 +136,7 @@ def _wait_for_supervisor(folder: Path, timeout_s: float = 30.0) -> None:
 
 
 def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus], profile, folder: Path):
-    from .slurm import snapshot_code, submit_array
+    from .slurm import SubmissionRefused, cancel_arrays, snapshot_code, submit_array
 
     code = snapshot_code(folder)
     jobs: dict[str, str] = {}
@@ -145,9 +149,17 @@ def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus],
         if s.run.stage == "pretrain" and s.status in ("pending", "running") and s.job[:1].isdigit()
     }
 
+    accepted: list[str] = []
+
     def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> str:
         configs = [_for_execution(r.cfg, threads=profile.cpus_per_task) for r in runs]
-        array = submit_array(configs, profile, folder, code, f"{plan.name}-{stage}", dependency)
+        try:
+            array = submit_array(configs, profile, folder, code, f"{plan.name}-{stage}", dependency)
+        except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
+            cancel_arrays(accepted)
+            cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""
+            raise SubmissionRefused(f"{e}{cancelled}; nothing was submitted") from e
+        accepted.append(array.array_id)
         jobs.update(zip([r.run_id for r in runs], array.job_ids))
         return array.array_id
 

@@ -107,6 +107,16 @@ class ArrayJob:
     job_ids: list[str] = field(default_factory=list)
 
 
+class SubmissionRefused(ConfigError):
+    """sbatch said no (bad partition, account, limits): its message, for a one-line error."""
+
+
+def cancel_arrays(array_ids: list[str]) -> None:
+    """scancel arrays already accepted by a submission that then failed (nothing half-submitted)."""
+    if array_ids and shutil.which("scancel"):
+        subprocess.run(["scancel", *array_ids], capture_output=True, timeout=60)
+
+
 def submit_array(
     configs: list, profile: SlurmProfile, folder: Path, code: Path, name: str, dependency: str = ""
 ) -> ArrayJob:
@@ -132,8 +142,10 @@ def submit_array(
     executor.update_parameters(**params)
     try:
         jobs = executor.map_array(RunJob(), [to_dict(c) for c in configs])
+    except submitit.core.utils.FailedJobError as e:  # sbatch's own message (submitit wraps its exit)
+        raise SubmissionRefused(f"sbatch refused the {name} array: {str(e).strip()}") from e
     except subprocess.CalledProcessError as e:
-        raise ConfigError(
+        raise SubmissionRefused(
             f"sbatch refused the {name} array: {(e.stderr or e.output or b'').decode().strip()}"
         ) from e
     return ArrayJob(jobs[0].job_id.split("_")[0], [j.job_id for j in jobs])

@@ -48,6 +48,9 @@ def test_list_commands(capsys):
         ("dataset=digit", "unknown dataset 'digit'"),
         ("method=kd_typo", "unknown method"),
         ("lerning_rate=0.1", "unknown key lerning_rate"),
+        ("lamm=2", "unknown key lamm"),
+        ("lam=2", "unknown key lam (lam is a parameter of method layercollapse)"),
+        ("tracking.mdoe=offline", "unknown key tracking.mdoe (did you mean tracking.mode?)"),
         ("epochs=-1", "epochs: must be >= 0"),
         ("batch_size=big", "batch_size: expected an integer"),
         ("device=cuda:7", "device=cuda:7"),
@@ -127,3 +130,40 @@ def test_console_entry_point_exit_code(tmp_path):
     proc = run_cli("run", "model=nope", f"output_root={tmp_path}")
     assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_errors_found_late_are_found_before_the_run_folder_exists(tmp_path, capsys):
+    """A failed run folder used to be left behind for a config that could never run."""
+    out = tmp_path / "out"
+    lc = ["stage=compress", "method=layercollapse", "model=digits_vit", "k=3", "schedule=progressive"]
+    assert main(["run", *fast_overrides(out, epochs=4), *lc, "--no-progress"]) == 2
+    assert "epochs (4) must be a multiple of 3 (e.g. epochs=3)" in capsys.readouterr().err
+    missing = ["dataset=imagefolder", "model=resnet18", f"data_root={tmp_path / 'nowhere'}"]
+    assert main(["run", *fast_overrides(out), *missing, "--no-progress"]) == 2
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_version_print_config_and_dotted_keys(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("lcbench 0.")
+    assert main(["run", *fast_overrides(tmp_path / "out", epochs=7), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "epochs: 7" in printed and printed.startswith("# run ")
+    assert not (tmp_path / "out").exists()  # nothing ran
+    assert main(["list", "keys"]) == 0
+    keys = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"tracking.mode", "pretrain.epochs"} <= keys and "tracking" not in keys
+
+
+def test_exit_codes_tell_a_negative_answer_from_a_bug(capsys, monkeypatch):
+    assert main(["list", "models", "no_such_*"]) == 1  # a question answered "no"
+    capsys.readouterr()
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("lcbench.cli.cmd_list", broken)
+    assert main(["list", "models"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err and "internal error" in err

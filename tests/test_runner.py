@@ -1,6 +1,7 @@
 """`lcbench launch` with the local queue, `lcbench status`, `--only-failed`, and the runner's bad inputs."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,22 @@ def test_follow_up_commands_keep_the_users_overrides(tmp_path, capsys):
     assert main(["status", str(path), f"output_root={other}"]) == 0
     out = capsys.readouterr().out
     assert f"`lcbench launch {path} 'output_root={other}' --only-failed`" in out
+
+
+def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monkeypatch):
+    """It was a submitit traceback with exit 1 and a half-made submission folder."""
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    (binary / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\n"
+        "exit 1\n"
+    )
+    (binary / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary}:{os.environ['PATH']}")
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch refused the t-pretrain array" in err and "Invalid partition name specified" in err
+    assert "Traceback" not in err
+    sweeps = tmp_path / "out" / ".sweeps" / "t"
+    assert not sweeps.exists() or not any(sweeps.iterdir())  # no half-made submission folder

@@ -34,6 +34,11 @@ class Method:
     # parameters that `lcbench tune` may change while the run trains: name -> control.Tunable
     tunable: dict[str, Any] = {}
 
+    @classmethod
+    def check(cls, params: Any, cfg: Any) -> None:
+        """Reject parameters that cannot work with the run's config (raise ConfigError), before any run
+        folder exists; rules that need the model are checked in `prepare`."""
+
     def __init__(self, params: Any, ctx: RunContext) -> None:
         self.params = params
         self.ctx = ctx

@@ -68,6 +68,15 @@ class LayerCollapse(Method):
 
     # -- set-up -----------------------------------------------------------------------------------------
 
+    @classmethod
+    def check(cls, params: LayerCollapseParams, cfg: Any) -> None:
+        count = len(params.blocks) or params.k
+        if params.schedule == "progressive" and cfg.epochs % count:
+            raise ConfigError(
+                f"schedule=progressive trains {count} blocks one after another: epochs ({cfg.epochs}) must "
+                f"be a multiple of {count} (e.g. epochs={count * max(1, round(cfg.epochs / count))})"
+            )
+
     def prepare(self, model: nn.Module) -> nn.Module:
         p = self.params
         self.order = [b.name for b in collapse.select_blocks(model, p.k, p.blocks, self.ctx.cfg.model)]

@@ -33,9 +33,11 @@ def test_five_random_sigkills_then_identical_metrics(tmp_path):
     while kills < 5:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start = time.monotonic()
-        # wait until this attempt is training (imports take seconds), then a random moment more
+        # wait until this attempt has trained an epoch (imports take seconds; the epoch's checkpoint
+        # follows its event), then a random moment more
         while time.monotonic() - start < 60 and proc.poll() is None:
-            if run.metrics_path.exists() and run.metrics_size() and (run.path / "env.json").exists():
+            trained = run.metrics_path.exists() and b'"event": "epoch"' in run.metrics_path.read_bytes()
+            if trained and (run.path / "env.json").exists():
                 break
             time.sleep(0.01)
         time.sleep(rng.uniform(0.05, 1.5))
