@@ -1,4 +1,5 @@
-"""`kd`: Hinton knowledge distillation from the pretrained original into a smaller student (DESIGN.md 1.2).
+"""`kd`: Hinton knowledge distillation from the pretrained original into a smaller student
+(Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531).
 
 loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), with the frozen teacher
 in eval mode (one forward per batch, no gradients). Students:

@@ -1,4 +1,5 @@
-"""`layer_fusion` (O'Neill, Ver Steeg, Galstyan 2021; DESIGN.md 1.3): tie the weights of similar layers.
+"""`layer_fusion` (O'Neill, Ver Steeg, Galstyan, ACML 2021, arXiv 2007.14917): tie the weights of similar
+layers.
 
 Candidates are Linear/Conv layers (the classifier excepted) whose weights have the same type and shape in
 different layers. Pairs are ranked by weight similarity (`cosine` of the flattened weights, `wasserstein`:

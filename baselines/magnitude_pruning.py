@@ -1,4 +1,5 @@
-"""`magnitude_pruning` with ShrinkBench's conventions (Blalock et al. 2020; DESIGN.md 1.4).
+"""`magnitude_pruning` with ShrinkBench's conventions (Blalock et al., "What is the State of Neural Network
+Pruning?", MLSys 2020).
 
 Unstructured (`scope=global|layerwise`): L1 magnitude pruning with `torch.nn.utils.prune` of the weights of
 every Linear and Conv layer except the classifier, one shot on the pretrained model, to

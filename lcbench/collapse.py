@@ -1,4 +1,4 @@
-"""LayerCollapse's math (DESIGN.md section 1.1), no training code.
+"""LayerCollapse's math (Shabgahi, Shariff, Koushanfar, arXiv 2311.17943), no training code.
 
 A *collapsible block* is a chain Linear(W1, b1) -> activation -> [Dropout] -> [BatchNorm1d] -> Linear(W2, b2)
 inside an `nn.Sequential` or a timm `Mlp` (whose children run in registration order). The torchvision VGG

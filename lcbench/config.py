@@ -344,8 +344,9 @@ def make_config(
             hint += "".join(f" ({u} is a parameter of method {', '.join(o)})" for u, o in owners.items() if o)
             raise ConfigError(
                 f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}: not a run config "
-                f"key, nor a parameter of method {method_name} (`lcbench list keys` and "
-                f"`lcbench list keys {method_name}` show them)"
+                f"key, nor a parameter of method {method_name}. Run config keys: {', '.join(sorted(run_keys))}"
+                f"; {method_name}'s: {', '.join(method_keys) or 'none'} (`lcbench list keys [METHOD]` explains "
+                "each)"
             ) from None
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)

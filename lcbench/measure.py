@@ -1,4 +1,4 @@
-"""Measurements of a model (DESIGN.md section 2): parameters, MACs, executed depth and latency.
+"""Measurements of a model: parameters, MACs, executed depth and latency.
 
 MACs come from `torch.utils.flop_counter.FlopCounterMode` (which counts FLOPs = 2 x MACs). On CPU the fused
 attention kernel (`_scaled_dot_product_flash_attention_for_cpu`) has no FLOP formula in torch, so it is mapped
@@ -148,7 +148,7 @@ def measure_model(
     repeats: int = 20,
     dtype: torch.dtype | None = None,
 ) -> dict:
-    """Every structural and speed metric of DESIGN.md section 2 for one model."""
+    """Every structural and speed metric lcbench records for one model."""
     dense, nonzero = count_parameters(model)
     result = {
         "params_dense": dense,

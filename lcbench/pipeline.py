@@ -190,7 +190,8 @@ def execute(
     sweep runners: the pretrain is its own job) makes that an error. `replay_changes` are live-tuning
     changes recorded by another run, applied at their recorded steps (`lcbench replay`).
     """
-    check_data(cfg)  # before the run folder exists: a bad config leaves no failed record behind
+    if not require_pretrained:  # started by hand: a bad config fails before its run folder exists
+        check_data(cfg)  # (a sweep's job records it as a failed run instead, for `status` to show)
     rid = run_id(cfg)
     run = RunDir(cfg.output_root, rid)
     run.create()
@@ -317,6 +318,7 @@ def _execute(
     started = time.perf_counter()
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
+    check_data(cfg)
     num_classes = spec.classes(root)
 
     pretrain_record = None

@@ -1,4 +1,4 @@
-"""LayerCollapse's fold is exact when every slope is 1 (DESIGN.md 1.1; issue: exactness)."""
+"""LayerCollapse's fold is exact when every slope is 1 (Shabgahi et al., arXiv 2311.17943)."""
 
 import pytest
 import torch

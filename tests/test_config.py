@@ -48,7 +48,7 @@ def test_bad_values_name_the_key_and_the_fix(override, message):
 def test_unknown_key_lists_the_valid_keys():
     with pytest.raises(ConfigError) as e:
         make_config({}, ["learning_rate=0.1"])
-    assert "valid keys" in str(e.value) or "RunConfig keys" in str(e.value)
+    assert "Run config keys: " in str(e.value) and "`lcbench list keys [METHOD]`" in str(e.value)
     assert "lr" in str(e.value)
 
 

@@ -78,7 +78,7 @@ def test_sweep_goes_in_as_one_array_per_stage_and_completes(tmp_path, monkeypatc
     assert (info["group"], info["job_type"]) == ("arrays", "compress")
     assert info["tags"] == ["layercollapse", "digits_mlp", "digits"]
     epochs = RunDir(tmp_path / "out", lc.run_id).events("epoch")
-    assert [r["val_top1"] for r in info["history"] if "val_top1" in r] == [e["val_top1"] for e in epochs]
+    assert [r["val/top1"] for r in info["history"] if "val/top1" in r] == [e["val_top1"] for e in epochs]
     assert info["summary"]["top1"] == RunDir(tmp_path / "out", lc.run_id).result()["final"]["top1"]
 
 

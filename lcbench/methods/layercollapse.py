@@ -1,4 +1,4 @@
-"""`layercollapse`: regularize the selected blocks' PReLU slopes toward 1, then fold them (DESIGN.md 1.1).
+"""`layercollapse`: regularize the selected blocks' PReLU slopes toward 1, then fold them (arXiv 2311.17943).
 
 - oneshot: convert the last k blocks, train `epochs` with loss = task + lam * sum (a_i - 1)^2, fold every
   block whose slope is within `threshold` of 1.
