@@ -342,11 +342,12 @@ def make_config(
                 for u in unknown
             }
             hint += "".join(f" ({u} is a parameter of method {', '.join(o)})" for u, o in owners.items() if o)
+            method_list = ", ".join(method_keys) or "none"
+            keys = f"Run config keys: {', '.join(sorted(run_keys))}; {method_name}'s: {method_list}"
+            plural = "s" if len(unknown) > 1 else ""
             raise ConfigError(
-                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}: not a run config "
-                f"key, nor a parameter of method {method_name}. Run config keys: {', '.join(sorted(run_keys))}"
-                f"; {method_name}'s: {', '.join(method_keys) or 'none'} (`lcbench list keys [METHOD]` explains "
-                "each)"
+                f"unknown key{plural} {', '.join(unknown)}{hint}: not a run config key, nor a parameter of "
+                f"method {method_name}. {keys} (`lcbench list keys [METHOD]` explains each)"
             ) from None
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)
