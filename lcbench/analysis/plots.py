@@ -13,11 +13,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from ..store import RunDir  # noqa: E402
 from .names import variant_label  # noqa: E402
+from .tables import si_prefix  # noqa: E402
 
 # one colour per method in every panel and every figure (methods without one take the next free colour)
 METHOD_COLORS = {
@@ -57,12 +59,6 @@ def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
     return [list(std.where(mean - std > 0, mean).clip(lower=0)), list(std)]
 
 
-def _prefix(values: pd.Series) -> tuple[str, float]:
-    from .tables import _prefix as table_prefix
-
-    return table_prefix(values)
-
-
 def save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
@@ -86,7 +82,7 @@ def top1_against(agg: pd.DataFrame, x: str):
         rows = agg[(agg["dataset"] == dataset) & (agg["model"] == model)].copy()
         xlabel = label
         if count:  # one unit per panel
-            prefix, factor = _prefix(rows[f"{x}_mean"] * stored)
+            prefix, factor = si_prefix(rows[f"{x}_mean"] * stored)
             for part in ("mean", "std"):
                 rows[f"{x}_{part}"] = rows[f"{x}_{part}"] * stored / factor
             xlabel = f"{label} ({prefix}{count})"
@@ -119,13 +115,13 @@ def top1_against(agg: pd.DataFrame, x: str):
                     color=method_color(method),
                     zorder=3,
                 )
-                _flag_off_scale(ax, group[f"{x}_mean"], group["top1_mean"], floor, method_color(method))
+                _flag_off_scale(
+                    ax, group[f"{x}_mean"], group["top1_mean"], floor, method_color(method), rows[f"{x}_mean"]
+                )
         if floor is not None:
             ax.set_ylim(bottom=floor - 1.5, top=rows["top1_mean"].max() + 1.5)
         if log:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+            _log_axis(ax, rows[f"{x}_mean"])
         else:
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_title(f"{model} ({dataset})")
@@ -147,21 +143,44 @@ def _off_scale_floor(top1: pd.Series) -> float | None:
     return best - OFF_SCALE_PP if (top1 < best - OFF_SCALE_PP).any() else None
 
 
-def _flag_off_scale(ax, xs: pd.Series, ys: pd.Series, floor: float | None, color: str) -> None:
-    """Points below the floor: a downward triangle at the floor, labelled with the true value."""
+def _flag_off_scale(ax, xs: pd.Series, ys: pd.Series, floor: float | None, color: str, panel_xs) -> None:
+    """Points below the floor: a downward triangle at the floor, labelled with the true value (to the
+    left of a point in the right half of the panel, so the label stays inside)."""
     if floor is None:
         return
+    middle = (
+        (np.nanmin(panel_xs) * np.nanmax(panel_xs)) ** 0.5
+        if np.nanmin(panel_xs) > 0
+        else np.nanmean(panel_xs)
+    )
     for x, y in zip(xs, ys):
         if y < floor:
+            right = x > middle
             ax.plot([x], [floor - 0.5], marker="v", color=color, markersize=8, zorder=4, clip_on=False)
             ax.annotate(
                 f"{y:.1f}%",
                 (x, floor - 0.5),
                 textcoords="offset points",
-                xytext=(4, 2),
+                xytext=(-6 if right else 6, 2),
+                ha="right" if right else "left",
                 fontsize=7,
                 color=color,
             )
+
+
+def _log_axis(ax, xs: pd.Series) -> None:
+    """A log x axis with plain-number ticks that never crowd: linear-spaced ticks within a decade,
+    2 and 5 labelled within a few decades, decades only beyond."""
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    finite = xs[np.isfinite(xs) & (xs > 0)]
+    decades = np.log10(finite.max() / finite.min()) if len(finite) else 3.0
+    if decades < 1:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(plain)
+    two_five = FuncFormatter(lambda v, _: f"{v:g}" if decades < 2.5 and f"{v:g}"[0] in "25" else "")
+    ax.xaxis.set_minor_formatter(two_five)
 
 
 def slope_trajectories(frame: pd.DataFrame, output_root: Path):
@@ -191,7 +210,8 @@ def slope_trajectories(frame: pd.DataFrame, output_root: Path):
             lw=0,
             label=f"fold band |a-1| < {threshold:g}",
         )
-        ax.set_title(f"{run['model']}, k={run['level_label'] or run['level']}")
+        level = run["level_label"] or f"k={run['level']:g}"  # e.g. "level=2" or "blocks=1"
+        ax.set_title(f"{run['model']}, {level}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("PReLU slope a")
         ax.legend(fontsize=7)

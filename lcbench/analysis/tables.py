@@ -1,11 +1,13 @@
-"""Tables over seeds: per-method and matched-compression, written as CSV, Markdown and LaTeX (booktabs).
+"""Tables over seeds: per-method and matched-compression, written as CSV, Markdown and LaTeX.
 
-Numbers are mean and sample standard deviation (ddof=1) over the completed seeds of a group, with n. The
-original model of every (data set, model) is a row of its own. In the formatted tables the best value of a
-column within each comparison group (a model, or a model at one level) is bold; a row that missed its
-matched compression (`Matched: NO`) is never bold. The speed-up is the quiet pass's (`lcbench measure`):
-median with the widest 95% interval of its seeds, marked † and never bold where that interval contains 1.
-The cost column is training FLOPs (counted, not timed).
+Numbers are mean and sample standard deviation (ddof=1) over the completed seeds of a group, with n (a std
+that rounds to 0 is not printed). The original model of every (data set, model) is a row of its own. In the
+formatted tables the best value of a column at each (model, level) is bold among the compressed rows that
+met their matched compression; never the original, never an unmatched row (`Matched: NO`, ‡ in LaTeX),
+never a speed-up whose interval contains 1, and nothing when all are equal. The speed-up is the quiet
+pass's (`lcbench measure`): median with the widest 95% interval of its seeds, marked † where that interval
+contains 1. Dense and effective MACs are separate columns; counted units (MACs, training FLOPs) take one SI
+prefix per table.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _prefix(values: pd.Series) -> tuple[str, float]:
+def si_prefix(values: pd.Series) -> tuple[str, float]:
     """The SI prefix that puts the largest value of a column between 1 and 1000."""
     finite = values.abs()[np.isfinite(values)]
     top = finite.max() if len(finite) else 1.0
@@ -104,7 +106,7 @@ def _scaled(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         headers[column] = shown.header
         if shown.count:
             raw = table[f"{column}_mean"] * STORED_SCALE[shown.count]
-            prefix, factor = _prefix(raw)
+            prefix, factor = si_prefix(raw)
             for part in ("mean", "std"):
                 table[f"{column}_{part}"] = table[f"{column}_{part}"] * STORED_SCALE[shown.count] / factor
             headers[column] = f"{shown.header} ({prefix}{shown.count})"
@@ -236,38 +238,7 @@ def latex_table(table: pd.DataFrame, group_by: list[str], caption: str, label: s
     bold that works in math (`\\bfseries` with siunitx's text-series-to-math), one block per model
     between `\\midrule`s, display names, footnotesize, and never wider than `\\linewidth`. Needs booktabs,
     siunitx (v3) and graphicx in the preamble."""
-    mask = bold_mask(table, group_by)
-    table, headers = _scaled(table)
-    columns = [c for c in headers if c != "base_top1"]
-    unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
-    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "")
-    index = list(methods)
-    body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
-    for column in columns:
-        cells = _cells(table, column, latex=True)
-        quantity, unit = SHOWN[column].latex
-        if SHOWN[column].count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."
-            quantity = (
-                f"{quantity} ({headers[column].rsplit('(', 1)[1].removesuffix(SHOWN[column].count + ')')})"
-            )
-        # bold as Styler writes it for siunitx (`\bfseries`; the index repeats, so Styler.apply cannot)
-        body[(quantity, unit)] = [
-            "{--}" if c is None else f"\\bfseries {c}" if bold else c for c, bold in zip(cells, mask[column])
-        ]
-        if column == "speedup_quiet_b1":
-            formats.append("r")
-        else:
-            formats.append(f"S[table-format={_table_format(cells)}]")
-    frame = pd.DataFrame(body, index=index)
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
-    # one block per model: a header row (a marker row here, a \multicolumn after rendering) per model
-    blocks = []
-    for model, rows in frame.groupby(table["model"].to_numpy(), sort=False):
-        marker = pd.DataFrame(
-            [[""] * frame.shape[1]], index=[f"@model@{_escape(model)}"], columns=frame.columns
-        )
-        blocks += [marker, rows]
-    frame = pd.concat(blocks)
+    frame, formats = _latex_frame(table, bold_mask(table, group_by))
     latex = frame.style.to_latex(
         column_format="l" + "".join(formats),
         hrules=True,
@@ -277,26 +248,56 @@ def latex_table(table: pd.DataFrame, group_by: list[str], caption: str, label: s
         position_float="centering",
         multicol_align="c",
     )
+    return _finish_latex(latex, frame.shape[1] + 1)
+
+
+def _latex_frame(table: pd.DataFrame, mask: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The cells (bold as Styler writes it for siunitx, `\\bfseries`) under two header rows, a marker row
+    before each model's block, and each column's format."""
+    table, headers = _scaled(table)
+    unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
+    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "")
+    body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
+    for column in [c for c in headers if c != "base_top1"]:
+        shown, cells = SHOWN[column], _cells(table, column, latex=True)
+        quantity, unit = shown.latex
+        if shown.count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."
+            quantity = f"{quantity} ({headers[column].rsplit('(', 1)[1].removesuffix(shown.count + ')')})"
+        body[(quantity, unit)] = [
+            "{--}" if c is None else f"\\bfseries {c}" if bold else c for c, bold in zip(cells, mask[column])
+        ]
+        formats.append("r" if column == "speedup_quiet_b1" else f"S[table-format={_table_format(cells)}]")
+    frame = pd.DataFrame(body, index=list(methods))
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    blocks = []
+    for model, rows in frame.groupby(table["model"].to_numpy(), sort=False):
+        marker = pd.DataFrame(
+            [[""] * frame.shape[1]], index=[f"@model@{_escape(model)}"], columns=frame.columns
+        )
+        blocks += [marker, rows]
+    return pd.concat(blocks), formats
+
+
+def _finish_latex(latex: str, width: int) -> str:
+    """Font size and siunitx settings; the shrink-to-fit box; model marker rows as `\\multicolumn`
+    headers with a `\\midrule` before each (the first follows the header's own rule)."""
     setup = (
         "\\footnotesize\\setlength{\\tabcolsep}{2pt}\n"
         "\\sisetup{uncertainty-mode=separate, reset-text-series=false, text-series-to-math=true, "
         "group-digits=integer}\n"
     )
     latex = latex.replace("\\centering\n", "\\centering\n" + setup, 1)
-    # never wider than the text: shrunk (graphicx) only when its natural width exceeds \linewidth
-    latex = latex.replace(
+    latex = latex.replace(  # shrunk (graphicx) only when its natural width exceeds \linewidth
         "\\begin{tabular}",
         "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n\\begin{tabular}",
         1,
     ).replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
-    width = frame.shape[1] + 1
     latex = re.sub(
         r"^@model@(.*?) &.*$",
         lambda m: f"\\multicolumn{{{width}}}{{@{{}}l}}{{\\textit{{{m.group(1)}}}}} \\\\",
         latex,
         flags=re.M,
     )
-    # a rule between models (the first follows the header's own rule)
     return re.sub(r"(?<!\\midrule\n)(\\multicolumn\{\d+\}\{@\{\}l\}\{\\textit)", r"\\midrule\n\1", latex)
 
 
