@@ -166,7 +166,8 @@ def test_latex_renders_bold_and_fits_the_line(tmp_path, pdflatex):
     write_table(per_method_table(agg), tmp_path / "t", ["dataset", "model", "level"], "Per method", "tab:t")
     log, pdf = _compile(tmp_path, pdflatex, "\\input{t.tex}")
     assert "Overfull \\hbox" not in log and "siunitx" in log
-    assert b"CMBX" in pdf  # bold digits (text-series-to-math)
+    assert b"CMBX" in pdf  # bold digits
+    assert b"CMBSY" in pdf  # a bold ± (bold math: `\textbf{$92.00 \pm 2.00$}` set it in the regular font)
 
     ties = fixed_frame()
     ties = ties[ties["method"] != "kd"]  # one method per level: nothing to be best against

@@ -170,3 +170,17 @@ def test_a_restart_without_a_checkpoint_drops_the_earlier_attempts_events(tmp_pa
     assert [e["epoch"] for e in run.events("epoch")] == [1, 2]
     assert [e["event"] for e in run.events()][0] == "initial"
     assert replay_run(run.path)["identical"]
+
+
+def test_progress_is_one_line_per_epoch_and_the_bar_uses_tqdms_own_rate(tmp_path, capsys, caplog):
+    """Off a terminal nothing was printed between start and end; the bar's samples_s was ~45x off."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="lcbench")
+    cfg = make_config({}, fast_overrides(tmp_path, epochs=2))
+    execute(cfg, progress_bar=True)
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
+    assert all("val top-1 " in line and "train loss " in line and "ETA " in line for line in lines)
+    err = capsys.readouterr().err
+    assert "img/s" in err and "samples_s" not in err
