@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def coerce(key: str, value: Any, tp: Any) -> Any:
     """Check `value` against the annotation `tp`, converting where it is lossless (int -> float)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -136,7 +137,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(key, value, arg)
+                return coerce(key, value, arg)
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
@@ -146,7 +147,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+        return [coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if tp is Any:
         return value
     if tp is dict or origin is dict:
@@ -164,13 +165,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:  # a string: YAML 1.1 reads 1e-3 (no dot) as one
                 return float(value)
             except ValueError:
                 pass
+            except OverflowError:  # a 400-digit integer
+                raise ConfigError(f"{key}: {str(value)[:20]}... is too large for a number") from None
         raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__})")
     if tp is str:
         if isinstance(value, str):
@@ -181,12 +182,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
+def check_range(key: str, value: Any, meta: typing.Mapping) -> None:
+    """The field's choices and bounds; a float must also be finite (nan and inf never configure a run)."""
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
     if value is None or isinstance(value, (str, bool, list, dict)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key}: must be >= {meta['min']}, got {value!r}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -216,13 +220,13 @@ def build_dataclass(cls: type, values: typing.Mapping[str, Any], prefix: str = "
                 raise ConfigError(f"{prefix}{name}: expected a mapping of {tp.__name__} keys, got {value!r}")
             kwargs[name] = build_dataclass(tp, value, prefix=f"{prefix}{name}.")
             continue
-        value = _coerce(prefix + name, value, tp)
-        _check_range(prefix + name, value, fields[name].metadata)
+        value = coerce(prefix + name, value, tp)
+        check_range(prefix + name, value, fields[name].metadata)
         kwargs[name] = value
     obj = cls(**kwargs)
     for name, f in fields.items():  # defaults must satisfy the same rules
         if name not in kwargs and not dataclasses.is_dataclass(hints[name]):
-            _check_range(prefix + name, getattr(obj, name), f.metadata)
+            check_range(prefix + name, getattr(obj, name), f.metadata)
     return obj
 
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, LcbenchError
+from .errors import LcbenchError
 from .store import atomic_write_json, read_json
 
 MAX_REQUEST_BYTES = 4096
+ACK_LIFETIME_S = 3600.0  # an ack nobody read is removed after an hour
 TRIGGERS = ("save", "eval", "stop")
 
 
@@ -42,17 +43,13 @@ class Tunable:
     min_exclusive: float | None = None
 
     def coerce(self, key: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r}: expected a number")
-        value = self.type(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{key}={value}: must be finite")
-        if self.min is not None and value < self.min:
-            raise ConfigError(f"{key}={value}: must be >= {self.min}")
-        if self.max is not None and value > self.max:
-            raise ConfigError(f"{key}={value}: must be <= {self.max}")
-        if self.min_exclusive is not None and value <= self.min_exclusive:
-            raise ConfigError(f"{key}={value}: must be > {self.min_exclusive}")
+        """The config's own parser and range check (so `tune lr=1e-3` reads as `run lr=1e-3` does)."""
+        from .config import check_range, coerce
+
+        if isinstance(value, str):
+            value = value.strip()
+        value = coerce(key, value, self.type)
+        check_range(key, value, {"min": self.min, "max": self.max, "min_exclusive": self.min_exclusive})
         return value
 
 
@@ -104,6 +101,23 @@ class ControlChannel:
         rid = (request or {}).get("id") or path.stem
         atomic_write_json(self.root / "acks" / f"{_safe_id(rid)}.json", {"id": rid, **ack})
         path.unlink(missing_ok=True)
+
+    def clean_acks(self, max_age_s: float = ACK_LIFETIME_S) -> None:
+        """Acks nobody collected (the requester gave up or was killed) are removed after a while."""
+        oldest = time.time() - max_age_s
+        try:
+            entries = list(os.scandir(self.root / "acks"))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < oldest
+                ):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _read_request(path: Path) -> tuple[dict | None, str]:
@@ -162,6 +176,7 @@ def send(run_path: Path, values: dict[str, Any], trigger: str | None, timeout_s:
     while time.monotonic() < deadline:
         ack = read_json(ack_path)
         if ack is not None:
+            ack_path.unlink(missing_ok=True)  # read: nothing is left behind
             return ack
         time.sleep(0.1)
     (root / "requests" / f"{rid}.json").unlink(missing_ok=True)

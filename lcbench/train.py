@@ -196,11 +196,12 @@ class Progress:
 
 
 # What the trainer itself lets `lcbench tune` change (a method adds its own, `Method.tunable`).
+# Bounded: a value that is finite but absurd (lr=1e308) would be checkpointed and fail every resume.
 TRAINER_TUNABLE = {
-    "lr": Tunable(float, min_exclusive=0),
-    "weight_decay": Tunable(float, min=0),
+    "lr": Tunable(float, min_exclusive=0, max=10.0),
+    "weight_decay": Tunable(float, min=0, max=10.0),
     "momentum": Tunable(float, min=0, max=1),
-    "grad_clip": Tunable(float, min=0),
+    "grad_clip": Tunable(float, min=0, max=1e6),
 }
 
 
@@ -410,27 +411,53 @@ class Trainer:
     # -- live control -----------------------------------------------------------------------------------
 
     def _between_steps(self) -> None:
-        """Apply the recorded changes due at this step (replay), then serve pending tune requests."""
+        """Apply the recorded changes due at this step (replay), then serve every pending tune request
+        with one checkpoint for all of them (requests are coalesced per look)."""
         while self.scheduled and self.scheduled[0]["step"] == self.progress.step:
             change = self.scheduled.pop(0)
             self._set(change["key"], change["new"], change.get("requester", "replay"))
+        accepted, stop = [], None
         for path, request, problem in self.control.pending():
-            self._serve(path, request, problem)
+            ack = self._serve(path, request, problem)
+            if ack is not None:
+                accepted.append((path, request, ack))
+                if request.get("trigger") == "stop":
+                    stop = f"stopped on request at step {self.progress.step} ({ack['requester']})"
+                    break  # later requests wait for the resumed run
+        if accepted:  # one checkpoint makes every accepted change durable (a killed run resumes with them)
+            self.save_checkpoint()
+            for path, request, ack in accepted:
+                self.control.answer(path, request, {**ack, "checkpoint": str(self.run.checkpoint_path)})
+        self.control.clean_acks()
+        if stop:
+            raise RunStopped(stop)
 
-    def _serve(self, path, request: dict | None, problem: str) -> None:
-        if problem:
-            self.run.log("tune_rejected", step=self.progress.step, reason=problem, file=path.name)
-            self.control.answer(path, request, {"accepted": False, "reason": problem})
-            return
-        values, who = request.get("set") or {}, str(request.get("requester", "?"))[:200]
-        try:
-            checked = {key: self._check(key, value) for key, value in values.items()}
-        except ConfigError as e:  # nothing is applied when any value is refused
-            self.run.log("tune_rejected", step=self.progress.step, reason=str(e), requester=who)
-            self.control.answer(path, request, {"accepted": False, "reason": str(e)})
-            return
+    def _serve(self, path, request: dict | None, problem: str) -> dict | None:
+        """Apply one request; returns its ack, or None when it was refused (and answered). Any error
+        while serving refuses that request alone: a request can never kill the run."""
+        who = str((request or {}).get("requester", "?"))[:200]
+        if not problem:
+            try:
+                return self._apply_request(request, who)
+            except ConfigError as e:  # nothing is applied when any value is refused
+                problem = str(e)
+            except Exception as e:  # noqa: BLE001 - whatever a request holds, the run goes on
+                problem = f"{type(e).__name__}: {e}"[:500]
+        self.run.log("tune_rejected", step=self.progress.step, reason=problem, requester=who, file=path.name)
+        self.control.answer(path, request, {"accepted": False, "reason": problem})
+        return None
+
+    def _apply_request(self, request: dict, who: str) -> dict:
+        values = request.get("set") or {}
+        checked = {key: self._check(key, value) for key, value in values.items()}
         changes = [self._set(key, value, who) for key, value in checked.items()]
-        ack = {"accepted": True, "step": self.progress.step, "epoch": self.progress.epoch, "changes": changes}
+        ack = {
+            "accepted": True,
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "changes": changes,
+            "requester": who,
+        }
         trigger = request.get("trigger")
         if trigger == "eval":
             ack["eval"] = self._eval_now()
@@ -438,12 +465,7 @@ class Trainer:
             self.run.log(
                 "trigger", step=self.progress.step, epoch=self.progress.epoch, trigger=trigger, requester=who
             )
-        # a checkpoint now makes the changes durable: a preempted or killed run resumes with them
-        self.save_checkpoint()
-        ack["checkpoint"] = str(self.run.checkpoint_path)
-        self.control.answer(path, request, ack)
-        if trigger == "stop":
-            raise RunStopped(f"stopped on request at step {self.progress.step} ({who})")
+        return ack
 
     def _check(self, key: str, value) -> float:
         if key not in self.tunable:

@@ -52,6 +52,9 @@ def test_list_commands(capsys):
         ("lam=2", "unknown key lam (lam is a parameter of method layercollapse)"),
         ("tracking.mdoe=offline", "unknown key tracking.mdoe (did you mean tracking.mode?)"),
         ("epochs=-1", "epochs: must be >= 0"),
+        ("lr=nan", "lr: must be a finite number"),
+        ("label_smoothing=nan", "label_smoothing: must be a finite number"),  # it once completed with null
+        ("momentum=inf", "momentum: must be a finite number"),
         ("batch_size=big", "batch_size: expected an integer"),
         ("device=cuda:7", "device=cuda:7"),
         ("precision=fp16", "fp16 needs a CUDA device"),

@@ -128,3 +128,63 @@ def test_tune_refuses_a_run_that_is_not_running(tmp_path, capsys):
     assert main(["tune", rid, "--root", str(tmp_path), "lr=0.1"]) == 2
     assert "is not running" in capsys.readouterr().err
     assert main(["tune", "nosuchrun", "--root", str(tmp_path), "lr=0.1"]) == 2
+
+
+def test_tune_values_are_read_by_the_config_parser_and_bounded():
+    from lcbench.train import TRAINER_TUNABLE
+
+    lr = TRAINER_TUNABLE["lr"]
+    assert lr.coerce("lr", "1e-3") == 0.001  # YAML 1.1 leaves 1e-3 a string; `lcbench run` accepts it
+    with pytest.raises(ConfigError, match="too large"):
+        lr.coerce("lr", 10**400)  # was an uncaught OverflowError
+    with pytest.raises(ConfigError, match="<= 10"):
+        lr.coerce("lr", 1.0e308)  # finite but absurd: it would be checkpointed and fail every resume
+    with pytest.raises(ConfigError, match="finite"):
+        lr.coerce("lr", float("nan"))
+
+
+def test_a_thousand_requests_cost_one_checkpoint_and_no_request_can_kill_the_run(tmp_path, monkeypatch):
+    from lcbench.control import open_channel
+    from lcbench.pipeline import execute
+    from lcbench.train import Trainer
+
+    cfg = make_config({}, fast_overrides(tmp_path, epochs=2))
+    run = RunDir(tmp_path, run_id(cfg))
+    run.create()
+    root = open_channel(run.path)
+    for i in range(1000):
+        (root / "requests" / f"r{i:04d}.json").write_text(
+            json.dumps({"id": f"r{i:04d}", "set": {"lr": 0.05}})
+        )
+    bad = {"big": {"set": {"lr": 10**400}}, "huge": {"set": {"lr": 1e308}}, "evalbug": {"trigger": "eval"}}
+    for name, request in {**bad, "str": {"set": {"lr": "1e-3"}}}.items():
+        (root / "requests" / f"{name}.json").write_text(json.dumps({"id": name, **request}))
+    stale = root / "acks" / "old.json"  # an ack nobody collected, two hours old
+    stale.write_text("{}")
+    os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
+
+    def broken_eval(self):
+        raise RuntimeError("evaluation blew up")
+
+    monkeypatch.setattr(Trainer, "_eval_now", broken_eval)
+    looks = iter([True])  # one look at the control folder, at the first step
+    monkeypatch.setattr(ControlChannel, "due", lambda self: next(looks, False))
+    saves = []
+    save = Trainer.save_checkpoint
+    monkeypatch.setattr(
+        Trainer, "save_checkpoint", lambda self: (saves.append(self.progress.step), save(self))
+    )
+
+    result = execute(cfg, progress_bar=False)
+    assert result["status"] == "completed"
+    assert saves == [1, 23, 46]  # one checkpoint for all 1001 accepted requests, then one per epoch
+    acks = {p.stem: json.loads(p.read_text()) for p in (root / "acks").glob("*.json")}
+    assert not stale.exists() and len(acks) == 1004 and not list((root / "requests").iterdir())
+    assert "too large" in acks["big"]["reason"] and "<= 10" in acks["huge"]["reason"]
+    assert acks["evalbug"] == {
+        "id": "evalbug",
+        "accepted": False,
+        "reason": "RuntimeError: evaluation blew up",
+    }
+    assert acks["str"]["accepted"] and acks["str"]["changes"][0]["new"] == 0.001
+    assert len(run.events("tune")) == 1001 and len(run.events("tune_rejected")) == 3

@@ -135,6 +135,15 @@ CASES = [
         lambda t: run(t, write(t, "c.yaml", "a: [\n")),
     ),
     ("empty-override-key", "cli", "`=3`", "empty key", lambda t: run(t, "=3")),
+    ("nan-lr", "config", "`lr=nan`", "lr: must be a finite number", lambda t: run(t, "lr=nan")),
+    ("inf-momentum", "config", "`momentum=inf`", "must be a finite number", lambda t: run(t, "momentum=inf")),
+    (
+        "nan-label-smoothing",
+        "config",
+        "`label_smoothing=nan` (once completed, recording null)",
+        "must be a finite number",
+        lambda t: run(t, "label_smoothing=nan"),
+    ),
     (
         "fp16-on-cpu",
         "config",
