@@ -115,6 +115,7 @@ def save_model(
         path,
         {
             "format": MODEL_FORMAT,
+            "run_id": run_id(cfg),  # binds the file to its run (a copied file is refused where it lands)
             "model": method.final_model_name(),
             "num_classes": num_classes,
             "in_chans": in_chans,
@@ -153,9 +154,17 @@ def build_model(saved: dict, path: str | Path = "") -> nn.Module:
     return model
 
 
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights."""
-    return build_model(read_model_file(path), path)
+def load_model(path: str | Path, expected_run: str | None = None) -> nn.Module:
+    """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights.
+    With `expected_run`, a file written by another run is refused (both runs named)."""
+    saved = read_model_file(path)
+    written_by = saved.get("run_id")
+    if expected_run is not None and written_by is not None and written_by != expected_run:
+        raise CheckpointError(
+            f"{path} was written by run {written_by}, not by run {expected_run} whose folder holds it; "
+            f"remove it and run {expected_run} again (`lcbench launch SPEC --only-failed` or `lcbench run`)"
+        )
+    return build_model(saved, path)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -324,7 +333,7 @@ def _execute(
     pretrain_record = None
     if pre_run is not None:
         pretrain_record = pre_run.result()
-        model = load_model(pre_run.model_path)
+        model = load_model(pre_run.model_path, expected_run=pre_run.run_id)
         seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
     else:
         model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained)

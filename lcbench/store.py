@@ -174,6 +174,15 @@ class RunDir:
             raise RunLockedError(
                 f"run {self.run_id} is being executed by another process ({self.path})"
             ) from None
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of writes killed mid-way (`.<name>.<random>.tmp`, a full checkpoint each on an
+        ImageNet model): with the run's lock held, no live write of this run can own them."""
+        for folder in (self.path, self.path / "control" / "acks"):
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self._lock_file is not None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .config import RunConfig
 from .control import TRIGGERS, ControlChannel, Tunable
 from .durations import format_duration
-from .errors import CheckpointError, ConfigError, RunStopped, TrainingDiverged
+from .errors import CheckpointError, ConfigError, LcbenchError, RunStopped, TrainingDiverged
 from .measure import count_macs
 from .store import RunDir, atomic_torch_save
 
@@ -146,6 +146,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
     }
 
 
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    """An error's first line, shortened (state-dict errors list every key over many lines)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def rng_state() -> dict:
     """Python, NumPy and torch RNG states as plain types (loadable with weights_only=True)."""
     np_state = np.random.get_state()
@@ -256,6 +262,7 @@ class Trainer:
         atomic_torch_save(
             self.run.checkpoint_path,
             {
+                "run_id": self.run.run_id,  # a checkpoint copied into another run's folder is refused
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -279,6 +286,24 @@ class Trainer:
             raise CheckpointError(
                 f"the run's checkpoint {path} cannot be read ({e}); delete it to restart the run from scratch"
             ) from e
+        written_by = ckpt.get("run_id") if isinstance(ckpt, dict) else None
+        if written_by is not None and written_by != self.run.run_id:
+            raise CheckpointError(
+                f"the checkpoint {path} was written by run {written_by}, not by run {self.run.run_id} whose "
+                "folder holds it (copied?); delete it to restart this run from scratch"
+            )
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, LcbenchError) as e:  # not this run's state
+            why = f"{type(e).__name__}: {_first_line(e)}"
+            raise CheckpointError(
+                f"the checkpoint {path} does not fit run {self.run.run_id} ({why}); "
+                "delete it to restart the run from scratch"
+            ) from e
+        self.run.log("resume", epoch=self.progress.epoch, step=self.progress.step, batch=self.progress.batch)
+        return True
+
+    def _restore(self, ckpt: dict) -> None:
         self.model = self.method.load_state_dict(ckpt["method"], self.model)
         self.model.load_state_dict(ckpt["model"])
         self.progress = Progress(**ckpt["progress"])
@@ -291,8 +316,6 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["loader_generator"])
         self.run.truncate_metrics(ckpt["metrics_size"])
-        self.run.log("resume", epoch=self.progress.epoch, step=self.progress.step, batch=self.progress.batch)
-        return True
 
     # -- loop -------------------------------------------------------------------------------------------
 
