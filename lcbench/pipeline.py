@@ -23,7 +23,15 @@ from . import measure
 from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
-from .errors import CheckpointError, ConfigError, DataError, DependencyError, LcbenchError, RunStopped
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DependencyError,
+    LcbenchError,
+    RunLockedError,
+    RunStopped,
+)
 from .methods import METHODS, Method
 from .models import create_model, last_linear
 from .provenance import environment
@@ -309,9 +317,19 @@ def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False
             f"pretrain run {pre_run.run_id} did not complete ({why}); fix it and resubmit with "
             "`lcbench launch SPEC --only-failed`"
         )
-    if not pre_run.is_completed():
+    while not pre_run.is_completed():
         log.info("pretrain run %s is missing: running it first", pre_run.run_id)
-        execute(pre_cfg, progress_bar=progress_bar)
+        try:
+            execute(pre_cfg, progress_bar=progress_bar)
+        except RunLockedError:  # another process trains it right now (a compress run started beside this)
+            log.info("pretrain run %s is being trained by another process: waiting for it", pre_run.run_id)
+            pre_run.wait_unlocked()
+            record = pre_run.result() or {}
+            if record.get("status") == "failed":
+                raise DependencyError(
+                    f"pretrain run {pre_run.run_id}, trained by another process meanwhile, failed: "
+                    f"{record.get('error', {}).get('message')}"
+                ) from None
     return pre_run
 
 

@@ -184,6 +184,12 @@ class RunDir:
                 if tmp.is_file() and not tmp.is_symlink():
                     tmp.unlink(missing_ok=True)
 
+    def wait_unlocked(self) -> None:
+        """Block until no process holds this run's lock (a shared lock: it never blocks another waiter)."""
+        with open(self.path / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
     def release(self) -> None:
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)

@@ -48,3 +48,25 @@ def test_32_concurrent_writers(tmp_path):
         check=True,
     )
     assert len(table.stdout.strip().splitlines()) == 33  # header + 32 records
+
+
+def test_two_compress_runs_started_at_once_wait_for_their_shared_pretrain(tmp_path):
+    """The second used to fail with "run is being executed by another process"."""
+    from lcbench.config import make_config, pretrain_config, run_id
+    from lcbench.pipeline import execute
+    from tests.conftest import fast_overrides, wait_until
+
+    common = {"stage": "compress", "model": "digits_mixer", "pretrain.epochs": 8}
+    first = fast_overrides(tmp_path, epochs=1, method="finetune", **common)
+    proc = subprocess.Popen([sys.executable, "-m", "lcbench", "run", *first, "--no-progress"], cwd=REPO)
+    second = make_config({}, fast_overrides(tmp_path, epochs=1, method="layercollapse", k=1, **common))
+    pre = RunDir(tmp_path, run_id(pretrain_config(second)))
+    try:
+        wait_until(lambda: pre.metrics_path.exists(), 120, "the first run to start training the pretrain")
+        result = execute(second, progress_bar=False)  # waits for the pretrain, then starts from it
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    assert result["status"] == "completed" and result["pretrain_run_id"] == pre.run_id
+    assert [e["epoch"] for e in pre.events("epoch")] == list(range(1, 9))  # trained once, by the first
+    assert not pre.events("resume")
