@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import tempfile
@@ -24,6 +25,7 @@ import torch
 
 from .errors import LcbenchError, RunLockedError
 
+log = logging.getLogger("lcbench")
 RESULT = "result.json"
 # The columns `lcbench results` shows first (and alone unless --all-columns).
 SUMMARY_COLUMNS = [
@@ -128,10 +130,13 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object (a record of the
+    wrong shape counts as no record, never a crash of status, results or report)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 class RunDir:
@@ -228,12 +233,19 @@ class RunDir:
 def iter_events(path: Path, event: str | None = None) -> Iterator[dict]:
     if not Path(path).exists():
         return
-    with open(path) as f:
-        for line in f:
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d is not a JSON event (skipped): %.80s", path, number, line)
+                continue
+            if not isinstance(record, dict):
+                log.warning("%s:%d is not a JSON object (skipped)", path, number)
+                continue
             if event is None or record.get("event") == event:
                 yield record
 

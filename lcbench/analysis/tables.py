@@ -339,6 +339,10 @@ def write_table(table: pd.DataFrame, stem: Path, group_by: list[str], caption: s
     stem.parent.mkdir(parents=True, exist_ok=True)
     table = table.reset_index(drop=True)
     atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    if not len(table):  # nothing completed for this table (yet): say so instead of an empty tabular
+        atomic_write_text(stem.with_suffix(".md"), "No completed runs for this table.\n")
+        atomic_write_text(stem.with_suffix(".tex"), f"% {caption}: no completed runs for this table\n")
+        return
     atomic_write_text(stem.with_suffix(".md"), markdown_table(table, group_by))
     latex_caption = f"{caption}. {caption_notes(table)}"
     atomic_write_text(stem.with_suffix(".tex"), latex_table(table, group_by, latex_caption, label))
@@ -348,7 +352,12 @@ def caption_notes(table: pd.DataFrame) -> str:
     """What a LaTeX reader needs to read the numbers: n, the held-out split's size, the marks."""
     runs = table.loc[table["method"] != "original", "n"].astype(int)
     seeds = sorted(set(runs))
-    n = f"$n = {seeds[0]}$ seeds" if len(seeds) == 1 else f"$n$ from {seeds[0]} to {seeds[-1]} seeds"
+    if not seeds:
+        n = "the completed runs (no compressed run completed)"
+    elif len(seeds) == 1:
+        n = f"$n = {seeds[0]}$ seeds"
+    else:
+        n = f"$n$ from {seeds[0]} to {seeds[-1]} seeds"
     parts = [f"Mean $\\pm$ sample std over {n} (std left out where it rounds to 0)"]
     if "val_samples_mean" in table and table["val_samples_mean"].notna().any():
         sizes = sorted({int(v) for v in table["val_samples_mean"].dropna()})

@@ -1,0 +1,42 @@
+"""Records that are valid files of the wrong shape, or half garbled, never crash status, results,
+report or replay: a wrong-shaped result.json counts as no record; a garbled event line is skipped with a
+warning."""
+
+import json
+
+from lcbench.cli import main
+from lcbench.status import sweep_status
+from lcbench.store import RunDir
+from lcbench.sweep import plan_sweep
+from tests.test_runner import digits_sweep
+
+
+def test_a_result_json_of_the_wrong_shape_is_no_record(tmp_path, capsys):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    plan = plan_sweep(path)
+    ft = next(s.run for s in sweep_status(plan) if s.run.variant == "ft")
+    record = RunDir(plan.output_root, ft.run_id).result_path
+    record.write_text(json.dumps([1, 2, 3]))  # valid JSON, not a record
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    assert main(["results", str(tmp_path / "out")]) == 0
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert next(s for s in sweep_status(plan) if s.run.variant == "ft").status != "completed"
+    assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.2"]) == 0
+    assert next(s for s in sweep_status(plan) if s.run.variant == "ft").status == "completed"  # repaired
+
+
+def test_a_garbled_event_line_is_skipped_with_a_warning(tmp_path, capsys, caplog):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune", "epochs": 2}})
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    plan = plan_sweep(path)
+    ft = RunDir(plan.output_root, next(s.run for s in sweep_status(plan) if s.run.variant == "ft").run_id)
+    lines = ft.metrics_path.read_bytes().splitlines(keepends=True)
+    ft.metrics_path.write_bytes(b"".join([*lines[:2], b'{"event": "epo\xff\n', *lines[2:]]))
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
+    assert main(["replay", str(ft.path)]) == 0  # the garbled line is not an epoch: metrics still match
+    assert "metrics identical: True" in capsys.readouterr().out
+    assert any("is not a JSON event (skipped)" in r.getMessage() for r in caplog.records)
