@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LcbenchError
-from .store import atomic_write_json, read_json
+from .store import atomic_write_json, check_own_folder, read_json
 
 MAX_REQUEST_BYTES = 4096
 ACK_LIFETIME_S = 3600.0  # an ack nobody read is removed after an hour
@@ -62,6 +62,7 @@ def open_channel(run_path: Path) -> Path:
     root = control_dir(run_path)
     for folder in (root, root / "requests", root / "acks"):
         folder.mkdir(exist_ok=True)
+        check_own_folder(folder, "control folder")  # never chmod or clean through a planted link
         os.chmod(folder, 0o700)
     return root
 

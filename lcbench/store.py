@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +141,46 @@ def read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+class UnsafeRunFolder(LcbenchError):
+    """A run folder (or a path in it) another user could have planted: never adopted, never followed."""
+
+
+def check_own_folder(path: Path, what: str = "run folder") -> None:
+    """`path` must be a real folder (not a symbolic link) owned by this user and not writable by every
+    user: on a shared output root, run ids are predictable, so another user could create a run's folder
+    first and plant links or records in it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    fix = "remove it (or choose another output_root=PATH) and run again"
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeRunFolder(f"{what} {path} is a symbolic link; lcbench never follows one: {fix}")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRunFolder(f"{what} {path} is not a folder: {fix}")
+    if info.st_uid != os.getuid():
+        raise UnsafeRunFolder(
+            f"{what} {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}); another user may "
+            f"have created it to subvert this run: {fix}"
+        )
+    if info.st_mode & stat.S_IWOTH:
+        raise UnsafeRunFolder(
+            f"{what} {path} is writable by every user (mode {stat.S_IMODE(info.st_mode):o}): {fix}"
+        )
+
+
+def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open that refuses a symbolic link at `path` (a planted link would redirect our writes)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeRunFolder(
+                f"{path} is a symbolic link; lcbench never writes through one: remove it and run again"
+            ) from None
+        raise
+
+
 class RunDir:
     """One run's folder: its files, its lock and its metrics log."""
 
@@ -156,9 +198,11 @@ class RunDir:
     result_path = property(lambda self: self.path / RESULT)
 
     def create(self) -> None:
-        """Make the folder, failing clearly when the output root is not writable."""
+        """Make the folder (or adopt it when it is this user's own), failing clearly when the output root
+        is not writable."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            check_own_folder(self.path)
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
@@ -170,7 +214,8 @@ class RunDir:
 
     def lock(self) -> None:
         """Hold an exclusive lock for the lifetime of this process (two processes never run one run)."""
-        self._lock_file = open(self.path / ".lock", "w")  # noqa: SIM115 - held until release()
+        fd = open_no_follow(self.path / ".lock", os.O_WRONLY | os.O_CREAT)
+        self._lock_file = os.fdopen(fd, "w")  # held until release()
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -191,9 +236,12 @@ class RunDir:
 
     def wait_unlocked(self) -> None:
         """Block until no process holds this run's lock (a shared lock: it never blocks another waiter)."""
-        with open(self.path / ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fd = open_no_follow(self.path / ".lock", os.O_RDONLY | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._lock_file is not None:
@@ -212,7 +260,8 @@ class RunDir:
     def log(self, event: str, **fields: Any) -> None:
         """Append one event to metrics.jsonl and flush it to disk."""
         line = dumps({"event": event, **fields}) + "\n"
-        with open(self.metrics_path, "a") as f:
+        fd = open_no_follow(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -223,8 +272,11 @@ class RunDir:
     def truncate_metrics(self, size: int) -> None:
         """Drop events written after a checkpoint (used when resuming from that checkpoint)."""
         if self.metrics_path.exists() and self.metrics_path.stat().st_size > size:
-            with open(self.metrics_path, "r+") as f:
-                f.truncate(size)
+            fd = open_no_follow(self.metrics_path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
 
     def events(self, event: str | None = None) -> list[dict]:
         return list(iter_events(self.metrics_path, event))
