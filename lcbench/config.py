@@ -23,6 +23,10 @@ import yaml
 
 from .errors import ConfigError
 
+# Sizes beyond these are typos, not experiments: caught at config time, never after hours of training
+# (`eval_batch_size=10**12` failed only at the final evaluation; `threads=100000` crashed torch).
+MAX_BATCH = 1 << 20
+
 
 def option(
     default: Any = dataclasses.MISSING,
@@ -58,7 +62,7 @@ class PretrainRecipe:
 
     pretrained: str = option("", help="'' (train from scratch), 'hub' (timm/torchvision cache) or a file")
     epochs: int = option(40, min=0)
-    batch_size: int = option(64, min=1)
+    batch_size: int = option(64, min=1, max=MAX_BATCH)
     optimizer: str = option("adamw", choices=["sgd", "adamw"])
     lr: float = option(3e-3, min_exclusive=0)
     weight_decay: float = option(0.1, min=0)
@@ -83,8 +87,8 @@ class RunConfig:
     img_size: int | None = option(None, min=1, help="override the model's input size")
     seed: int = option(0, min=0)
     epochs: int = option(40, min=0)
-    batch_size: int = option(64, min=1)
-    eval_batch_size: int = option(256, min=1)
+    batch_size: int = option(64, min=1, max=MAX_BATCH)
+    eval_batch_size: int = option(256, min=1, max=MAX_BATCH)
     optimizer: str = option("adamw", choices=["sgd", "adamw"])
     lr: float = option(3e-3, min_exclusive=0)
     momentum: float = option(0.9, min=0, max=1)
@@ -104,9 +108,9 @@ class RunConfig:
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", choices=["fp32", "bf16", "fp16"])
     channels_last: bool = False
-    threads: int = option(2, min=0, help="torch CPU threads; 0 leaves torch's default")
-    workers: int = option(0, min=0)
-    latency_batch: int = option(32, min=1, help="the large batch for latency measurement")
+    threads: int = option(2, min=0, max=1024, help="torch CPU threads; 0 leaves torch's default")
+    workers: int = option(0, min=0, max=256)
+    latency_batch: int = option(32, min=1, max=MAX_BATCH, help="the large batch for latency measurement")
     latency_repeats: int = option(20, min=1)
     output_root: str = "outputs"
     tracking: TrackingConfig = option(default_factory=TrackingConfig)

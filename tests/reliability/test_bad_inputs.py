@@ -136,6 +136,20 @@ CASES = [
     ),
     ("empty-override-key", "cli", "`=3`", "empty key", lambda t: run(t, "=3")),
     ("nan-lr", "config", "`lr=nan`", "lr: must be a finite number", lambda t: run(t, "lr=nan")),
+    (
+        "threads-typo",
+        "config",
+        "`threads=100000` (crashed torch)",
+        "threads: must be <= 1024",
+        lambda t: run(t, "threads=100000"),
+    ),
+    (
+        "eval-batch-typo",
+        "config",
+        "`eval_batch_size=1000000000000` (failed after training)",
+        "eval_batch_size: must be <= 1048576",
+        lambda t: run(t, "eval_batch_size=1000000000000"),
+    ),
     ("inf-momentum", "config", "`momentum=inf`", "must be a finite number", lambda t: run(t, "momentum=inf")),
     (
         "nan-label-smoothing",
