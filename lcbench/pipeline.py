@@ -8,6 +8,7 @@ measures the original and the final model, saves the final model, and writes res
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import sys
 import time
@@ -234,6 +235,7 @@ def execute(
         _set_active_tracker(tracker)
         result = _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
         result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
+        result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
         atomic_write_json(run.result_path, result)
         tracker.summary(wandb_summary(result))
         tracker.finish()
@@ -259,6 +261,14 @@ def execute(
     finally:
         _set_active_tracker(None)
         run.release()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -351,6 +361,12 @@ def _execute(
     pretrain_record = None
     if pre_run is not None:
         pretrain_record = pre_run.result()
+        expected = (pretrain_record.get("model_file") or {}).get("sha256")
+        if expected and file_sha256(pre_run.model_path) != expected:
+            raise CheckpointError(
+                f"the pretrain model {pre_run.model_path} does not match its record (truncated or replaced "
+                f"since run {pre_run.run_id} completed); rerun it: `lcbench launch SPEC --only-failed`"
+            )
         model = load_model(pre_run.model_path, expected_run=pre_run.run_id)
         seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
     else:

@@ -67,6 +67,9 @@ def _status(run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: s
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
     record = rundir.result()
+    problem = rundir.model_file_problem(record) if record else ""
+    if problem:  # a completed run whose model cannot be used: failed, so `launch --only-failed` redoes it
+        return RunStatus(run, "failed", f"ModelFileError: {problem}", job, log, record)
     if record:
         status = record.get("status", "failed")
         error = record.get("error") or {}

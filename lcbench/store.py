@@ -254,7 +254,24 @@ class RunDir:
 
     def is_completed(self) -> bool:
         result = self.result()
-        return bool(result and result.get("status") == "completed")
+        return bool(result and result.get("status") == "completed" and not self.model_file_problem(result))
+
+    def model_file_problem(self, record: dict) -> str:
+        """Why a completed record's model.pt cannot be trusted ('' when it matches the size recorded)."""
+        expected = (
+            (record.get("model_file") or {}).get("bytes") if record.get("status") == "completed" else None
+        )
+        if not isinstance(expected, int):
+            return ""  # nothing recorded (an older record)
+        try:
+            size = os.lstat(self.model_path).st_size
+        except FileNotFoundError:
+            return f"its model file {self.model_path} is missing"
+        if size != expected:
+            return (
+                f"its model file {self.model_path} has {size} bytes, the record says {expected} (truncated?)"
+            )
+        return ""
 
     # metrics
     def log(self, event: str, **fields: Any) -> None:

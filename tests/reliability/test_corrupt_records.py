@@ -40,3 +40,19 @@ def test_a_garbled_event_line_is_skipped_with_a_warning(tmp_path, capsys, caplog
     assert main(["replay", str(ft.path)]) == 0  # the garbled line is not an epoch: metrics still match
     assert "metrics identical: True" in capsys.readouterr().out
     assert any("is not a JSON event (skipped)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_truncated_pretrain_model_marks_the_pretrain_failed_and_only_failed_repairs_it(tmp_path, capsys):
+    """It failed every compress run while the pretrain stayed "completed"."""
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    plan = plan_sweep(path)
+    pre = next(s for s in sweep_status(plan) if s.run.stage == "pretrain")
+    model = RunDir(plan.output_root, pre.run.run_id).model_path
+    model.write_bytes(model.read_bytes()[:1000])  # truncated
+    pre = next(s for s in sweep_status(plan) if s.run.stage == "pretrain")
+    assert pre.status == "failed" and "ModelFileError" in pre.detail and "truncated" in pre.detail
+    capsys.readouterr()
+    assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.2"]) == 0
+    assert {s.status for s in sweep_status(plan)} == {"completed"}
+    assert RunDir(plan.output_root, pre.run.run_id).is_completed()
