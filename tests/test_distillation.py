@@ -1,3 +1,4 @@
+import io
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from baselines.distillation import kd_loss
 from lcbench.config import make_config
 from lcbench.errors import CheckpointError, ConfigError
 from lcbench.pipeline import execute
-from lcbench.store import RunDir
+from lcbench.store import RunDir, atomic_write_json
 from tests.conftest import fast_overrides
 
 KD = ["stage=compress", "method=kd", "optimizer=sgd", "lr=0.01", "pretrain.epochs=2"]
@@ -88,9 +89,20 @@ def test_a_corrupt_teacher_checkpoint_fails_clearly(tmp_path):
     cfg = make_config({}, [*KD, *fast_overrides(tmp_path, model="digits_vgg", epochs=1)])
     teacher_run = RunDir(tmp_path, run_id(pretrain_config(cfg)))
     execute(pretrain_config(cfg), progress_bar=False)
-    teacher_run.model_path.write_bytes(teacher_run.model_path.read_bytes()[:500])
+    good = teacher_run.model_path.read_bytes()
+    teacher_run.model_path.write_bytes(good[:500])  # truncated: no longer the record's file
+    assert not teacher_run.is_completed()
+    assert execute(cfg, progress_bar=False)["status"] == "completed"  # the teacher run was redone first
+    redone = torch.load(teacher_run.model_path, weights_only=True)["state_dict"]
+    before = torch.load(io.BytesIO(good), weights_only=True)["state_dict"]
+    assert all(torch.equal(redone[k], before[k]) for k in before)  # resumed from its final checkpoint
+    # a record without the file's size and hash (an older lcbench) cannot tell: the file itself is checked
+    record = teacher_run.result()
+    del record["model_file"]
+    atomic_write_json(teacher_run.result_path, record)
+    teacher_run.model_path.write_bytes(good[:500])
     with pytest.raises(CheckpointError, match="truncated"):
-        execute(cfg, progress_bar=False)
+        execute(cfg, progress_bar=False, force=True)
     # a teacher of another architecture
     torch.save(
         {

@@ -10,7 +10,7 @@ from lcbench.cli import main
 from lcbench.config import make_config, pretrain_config, run_id
 from lcbench.errors import CheckpointError
 from lcbench.pipeline import execute
-from lcbench.store import RunDir
+from lcbench.store import RunDir, atomic_write_json
 from tests.conftest import fast_overrides
 
 
@@ -50,7 +50,13 @@ def test_a_planted_pretrain_model_is_refused_by_the_compress_run(tmp_path):
     execute(other, progress_bar=False)
     pre = pretrain_config(compress)
     execute(pre, progress_bar=False)
-    shutil.copy(RunDir(tmp_path, run_id(other)).model_path, RunDir(tmp_path, run_id(pre)).model_path)
+    pre_run = RunDir(tmp_path, run_id(pre))
+    shutil.copy(RunDir(tmp_path, run_id(other)).model_path, pre_run.model_path)
+    with pytest.raises(CheckpointError, match=f"does not match its record .* since run {run_id(pre)}"):
+        execute(compress, progress_bar=False)  # the record's SHA-256 catches it
+    record = pre_run.result()
+    del record["model_file"]  # a record without size and hash (older lcbench): the file's run id catches it
+    atomic_write_json(pre_run.result_path, record)
     with pytest.raises(CheckpointError, match=f"written by run {run_id(other)}, not by run {run_id(pre)}"):
         execute(compress, progress_bar=False)
 
