@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import ConfigError, LcbenchError
+from .store import storage_error
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 
@@ -219,7 +220,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     )
     submission = launch(plan, options)
     if submission is None:
-        print(f"sweep {plan.name}: nothing to submit (every run is completed)", file=sys.stderr)
+        why = "no failed or missing run" if args.only_failed else "every run is completed"
+        print(f"sweep {plan.name}: nothing to submit ({why})", file=sys.stderr)
         return 0
     print(
         f"sweep {plan.name}: {len(submission.jobs)} runs submitted to {submission.executor} "
@@ -228,7 +230,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if submission.executor == "slurm":
         for rid, job in submission.jobs.items():
             print(f"  {rid}  job {job}")
-    elif submission.pid:
+    elif submission.pid and not args.wait:
         print(
             f"  local queue supervisor pid {submission.pid}; follow with `lcbench status {_spec_args(args)}`"
         )
@@ -256,6 +258,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if bad:
         print(
             f"resubmit the {bad} failed/missing run(s) with `lcbench launch {_spec_args(args)} --only-failed`"
+        )
+    if counts.get("unknown"):
+        print(
+            f"{counts['unknown']} run(s) unknown (may still be queued: do not resubmit them); run "
+            "`lcbench status` again once the scheduler answers"
         )
     return 1 if (args.wait and bad) else 0
 
@@ -451,7 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lcbench: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # a bug, not a user error: the traceback, and an exit code of its own
+    except Exception as e:
+        full_or_read_only = storage_error(e)  # a full disk or an unwritable root: the user's to fix
+        if full_or_read_only is not None:
+            print(f"lcbench: error: {full_or_read_only}", file=sys.stderr)
+            return 2
+        # a bug, not a user error: the traceback, and an exit code of its own
         traceback.print_exc()
         print(
             f"lcbench: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .store import atomic_write_json, read_json
+from .store import atomic_write_json, live_status, read_json
 
 QUEUE_FILE = "queue.json"
 
@@ -70,8 +70,9 @@ def plan_slots(
     return Slots(parallel, ids, max(1, cores // parallel), cpu_only)
 
 
-def write_queue(folder: Path, entries: list[dict], slots: Slots) -> Path:
-    """The queue's initial state; entries hold run_id, config (a YAML path) and depends_on."""
+def write_queue(folder: Path, entries: list[dict], slots: Slots, supervisor_pid: int | None = None) -> Path:
+    """The queue's initial state; entries hold run_id, config (a YAML path), depends_on and run_dir.
+    `supervisor_pid`: the process that will serve it, when known now (`launch --wait`)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     state = {
@@ -81,7 +82,7 @@ def write_queue(folder: Path, entries: list[dict], slots: Slots) -> Path:
             "threads": slots.threads_per_run,
             "cpu_only": slots.cpu_only,
         },
-        "supervisor_pid": None,
+        "supervisor_pid": supervisor_pid,
         "runs": [{**e, "state": "pending", "returncode": None, "gpu": None} for e in entries],
     }
     path = folder / QUEUE_FILE
@@ -186,6 +187,8 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
             dep = by_id.get(entry.get("depends_on") or "")
             if dep is not None and dep["state"] != "done":
                 continue
+            if _run_elsewhere(entry):
+                continue
             gpu = free_gpus.pop(0) if slots["gpus"] else None
             procs[entry["run_id"]] = _start_run(
                 folder, entry, gpu, slots["threads"], slots.get("cpu_only", False)
@@ -196,6 +199,19 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
         if changed:
             atomic_write_json(path, state)
         time.sleep(poll_s)
+
+
+def _run_elsewhere(entry: dict) -> bool:
+    """Whether another process holds the run's lock (a run of an earlier queue whose supervisor died keeps
+    training): this queue waits for it rather than start the run twice, then starts it (a completed run
+    ends at once, an interrupted one resumes)."""
+    run_dir = entry.get("run_dir")
+    if not run_dir or live_status(Path(run_dir)) != "running":
+        return False
+    if not entry.get("waited"):
+        entry["waited"] = True
+        _say(f"wait  {entry['run_id']}: another process runs it (an earlier queue's?); starting it after")
+    return True
 
 
 class RunProcess:

@@ -36,7 +36,7 @@ from .errors import (
 from .methods import METHODS, Method
 from .models import create_model, last_linear
 from .provenance import environment
-from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text
+from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, live_status
 from .tracking import Tracker
 from .train import AMP_DTYPES, Trainer, evaluate, make_loader, seed_everything
 
@@ -313,13 +313,24 @@ def _write_failure(run: RunDir, rid: str, cfg: RunConfig) -> None:
         "traceback": traceback.format_exc(),
     }
     record = {"run_id": rid, "status": "failed", "config": to_dict(cfg), "error": error}
-    atomic_write_json(run.result_path, record)
+    try:
+        atomic_write_json(run.result_path, record)
+    except OSError as write_error:  # the disk is full for this small record too: say so, keep `e`
+        log.error(
+            "%s: the failed record could not be written either (%s); `lcbench status` shows the run as "
+            "interrupted",
+            rid,
+            write_error,
+        )
 
 
 def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False) -> RunDir:
     """The completed pretrain run a compress run starts from (executed here first when missing)."""
     pre_cfg = pretrain_config(cfg)
     pre_run = RunDir(cfg.output_root, run_id(pre_cfg))
+    if not pre_run.is_completed() and live_status(pre_run.path) == "running":
+        log.info("pretrain run %s is being trained by another process: waiting for it", pre_run.run_id)
+        pre_run.wait_unlocked()  # (a queue beside this one, or a run started by hand)
     if not pre_run.is_completed() and required:
         record = pre_run.result() or {}
         why = record.get("error", {}).get("message") if record.get("status") == "failed" else "no record"

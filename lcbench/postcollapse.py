@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from . import collapse
-from .config import RunConfig, build_dataclass
+from .config import RunConfig, build_dataclass, load_yaml
 from .data import DATASETS, load_data
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .measure import count_parameters
 from .pipeline import MODEL_FORMAT, build_model, data_transforms, read_model_file, resolve_device
 from .store import atomic_torch_save, atomic_write_json, read_json
@@ -25,7 +23,12 @@ def collapse_run(
     model_path = run_dir / "model.pt"
     if not model_path.exists():
         raise CheckpointError(f"{run_dir} has no model.pt: is it a completed lcbench run folder?")
-    cfg = build_dataclass(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    try:
+        cfg = build_dataclass(RunConfig, load_yaml(run_dir / "config.yaml"))
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} (lcbench wrote this file: restore it from the `config` in the run's result.json)"
+        ) from None
     saved = read_model_file(model_path)
     converted = list(saved["structure"].get("converted", []))
     if not converted:

@@ -7,9 +7,13 @@ queued or running (it would start them twice); `only_failed` then submits just t
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import logging
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +21,12 @@ from .config import RunConfig, to_yaml
 from .durations import format_duration
 from .errors import ConfigError
 from .status import RunStatus, sweep_status
+from .store import atomic_write_text, open_no_follow
 from .submissions import Submission, record_submission, sweep_folder
 from .sweep import Plan, PlannedRun
 
 EXECUTORS = ("local", "slurm", "auto")
+log = logging.getLogger("lcbench")
 
 
 @dataclass
@@ -39,7 +45,15 @@ def resolve_executor(name: str) -> str:
     if name not in EXECUTORS:
         raise ConfigError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
     if name == "auto":
-        return "slurm" if shutil.which("sbatch") else "local"
+        if not shutil.which("sbatch"):
+            return "local"
+        from .slurm import controller_problem
+
+        problem = controller_problem()
+        if problem:
+            log.warning("%s: running on the local queue (--executor slurm to insist)", problem)
+            return "local"
+        return "slurm"
     if name == "slurm":
         from .slurm import check_sbatch
 
@@ -48,6 +62,13 @@ def resolve_executor(name: str) -> str:
 
 
 def runs_to_submit(statuses: list[RunStatus], only_failed: bool) -> list[PlannedRun]:
+    unknown = [s for s in statuses if s.status == "unknown"]
+    if unknown and not only_failed:
+        raise ConfigError(
+            f"the state of {len(unknown)} run(s) of this sweep is unknown ({unknown[0].detail}); they may "
+            "still be queued: try again once the scheduler answers, or use --only-failed to submit only the "
+            "failed and missing runs"
+        )
     active = [s for s in statuses if s.status in ("pending", "running")]
     if active and not only_failed:
         raise ConfigError(
@@ -67,6 +88,25 @@ def _for_execution(cfg: RunConfig, **changes) -> RunConfig:
     )
 
 
+@contextmanager
+def launch_lock(plan: Plan) -> Iterator[None]:
+    """Held from reading the sweep's status to recording its submission: two launches of one sweep at once
+    would both see its runs as missing and start them twice. A second launch waits, then sees the first's
+    runs queued."""
+    folder = sweep_folder(plan.output_root, plan.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = open_no_follow(folder / "launch.lock", os.O_WRONLY | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another `lcbench launch` of sweep %s is submitting: waiting for it", plan.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
     """Submit what is not completed; returns the submission (None when nothing is left to do)."""
     executor = resolve_executor(options.executor)
@@ -79,42 +119,63 @@ def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
         from .local_queue import plan_slots
 
         slots = plan_slots(options.max_parallel, options.gpus, options.threads, options.cpu)
-    statuses = sweep_status(plan)
-    todo = runs_to_submit(statuses, options.only_failed)
-    if not todo:
-        return None
+    with launch_lock(plan):
+        statuses = sweep_status(plan)
+        todo = runs_to_submit(statuses, options.only_failed)
+        if not todo:
+            return None
+        folder = _new_submission_folder(plan, executor)
+        if executor == "slurm":
+            try:
+                return _submit_slurm(plan, todo, statuses, profile, folder)
+            except ConfigError:  # refused: no half-made submission folder is left behind
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        submission = _submit_local(todo, slots, folder, options.wait, plan)
+    if options.wait:  # this process is the queue's supervisor (the lock is released: it may take hours)
+        from .local_queue import serve
+
+        serve(folder)
+    return submission
+
+
+def _new_submission_folder(plan: Plan, executor: str) -> Path:
     folder = sweep_folder(plan.output_root, plan.name) / f"{time.strftime('%Y%m%d-%H%M%S')}-{executor}"
     suffix = 1
     while folder.exists():
         folder = folder.with_name(f"{folder.name.split('+')[0]}+{suffix}")
         suffix += 1
     folder.mkdir(parents=True)
-    if executor == "slurm":
-        try:
-            submission = _submit_slurm(plan, todo, statuses, profile, folder)
-        except ConfigError:  # refused: no half-made submission folder is left behind
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-    else:
-        submission = _submit_local(todo, slots, folder, options.wait, plan)
-    return submission
+    return folder
 
 
 def _submit_local(todo: list[PlannedRun], slots, folder: Path, wait: bool, plan: Plan) -> Submission:
-    from .local_queue import serve, start_detached, write_queue
+    """Write the queue and start its supervisor (detached; or, with `wait`, this process: the caller then
+    serves it). Returns once the submission is recorded and the queue is visible to `status`."""
+    from .local_queue import start_detached, write_queue
 
-    (folder / "configs").mkdir()
-    entries = []
-    for run in todo:
-        path = folder / "configs" / f"{run.run_id}.yaml"
-        path.write_text(to_yaml(_for_execution(run.cfg, threads=slots.threads_per_run)))
-        entries.append({"run_id": run.run_id, "config": str(path), "depends_on": run.depends_on})
-    write_queue(folder, entries, slots)
+    try:
+        (folder / "configs").mkdir()
+        entries = []
+        for run in todo:
+            path = folder / "configs" / f"{run.run_id}.yaml"
+            atomic_write_text(path, to_yaml(_for_execution(run.cfg, threads=slots.threads_per_run)))
+            entries.append(
+                {
+                    "run_id": run.run_id,
+                    "config": str(path),
+                    "depends_on": run.depends_on,
+                    "run_dir": str(Path(_for_execution(run.cfg).output_root) / run.run_id),
+                }
+            )
+        write_queue(folder, entries, slots, supervisor_pid=os.getpid() if wait else None)
+    except BaseException:  # a full or read-only root: no half-made queue is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     submission = Submission("local", str(folder), {r.run_id: f"local-{i}" for i, r in enumerate(todo)})
     if wait:
-        submission.pid = None
+        submission.pid = os.getpid()
         record_submission(plan.output_root, plan.name, submission)
-        serve(folder)
         return submission
     submission.pid = start_detached(folder)
     record_submission(plan.output_root, plan.name, submission)
@@ -180,6 +241,10 @@ def progress_line(statuses: list[RunStatus], ended_while_waiting: int, waited_s:
     ended = sum(s.status in ("completed", "failed", "stopped") for s in statuses)
     left = count["running"] + count["pending"]
     line = f"{ended}/{len(statuses)} done, {count['running']} running, {count['failed']} failed"
+    unknown = [s for s in statuses if s.status == "unknown"]
+    if unknown:
+        line += f", {len(unknown)} {unknown[0].detail}"
+        left += len(unknown)
     if left and ended_while_waiting:
         line += f", ETA {format_duration(waited_s / ended_while_waiting * left)}"
     elif left:
@@ -205,7 +270,7 @@ def wait_for(
         if on_change is not None and line.split(", ETA")[0] != last:
             on_change(line)
             last = line.split(", ETA")[0]
-        if not any(s.status in ("pending", "running") for s in statuses):
+        if not any(s.status in ("pending", "running", "unknown") for s in statuses):
             return statuses
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"sweep {plan.name} still has runs pending or running after {timeout_s} s")

@@ -64,11 +64,32 @@ def load_profile(name: str) -> SlurmProfile:
 
 
 def check_sbatch() -> None:
+    """`--executor slurm` needs a SLURM client and a controller that answers it."""
     if shutil.which("sbatch") is None:
         raise ConfigError(
             "--executor slurm: `sbatch` is not on PATH (no SLURM client here); use --executor local, "
             "or start a test cluster with slurm/local-cluster.sh start"
         )
+    problem = controller_problem()
+    if problem:
+        raise ConfigError(
+            f"--executor slurm: {problem}; start it (a test cluster: slurm/local-cluster.sh start) or use "
+            "--executor local"
+        )
+
+
+def controller_problem(timeout_s: float = 30.0) -> str:
+    """Why no SLURM controller answers (`scontrol ping`), or '' when one does."""
+    if shutil.which("scontrol") is None:
+        return ""  # no way to ask before submitting: sbatch itself will say
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"no SLURM controller answered `scontrol ping` within {timeout_s:.0f} s"
+    if ping.returncode == 0 and "UP" in ping.stdout:
+        return ""
+    said = next((line.strip() for line in ping.stdout.splitlines() if "DOWN" in line), "")
+    return f"no SLURM controller answers (`scontrol ping`: {said or ping.stderr.strip() or 'no answer'})"
 
 
 def snapshot_code(folder: Path) -> Path:
@@ -151,18 +172,28 @@ def submit_array(
     return ArrayJob(jobs[0].job_id.split("_")[0], [j.job_id for j in jobs])
 
 
+class SchedulerNotAnswering(Exception):  # noqa: N818 - a state of the cluster, shown by `status`
+    """squeue could not be asked (no client here, or no controller answering)."""
+
+
 def queue_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (SLURM state, reason) for the jobs squeue still knows (never blocks on a result)."""
-    if not job_ids or shutil.which("squeue") is None:
+    """job id -> (SLURM state, reason) for the jobs squeue still knows (never blocks on a result).
+    Raises SchedulerNotAnswering when squeue cannot say: a job it did not list may still be queued."""
+    if not job_ids:
         return {}
-    out = subprocess.run(
-        ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    if shutil.which("squeue") is None:
+        raise SchedulerNotAnswering("squeue is not on PATH here")
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise SchedulerNotAnswering("squeue did not answer within 60 s") from None
     if out.returncode != 0:
-        return {}
+        raise SchedulerNotAnswering(f"squeue failed: {out.stderr.strip() or f'exit {out.returncode}'}")
     states = {}
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")

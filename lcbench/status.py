@@ -2,7 +2,9 @@
 
 Order of evidence: a job the scheduler still holds (queued or running) wins over an older record, since a
 resubmitted failed run keeps its old record until its new job starts; then the run's lock (a live
-process); then result.json; a run with none of these is missing.
+process); then result.json; a run with none of these is missing. When the scheduler cannot be asked (SLURM
+not answering, a local queue's state unreadable while its supervisor lives), a run without a completed
+record is `unknown`, never `missing`: it may still be queued, and resubmitting it would run it twice.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .local_queue import read_queue, supervisor_alive
+from .local_queue import QUEUE_FILE, read_queue, supervisor_alive
 from .store import RunDir, live_status
 from .submissions import latest_jobs, read_submissions
 from .sweep import Plan, PlannedRun
 
-STATUSES = ("pending", "running", "completed", "failed", "stopped", "missing")
+STATUSES = ("pending", "running", "completed", "failed", "stopped", "missing", "unknown")
 
 
 @dataclass
@@ -32,22 +34,26 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
     root = plan.output_root
     jobs = latest_jobs(read_submissions(root, plan.name))
     slurm_ids = [job for sub, job in jobs.values() if sub.executor == "slurm"]
-    slurm_states = {}
+    slurm_states, slurm_unknown = {}, ""
     if slurm_ids:
-        from .slurm import queue_states
+        from .slurm import SchedulerNotAnswering, queue_states
 
-        slurm_states = queue_states(slurm_ids)
+        try:
+            slurm_states = queue_states(slurm_ids)
+        except SchedulerNotAnswering as e:
+            slurm_unknown = f"unknown: scheduler not answering ({e})"
     queues: dict[str, dict | None] = {}
     statuses = []
     for run in plan.runs:
         sub, job = jobs.get(run.run_id, (None, ""))
-        scheduled = detail = log = ""
+        scheduled = detail = log = unknown = ""
         if sub is not None and sub.executor == "slurm":
             log = str(Path(sub.folder) / f"{job}_0_log.out")
             if job in slurm_states:
                 state, reason = slurm_states[job]
                 scheduled = "running" if state in ("RUNNING", "COMPLETING") else "pending"
                 detail = f"SLURM {state}" + (f" ({reason})" if reason and reason != "None" else "")
+            unknown = slurm_unknown
         elif sub is not None:
             log = str(Path(sub.folder) / "logs" / f"{run.run_id}.log")
             if sub.folder not in queues:
@@ -57,17 +63,26 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
             if entry and entry["state"] != "done" and supervisor_alive(queue):
                 scheduled = entry["state"]
                 detail = f"local queue ({entry['state']})"
-        statuses.append(_status(run, RunDir(root, run.run_id), scheduled, detail, job, log))
+            if queue is None and supervisor_alive({"supervisor_pid": sub.pid}):
+                unknown = (
+                    f"unknown: queue state unreadable ({Path(sub.folder) / QUEUE_FILE}) while its supervisor "
+                    f"(pid {sub.pid}) runs"
+                )
+        statuses.append(_status(run, RunDir(root, run.run_id), scheduled, detail, job, log, unknown))
     return statuses
 
 
-def _status(run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: str, log: str) -> RunStatus:
+def _status(
+    run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: str, log: str, unknown: str = ""
+) -> RunStatus:
     if scheduled == "running" or (rundir.path.exists() and live_status(rundir.path) == "running"):
         return RunStatus(run, "running", detail or "training", job, log)
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
     record = rundir.result()
     problem = rundir.model_file_problem(record) if record else ""
+    if unknown and not (record and record.get("status") == "completed" and not problem):
+        return RunStatus(run, "unknown", unknown, job, log, record)  # its job may still be queued
     if problem:  # a completed run whose model cannot be used: failed, so `launch --only-failed` redoes it
         return RunStatus(run, "failed", f"ModelFileError: {problem}", job, log, record)
     if record:

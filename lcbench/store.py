@@ -93,19 +93,75 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+class StorageError(LcbenchError, OSError):
+    """Writing a file under the output root failed: a full disk, a quota, a read-only or unwritable
+    folder. An OSError too, so code that handles one handles this."""
+
+
+# What each storage errno means for the user: the fix to name.
+_STORAGE_FIXES = {
+    errno.ENOSPC: "free space there or choose another folder",
+    errno.EDQUOT: "free space within your quota or choose another folder",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.EACCES: "make the folder writable for you or choose another folder",
+    errno.EPERM: "make the folder writable for you or choose another folder",
+}
+WHERE = "output_root=PATH for runs and sweeps, --out DIR for a report"
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind `e`, itself or in its chain (torch.save reports a full disk as a RuntimeError
+    raised while handling the OSError of the failed write)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def storage_error(e: BaseException, path: Path | None = None) -> StorageError | None:
+    """A one-line StorageError for `e` (a failed write of `path` when given), or None when `e` is not
+    about storage (a full disk, a quota, a read-only or unwritable folder)."""
+    if isinstance(e, StorageError):
+        return e
+    os_error = os_error_in(e)
+    if os_error is None or os_error.errno not in _STORAGE_FIXES:
+        return None
+    what = f"could not write {path}" if path is not None else str(os_error.filename or "a file")
+    error = StorageError(
+        f"{what}: {os_error.strerror or os_error}; {_STORAGE_FIXES[os_error.errno]} ({WHERE})"
+    )
+    error.errno = os_error.errno
+    return error
+
+
+def _write_via_temp(path: Path, write: Any) -> None:
+    """Write through a temp file beside `path` (`write(file)`), fsync, then rename over `path`. On any
+    error the temp file is closed and removed first (an open deleted file still fills the disk), and a
+    storage error becomes a one-line StorageError."""
     path = Path(path)
-    fd, tmp = temp_file_beside(path)
+    tmp = None
     try:
+        fd, tmp = temp_file_beside(path)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        error = storage_error(e, path) if isinstance(e, Exception) else None
+        if error is not None and error is not e:
+            raise error from e
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    _write_via_temp(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -118,17 +174,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """torch.save through a temp file + rename: the previous file stays valid if this write fails."""
-    path = Path(path)
-    fd, tmp = temp_file_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_via_temp(path, lambda f: torch.save(obj, f))
 
 
 def read_json(path: Path) -> dict | None:
@@ -203,11 +249,15 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             check_own_folder(self.path)
-            probe = self.path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            fd, probe = temp_file_beside(self.path / "write-test")
+            try:
+                with os.fdopen(fd, "wb") as f:  # a byte, flushed: a full disk still creates empty files
+                    f.write(b"ok")
+                    f.flush()
+            finally:
+                os.unlink(probe)
         except OSError as e:
-            raise LcbenchError(
+            raise storage_error(e, self.path) or LcbenchError(
                 f"cannot write run records to {self.path}: {e.strerror or e}. "
                 "Choose a writable folder with output_root=PATH."
             ) from e

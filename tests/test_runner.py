@@ -179,7 +179,9 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
         "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\n"
         "exit 1\n"
     )
-    (binary / "sbatch").chmod(0o755)
+    (binary / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at here is UP'\n")  # it answers
+    for tool in ("sbatch", "scontrol"):
+        (binary / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{binary}:{os.environ['PATH']}")
     path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
     assert main(["launch", str(path), "--executor", "slurm"]) == 2
@@ -187,4 +189,4 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
     assert "sbatch refused the t-pretrain array" in err and "Invalid partition name specified" in err
     assert "Traceback" not in err
     sweeps = tmp_path / "out" / ".sweeps" / "t"
-    assert not sweeps.exists() or not any(sweeps.iterdir())  # no half-made submission folder
+    assert not sweeps.exists() or not [p for p in sweeps.iterdir() if p.is_dir()]  # no half-made submission

@@ -135,3 +135,50 @@ def test_failed_run_shows_its_error_and_only_failed_resubmits_it(tmp_path):
     assert len(subs) == 2 and list(subs[1].jobs) == [failed.run.run_id]
     assert main(["status", str(path), "--wait", "--poll", "2"]) == 0
     assert statuses(path)[0].status == "completed"
+
+
+def _unanswered_controller(tmp_path, monkeypatch) -> None:
+    """Point the real SLURM client at a controller port nobody listens on (a downed slurmctld)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(
+        f"ClusterName=down\nSlurmctldHost=localhost\nSlurmctldPort={port}\nAuthType=auth/munge\n"
+        "NodeName=localhost CPUs=1 State=UNKNOWN\nPartitionName=debug Nodes=localhost Default=YES State=UP\n"
+    )
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+
+
+def test_a_controller_that_does_not_answer_is_said_not_guessed(tmp_path, monkeypatch, caplog, capsys):
+    """sbatch on PATH but no controller answering: `--executor auto` picked SLURM (and failed); a queued job
+    the scheduler could not be asked about showed as "missing" with advice to resubmit it."""
+    from lcbench.errors import ConfigError
+    from lcbench.runner import resolve_executor
+    from lcbench.submissions import Submission, record_submission
+
+    _unanswered_controller(tmp_path, monkeypatch)
+    assert resolve_executor("auto") == "local"
+    assert "no SLURM controller answers" in caplog.text and "local queue" in caplog.text
+    with pytest.raises(ConfigError, match="no SLURM controller answers.*--executor local"):
+        resolve_executor("slurm")
+
+    path = write_spec(tmp_path, "down", {"epochs": 1}, variants={"ft": {"method": "finetune"}})
+    plan = plan_sweep(path)
+    (pretrain,) = plan.stage("pretrain")
+    record_submission(
+        plan.output_root, plan.name, Submission("slurm", str(tmp_path), {pretrain.run_id: "77_0"})
+    )
+    by_id = {s.run.run_id: s for s in statuses(path)}
+    assert by_id[pretrain.run_id].status == "unknown"
+    assert "scheduler not answering" in by_id[pretrain.run_id].detail
+    assert {s.status for rid, s in by_id.items() if rid != pretrain.run_id} == {"missing"}  # never submitted
+
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "do not resubmit them" in out and "'unknown': 1" in out
+    assert main(["launch", str(path), "--executor", "local"]) == 2  # it may still be queued: refused
+    assert "is unknown" in capsys.readouterr().err

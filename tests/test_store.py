@@ -13,8 +13,7 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
     atomic_torch_save(path, {"epoch": 1})
 
     def broken_save(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"half")
+        f.write(b"half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -62,11 +62,16 @@ def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
 def save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        tmp.replace(path)
-    plt.close(fig)
+    try:
+        for path in paths:
+            tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+            try:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight")
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)  # a write that failed (full disk) leaves no temp file
+    finally:
+        plt.close(fig)
     return paths
 
 

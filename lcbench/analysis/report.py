@@ -107,7 +107,10 @@ def _ci_text(row: pd.Series) -> str:
 
 def differences_markdown(diffs: pd.DataFrame) -> str:
     if diffs.empty:
-        return "No paired runs (the sweep has no LayerCollapse variant with levels).\n"
+        return (
+            "No paired runs (none of the sweep's completed runs pairs a LayerCollapse level with another "
+            "method at the same seed).\n"
+        )
     shown = diffs.assign(**{"LayerCollapse - method (pp, 95% CI)": diffs.apply(_ci_text, axis=1)})[
         [
             "model",
@@ -213,7 +216,7 @@ def write_report(plan: Plan, out: Path) -> dict:
         (out / "matched.md").read_text(),
         "## Plots",
         "",
-        *[f"- `{p.name}`" for p in written if p.suffix == ".png"],
+        *([f"- `{p.name}`" for p in written if p.suffix == ".png"] or ["None yet: no completed run."]),
         "",
         "## Failed or missing runs",
         "",
@@ -239,6 +242,8 @@ def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
 
 def _plots(frame, agg, curves, paper, plan: Plan, out: Path) -> list[Path]:
     written = []
+    if agg.empty:  # no completed run yet: nothing to draw (the tables and README still say so)
+        return written
     for x in plots.AXES:
         written += plots.save(plots.top1_against(agg, x), out / f"top1_vs_{x}")
     if len(curves):

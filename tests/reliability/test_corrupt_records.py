@@ -56,3 +56,35 @@ def test_a_truncated_pretrain_model_marks_the_pretrain_failed_and_only_failed_re
     assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.2"]) == 0
     assert {s.status for s in sweep_status(plan)} == {"completed"}
     assert RunDir(plan.output_root, pre.run.run_id).is_completed()
+
+
+def test_a_garbled_or_non_utf8_run_config_is_one_line(tmp_path, capsys):
+    """`lcbench collapse` read the run's config.yaml bare: a UnicodeDecodeError traceback (exit 70)."""
+    from tests.conftest import fast_overrides
+
+    args = fast_overrides(tmp_path, model="digits_mlp", epochs=1)
+    assert main(["run", *args, "--no-progress"]) == 0
+    (run,) = [RunDir(tmp_path, p.name) for p in tmp_path.iterdir() if p.is_dir()]
+    for garbage, says in [
+        (b"\xff\xfe\x00 not text", "is not UTF-8 text"),
+        (b"model: [unclosed\n", "is not valid YAML: expected ',' or ']'"),
+        (b"- a list\n", "must hold a mapping"),
+    ]:
+        run.config_path.write_bytes(garbage)
+        capsys.readouterr()
+        assert main(["collapse", str(run.path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "restore it from the `config` in the run's result.json" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert main(["results", str(tmp_path)]) == 0  # reads records, never the config
+
+
+def test_report_of_a_sweep_with_no_completed_run(tmp_path, capsys):
+    """A LayerCollapse variant without `levels:` and nothing run yet: the report crashed drawing zero panels
+    (matplotlib ValueError, exit 70); it now writes the tables and says there is nothing to plot yet."""
+    path = digits_sweep(tmp_path, {"lc": {"method": "layercollapse", "k": 1}, "ft": {"method": "finetune"}})
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "3 missing" in readme and "None yet: no completed run." in readme
+    assert not list(out.glob("*.png")) and (out / "per_method.tex").exists()

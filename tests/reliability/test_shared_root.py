@@ -4,6 +4,7 @@ so a run never adopts a folder it does not own and never writes through a symbol
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,69 @@ def test_a_linked_control_folder_is_neither_chmodded_nor_emptied(tmp_path):
     with pytest.raises(Exception, match="control folder .* is a symbolic link"):
         ControlChannel(run)
     assert (victim / "keep.json").exists() and stat.S_IMODE(victim.stat().st_mode) == 0o755
+
+
+SECOND_USER = "lcbench-other"
+
+
+@pytest.fixture
+def second_user():
+    """A real second account (useradd), so the planting is done by another user's own processes."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not (shutil.which("useradd") and shutil.which("runuser")):
+        pytest.skip("a second user needs root with useradd and runuser (Linux)")
+    import pwd
+
+    try:
+        pwd.getpwnam(SECOND_USER)
+    except KeyError:
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", SECOND_USER],
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode != 0:
+            pytest.skip(f"useradd refused: {made.stderr.strip()}")
+
+    def as_second_user(script: str) -> None:
+        subprocess.run(["runuser", "-u", SECOND_USER, "--", "sh", "-ec", script], check=True)
+
+    return pwd.getpwnam(SECOND_USER).pw_uid, as_second_user
+
+
+def test_a_second_user_who_plants_a_run_folder_cannot_subvert_the_run(tmp_path, capsys, second_user):
+    """Another account, on a shared root (mode 1777, like /tmp), creates a run's folder first (its id is
+    predictable), with a completed record and a lock linked to one of our files: the run refuses the folder
+    and writes nothing into it or through the link."""
+    import shutil
+    import tempfile
+
+    uid, as_second_user = second_user
+    shared = Path(tempfile.mkdtemp(prefix="lcbench-shared-"))  # pytest's own folders are private (0700)
+    os.chmod(shared, 0o1777)
+    try:
+        _plant_and_run(shared, tmp_path, uid, as_second_user, capsys)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _plant_and_run(shared: Path, tmp_path: Path, uid: int, as_second_user, capsys) -> None:
+    import subprocess
+
+    args = fast_overrides(shared, epochs=1)
+    run = RunDir(shared, run_id(make_config({}, args)))
+    victim = tmp_path / "ours.txt"
+    victim.write_text("precious\n")
+    as_second_user(
+        f"mkdir {run.path} && ln -s {victim} {run.path}/.lock && "
+        f"""echo '{{"status": "completed"}}' > {run.path}/result.json"""
+    )
+    assert os.lstat(run.path).st_uid == uid
+    assert main(["run", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"is owned by uid {uid}, not by you" in err and "Traceback" not in err
+    assert victim.read_text() == "precious\n"
+    listing = subprocess.run(["ls", "-A", str(run.path)], capture_output=True, text=True).stdout.split()
+    assert sorted(listing) == [".lock", "result.json"]  # nothing of ours was written into it
