@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcbench import collapse
-from lcbench.config import option
 from lcbench.control import Tunable
 from lcbench.errors import ConfigError
+from lcbench.fields import option
 from lcbench.measure import count_macs
 from lcbench.methods import METHODS, Method
 from lcbench.models import create_model, fresh_init, last_linear
@@ -70,7 +70,7 @@ class KDParams:
 
 @METHODS.register("kd")
 class KnowledgeDistillation(Method):
-    name = "kd"
+    title = "KD"
     Params = KDParams
     tunable = {"alpha": Tunable(float, min=0, max=1), "T": Tunable(float, min_exclusive=0)}
 

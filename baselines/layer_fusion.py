@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
-from lcbench.config import option
 from lcbench.errors import ConfigError
+from lcbench.fields import option
 from lcbench.measure import WEIGHT_LAYERS, count_parameters
 from lcbench.methods import METHODS, Method
 from lcbench.models import last_linear
@@ -102,7 +102,7 @@ def apply_groups(model: nn.Module, groups: list[list[str]]) -> nn.Module:
 
 @METHODS.register("layer_fusion")
 class LayerFusion(Method):
-    name = "layer_fusion"
+    title = "Layer fusion"
     Params = FusionParams
 
     def __init__(self, params: FusionParams, ctx: Any) -> None:

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
-from lcbench.config import option
 from lcbench.errors import ConfigError
+from lcbench.fields import option
 from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters
 from lcbench.methods import METHODS, Method
 from lcbench.models import last_linear
@@ -175,7 +175,7 @@ def resize_like(model: nn.Module, shapes: dict[str, Any]) -> nn.Module:
 
 @METHODS.register("magnitude_pruning")
 class MagnitudePruning(Method):
-    name = "magnitude_pruning"
+    title = "Magnitude pruning"
     Params = PruningParams
 
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -9,6 +9,6 @@ import timm  # noqa: F401
 import torch._dynamo  # noqa: F401 - imported lazily by the first optimizer otherwise (about a second)
 
 from lcbench import cli, local_queue, pipeline  # noqa: F401 - fixed for the queue's lifetime
-from lcbench.methods import load_builtin_methods
+from lcbench.methods import METHODS
 
-load_builtin_methods()
+METHODS.names()  # discovers (imports) every method once, before the fork server forks runs

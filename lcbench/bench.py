@@ -18,9 +18,17 @@ from pathlib import Path
 import torch
 
 from . import collapse
+from .control import ControlChannel
+from .data import DataTransforms, load_data
 from .measure import count_macs, count_parameters, device_name, latency_ms
+from .methods import METHODS
 from .models import create_model
-from .store import atomic_torch_save, atomic_write_json, atomic_write_text
+from .pipeline import execute
+from .resolve import make_config, method_params
+from .runner import LaunchOptions, launch
+from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text
+from .sweep import plan_sweep
+from .train import Trainer, make_loader
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
@@ -147,12 +155,6 @@ def bench_trainer(args: argparse.Namespace) -> dict:
 
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .config import make_config, method_params
-    from .data import load_data
-    from .methods import METHODS
-    from .store import RunDir
-    from .train import Trainer
-
     out: dict = {}
     cases = [
         ("digits_vit", 64, None, 5),
@@ -213,9 +215,6 @@ def bench_data(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
-    from .data import DataTransforms, load_data
-    from .train import make_loader
-
     def epoch_seconds(loader) -> float:
         start = time.perf_counter()
         for _ in loader:
@@ -272,10 +271,6 @@ def bench_runner(args: argparse.Namespace) -> dict:
     import tempfile
 
     import yaml
-
-    from .pipeline import execute
-    from .runner import LaunchOptions, launch
-    from .sweep import plan_sweep
 
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,9 +338,6 @@ def bench_control(args: argparse.Namespace) -> dict:
     import tempfile
 
     import torch.nn.functional as F
-
-    from .control import ControlChannel
-    from .store import atomic_write_json
 
     model = create_model("digits_vit", 10, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -456,9 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from .methods import load_builtin_methods
-
-    load_builtin_methods()
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")

@@ -4,6 +4,9 @@ Exit codes: 0 success; 1 a negative answer to a question asked (`list` found no 
 `status --wait` ended with failed or missing runs); 2 a user error (bad config, missing data, refused
 submission), with a one-line message; 70 an internal error (a traceback: please report it);
 130 interrupted.
+
+Each subcommand imports what it needs inside its own function (the only function-level imports of the
+package): `--help` and `status` never pay for timm, pandas or matplotlib.
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ import argparse
 import logging
 import shlex
 import sys
-import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, LcbenchError
-from .store import storage_error
-
-EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+from .exits import exit_code
 
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -30,7 +31,8 @@ def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def config_from_args(items: Sequence[str]):
     """YAML files (merged in order) followed by key=value overrides -> a validated RunConfig."""
-    from .config import load_yaml, make_config
+    from .config import load_yaml
+    from .resolve import make_config
 
     files, overrides = _split_args(items)
     values: dict = {}
@@ -89,8 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .config import RunConfig, describe_fields
+    from .config import RunConfig
     from .data import DATASETS
+    from .fields import describe_fields
     from .methods import METHODS
     from .models import MODELS
 
@@ -255,6 +258,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = summarize(statuses)
     print(f"\nsweep {plan.name}: {counts}")
     bad = counts.get("failed", 0) + counts.get("missing", 0)
+    logs = [s for s in statuses if s.status == "failed" and s.log and Path(s.log).exists()]
+    for s in logs[:10]:  # where to look first
+        print(f"log of failed run {s.run.run_id}: {s.log}")
     if bad:
         print(
             f"resubmit the {bad} failed/missing run(s) with `lcbench launch {_spec_args(args)} --only-failed`"
@@ -268,7 +274,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .analysis.report import write_report
 
@@ -297,7 +302,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _run_folder(text: str, root: str):
-    from pathlib import Path
 
     path = Path(text)
     if not (path / "config.yaml").exists():
@@ -447,29 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # key=value overrides given after an option
         setattr(args, target, [*getattr(args, target), *extra])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lcbench: %(message)s")
-    from .methods import load_builtin_methods
-
-    load_builtin_methods()
     try:
         return args.func(args)
-    except LcbenchError as e:
-        print(f"lcbench: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lcbench: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        full_or_read_only = storage_error(e)  # a full disk or an unwritable root: the user's to fix
-        if full_or_read_only is not None:
-            print(f"lcbench: error: {full_or_read_only}", file=sys.stderr)
-            return 2
-        # a bug, not a user error: the traceback, and an exit code of its own
-        traceback.print_exc()
-        print(
-            f"lcbench: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    except (Exception, KeyboardInterrupt) as e:
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .measure import count_macs, count_parameters
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.PReLU)
 MATCH_TOLERANCE = 0.02  # a "matched" point lies within 2% of its target compression
@@ -281,8 +282,6 @@ def collapse_targets(
     LayerCollapse and KD record it as their target; the baselines aim at it (`match_collapse=k`).
     """
     import copy
-
-    from .measure import count_macs, count_parameters
 
     folded = copy.deepcopy(model).cpu().eval()
     blocks = select_blocks(folded, k, names, model_name=model_name)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LcbenchError
+from .fields import check_range, coerce
 from .store import atomic_write_json, check_own_folder, read_json
 
 MAX_REQUEST_BYTES = 4096
@@ -44,8 +45,6 @@ class Tunable:
 
     def coerce(self, key: str, value: Any) -> Any:
         """The config's own parser and range check (so `tune lr=1e-3` reads as `run lr=1e-3` does)."""
-        from .config import check_range, coerce
-
         if isinstance(value, str):
             value = value.strip()
         value = coerce(key, value, self.type)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .measure import _sync, device_name
+from .pipeline import load_model
 from .store import RunDir, atomic_write_json, read_json
 
 log = logging.getLogger("lcbench")
@@ -111,7 +112,6 @@ def measure_run(
     root, record: dict, batches: Sequence[int], device: torch.device, threads: int, rel: float = 0.05
 ) -> dict:
     """Time one completed compress run's final model against its original; write and return latency.json."""
-    from .pipeline import load_model  # (pipeline imports the whole training stack)
 
     run = RunDir(root, record["run_id"])
     original = load_model(RunDir(root, record["pretrain_run_id"]).model_path).to(device)

@@ -9,6 +9,7 @@ fails at once with the reason (it never retrains the original model itself).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import load_yaml, run_id
 from .errors import ConfigError
+from .exits import exit_code
+from .job import run_job
+from .resolve import make_config
 from .store import atomic_write_json, live_status, read_json
 
 QUEUE_FILE = "queue.json"
@@ -242,22 +247,30 @@ class RunProcess:
 
 
 def _run_in_child(config: str, log: str, gpu: int | None, threads: int, cpu_only: bool) -> None:
-    """The run's process: output to its log file, its GPU only, then `lcbench run` (exit code = status)."""
+    """The run's process: output to its log file, its GPU only, then the job (exit code = how it ended)."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    args = ["run", config, "--no-progress", "--require-pretrained", f"threads={threads}"]
+    logging.basicConfig(level=logging.INFO, format="lcbench: %(message)s", force=True)
+    overrides = [f"threads={threads}"]
     if gpu is not None:  # before anything initialises CUDA (the fork server never does)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        args.append("device=cuda")
+        overrides.append("device=cuda")
     elif cpu_only:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        args.append("device=cpu")
-    from .cli import main
-
+        overrides.append("device=cpu")
     try:
-        code = main(args)
+        cfg = make_config(load_yaml(config), overrides)
+        print(
+            f"run {run_id(cfg)}: {cfg.stage} {cfg.method} {cfg.model} {cfg.dataset} seed {cfg.seed}",
+            flush=True,
+        )
+        result = run_job(cfg)
+        print(f"run {result['run_id']}: {result['status']}", flush=True)
+        code = 0
+    except (Exception, KeyboardInterrupt) as e:
+        code = exit_code(e)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

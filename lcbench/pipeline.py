@@ -13,16 +13,14 @@ import logging
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from . import measure
 from .collapse import MATCH_TOLERANCE
-from .config import RunConfig, method_params, pretrain_config, run_id, to_dict, to_yaml
+from .config import RunConfig, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
 from .errors import (
     CheckpointError,
@@ -33,41 +31,17 @@ from .errors import (
     RunLockedError,
     RunStopped,
 )
-from .methods import METHODS, Method
+from .evaluation import AMP_DTYPES
+from .methods import METHODS, Method, RunContext
 from .models import create_model, last_linear
 from .provenance import environment
+from .resolve import method_params
 from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, live_status
 from .tracking import Tracker
-from .train import AMP_DTYPES, Trainer, evaluate, make_loader, seed_everything
+from .train import Trainer, make_loader, seed_everything
 
 log = logging.getLogger("lcbench")
 MODEL_FORMAT = 1
-
-
-@dataclass
-class RunContext:
-    """What a method may use besides the model it trains."""
-
-    cfg: RunConfig
-    run: RunDir
-    device: torch.device
-    data: DataSplits
-    original: nn.Module  # the starting model, frozen in eval mode (KD teacher, fold reference)
-    input_shape: tuple[int, ...]
-    val_loader: Any
-
-    def evaluate(self, model: nn.Module) -> dict:
-        return evaluate(model, self.val_loader, self.device, self.cfg.precision)
-
-    def calibration_batch(self, size: int = 128) -> torch.Tensor:
-        """The first `size` held-out inputs (a fixed batch for measuring a fold's output error)."""
-        xs, n = [], 0
-        for inputs, _ in self.val_loader:
-            xs.append(inputs)
-            n += len(inputs)
-            if n >= size:
-                break
-        return torch.cat(xs)[:size].to(self.device)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import collapse
-from .config import RunConfig, build_dataclass, load_yaml
+from .config import RunConfig, load_yaml
 from .data import DATASETS, load_data
 from .errors import CheckpointError, ConfigError
+from .evaluation import evaluate
+from .fields import build_dataclass
 from .measure import count_parameters
 from .pipeline import MODEL_FORMAT, build_model, data_transforms, read_model_file, resolve_device
 from .store import atomic_torch_save, atomic_write_json, read_json
-from .train import evaluate, make_loader
+from .train import make_loader
 
 
 def collapse_run(

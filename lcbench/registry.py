@@ -15,10 +15,23 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; registration by decorator, lookup with helpful errors."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, discover: Callable[[], None] | None = None) -> None:
+        """`discover`: called once, before the first lookup, to import the modules that register items
+        (a package scan or entry points: nothing lists them by hand)."""
         self.kind = kind
         self._items: dict[str, T] = {}
         self._fallbacks: list[tuple[Callable[[str], T | None], Callable[[], Iterable[str]]]] = []
+        self._discover = discover
+
+    def _discovered(self) -> dict[str, T]:
+        if self._discover is not None:
+            discover, self._discover = self._discover, None
+            try:
+                discover()
+            except BaseException:
+                self._discover = discover  # a failed scan is tried again, never half-remembered
+                raise
+        return self._items
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: `@MODELS.register()` or `@MODELS.register("name")`."""
@@ -36,12 +49,10 @@ class Registry(Generic[T]):
         """Resolve names not registered here through another library (e.g. every timm model)."""
         self._fallbacks.append((lookup, names))
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._items or any(lookup(name) is not None for lookup, _ in self._fallbacks)
-
     def get(self, name: str) -> T:
-        if name in self._items:
-            return self._items[name]
+        items = self._discovered()
+        if name in items:
+            return items[name]
         for lookup, _ in self._fallbacks:
             found = lookup(name)
             if found is not None:
@@ -53,9 +64,13 @@ class Registry(Generic[T]):
             f"{len(self.names(include_fallbacks=True))} known {self.kind}s."
         )
 
+    def in_order(self) -> list[str]:
+        """Registered names in registration order (stable: colours and table order follow it)."""
+        return list(self._discovered())
+
     def names(self, pattern: str | None = None, include_fallbacks: bool = False) -> list[str]:
         """Registered names (sorted), optionally filtered by a wildcard pattern like `digits_*`."""
-        found = set(self._items)
+        found = set(self._discovered())
         if include_fallbacks:
             for _, names in self._fallbacks:
                 found.update(names())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import load_yaml, make_config, pretrain_config, run_id
+from .config import load_yaml, pretrain_config, run_id
 from .errors import LcbenchError
 from .pipeline import execute
+from .resolve import make_config
 from .store import RunDir, iter_events
 
 COMPARED = ("train_loss", "val_top1", "val_loss", "lr")

@@ -20,6 +20,16 @@ from pathlib import Path
 from .config import RunConfig, to_yaml
 from .durations import format_duration
 from .errors import ConfigError
+from .local_queue import plan_slots, read_queue, serve, start_detached, write_queue
+from .slurm import (
+    SubmissionRefused,
+    cancel_arrays,
+    check_sbatch,
+    controller_problem,
+    load_profile,
+    snapshot_code,
+    submit_array,
+)
 from .status import RunStatus, sweep_status
 from .store import atomic_write_text, open_no_follow
 from .submissions import Submission, record_submission, sweep_folder
@@ -47,7 +57,6 @@ def resolve_executor(name: str) -> str:
     if name == "auto":
         if not shutil.which("sbatch"):
             return "local"
-        from .slurm import controller_problem
 
         problem = controller_problem()
         if problem:
@@ -55,8 +64,6 @@ def resolve_executor(name: str) -> str:
             return "local"
         return "slurm"
     if name == "slurm":
-        from .slurm import check_sbatch
-
         check_sbatch()
     return name
 
@@ -112,12 +119,8 @@ def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
     executor = resolve_executor(options.executor)
     profile = None
     if executor == "slurm":
-        from .slurm import load_profile
-
         profile = load_profile(options.profile)  # a bad profile fails before anything is written
     else:
-        from .local_queue import plan_slots
-
         slots = plan_slots(options.max_parallel, options.gpus, options.threads, options.cpu)
     with launch_lock(plan):
         statuses = sweep_status(plan)
@@ -133,8 +136,6 @@ def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
                 raise
         submission = _submit_local(todo, slots, folder, options.wait, plan)
     if options.wait:  # this process is the queue's supervisor (the lock is released: it may take hours)
-        from .local_queue import serve
-
         serve(folder)
     return submission
 
@@ -152,7 +153,6 @@ def _new_submission_folder(plan: Plan, executor: str) -> Path:
 def _submit_local(todo: list[PlannedRun], slots, folder: Path, wait: bool, plan: Plan) -> Submission:
     """Write the queue and start its supervisor (detached; or, with `wait`, this process: the caller then
     serves it). Returns once the submission is recorded and the queue is visible to `status`."""
-    from .local_queue import start_detached, write_queue
 
     try:
         (folder / "configs").mkdir()
@@ -185,7 +185,6 @@ def _submit_local(todo: list[PlannedRun], slots, folder: Path, wait: bool, plan:
 
 def _wait_for_supervisor(folder: Path, timeout_s: float = 30.0) -> None:
     """Return once the detached supervisor has taken the queue (so `status` sees it at once)."""
-    from .local_queue import read_queue
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -197,7 +196,6 @@ def _wait_for_supervisor(folder: Path, timeout_s: float = 30.0) -> None:
 
 
 def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus], profile, folder: Path):
-    from .slurm import SubmissionRefused, cancel_arrays, snapshot_code, submit_array
 
     code = snapshot_code(folder)
     jobs: dict[str, str] = {}

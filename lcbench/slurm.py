@@ -18,9 +18,13 @@ from typing import Any
 
 import submitit
 
-from .config import build_dataclass, load_yaml, option, to_dict
+from .config import load_yaml, to_dict
 from .errors import ConfigError
+from .fields import build_dataclass, option
+from .job import run_job
+from .pipeline import mark_preempted
 from .provenance import PACKAGE_DIR, SNAPSHOT_INFO, git_info
+from .resolve import make_config
 from .store import atomic_write_json
 
 PROFILE_DIR = PACKAGE_DIR.parent / "slurm"
@@ -106,18 +110,10 @@ class RunJob(submitit.helpers.Checkpointable):
     """One run as a SLURM job; requeued (and resumed) on preemption or time limit."""
 
     def __call__(self, config: dict) -> dict:
-        from .config import make_config
-        from .methods import load_builtin_methods
-        from .pipeline import execute
-
-        load_builtin_methods()
-        cfg = make_config(config)
-        result = execute(cfg, progress_bar=False, require_pretrained=True)
+        result = run_job(make_config(config))
         return {"run_id": result["run_id"], "status": result["status"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        from .pipeline import mark_preempted
-
         mark_preempted()  # the trainer's per-epoch checkpoint is what the requeued job resumes from
         return super().checkpoint(*args, **kwargs)
 

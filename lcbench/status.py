@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .local_queue import QUEUE_FILE, read_queue, supervisor_alive
+from .slurm import SchedulerNotAnswering, queue_states
 from .store import RunDir, live_status
 from .submissions import latest_jobs, read_submissions
 from .sweep import Plan, PlannedRun
@@ -36,8 +37,6 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
     slurm_ids = [job for sub, job in jobs.values() if sub.executor == "slurm"]
     slurm_states, slurm_unknown = {}, ""
     if slurm_ids:
-        from .slurm import SchedulerNotAnswering, queue_states
-
         try:
             slurm_states = queue_states(slurm_ids)
         except SchedulerNotAnswering as e:

@@ -45,7 +45,6 @@ SUMMARY_COLUMNS = [
     "cost.train_seconds",
     "error.message",
 ]
-FINAL_STATUSES = ("completed", "failed", "stopped")
 
 
 def _json_default(obj: Any) -> Any:

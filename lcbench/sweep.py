@@ -33,8 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, _set_dotted, load_yaml, make_config, parse_override, pretrain_config, run_id
+from .config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config, run_id
+from .data import DATASETS
 from .errors import ConfigError
+from .measure import count_macs
+from .methods import METHODS
+from .models import create_model, mlps_per_block
+from .pipeline import data_transforms
+from .resolve import make_config
 
 SPEC_KEYS = {
     "name": "the sweep's name (W&B group, results/<name>/); default: the file name",
@@ -43,6 +49,8 @@ SPEC_KEYS = {
     "grid": "RunConfig keys with lists of values: every combination is planned",
     "seeds": "seeds of the compress runs (default: the base seed)",
     "variants": "name -> {method: ..., parameters}: the methods and their levels",
+    "reference": "the method every other is compared with (paired differences, claims, cost to accuracy); "
+    "default layercollapse",
     "levels": "levels shared by the variants ('{level}' in a value becomes each): a list of MLP counts, "
     "{blocks: [...]} in the paper's block unit, or a mapping of model names (and default) to either",
 }
@@ -75,15 +83,10 @@ class Plan:
     name: str
     source: str
     runs: list[PlannedRun]  # pretrain runs first, in a stable order
+    reference: str = "layercollapse"  # the method the others are compared with (the spec's `reference`)
 
     def stage(self, stage: str) -> list[PlannedRun]:
         return [r for r in self.runs if r.stage == stage]
-
-    def get(self, rid: str) -> PlannedRun:
-        for r in self.runs:
-            if r.run_id == rid:
-                return r
-        raise KeyError(rid)
 
     @property
     def output_root(self) -> Path:
@@ -192,7 +195,12 @@ def expand(spec: dict, source: str = "") -> Plan:
     unique: dict[str, PlannedRun] = {}
     for run in [*pretrains.values(), *runs]:
         unique.setdefault(run.run_id, run)  # two grid points resolving to one config are one run
-    return Plan(name, source, list(unique.values()))
+    reference = str(spec.get("reference", "layercollapse"))
+    try:
+        METHODS.get(reference)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: reference: {e}") from None
+    return Plan(name, source, list(unique.values()), reference)
 
 
 def model_levels(source: str, levels: Any, model: str | None) -> list[int] | None:
@@ -210,7 +218,6 @@ def model_levels(source: str, levels: Any, model: str | None) -> list[int] | Non
     values = _values(f"{source} levels", unit, values)
     if unit == "mlps":
         return values
-    from .models import mlps_per_block
 
     per_block = mlps_per_block(model) if model else 1
     return [int(v) * per_block for v in values]
@@ -253,11 +260,6 @@ def forward_gmacs(cfg: RunConfig) -> float:
     """GMACs of one forward pass of the run's original model (built on the meta device: no memory)."""
     import torch
 
-    from .data import DATASETS
-    from .measure import count_macs
-    from .models import create_model
-    from .pipeline import data_transforms
-
     spec = DATASETS.get(cfg.dataset)
     num_classes = spec.num_classes or 1000
     with torch.device("meta"):
@@ -268,7 +270,6 @@ def forward_gmacs(cfg: RunConfig) -> float:
 
 def training_flops(plan: Plan) -> dict[str, float | None]:
     """Estimated training FLOPs per run: 3 x forward x images x epochs (None: data set size unknown)."""
-    from .data import DATASETS
 
     macs: dict[tuple, float] = {}
     estimates: dict[str, float | None] = {}

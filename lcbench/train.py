@@ -26,6 +26,7 @@ from .config import RunConfig
 from .control import TRIGGERS, ControlChannel, Tunable
 from .durations import format_duration
 from .errors import CheckpointError, ConfigError, LcbenchError, RunStopped, TrainingDiverged
+from .evaluation import AMP_DTYPES, evaluate
 from .measure import count_macs
 from .store import RunDir, atomic_torch_save
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from .tracking import Tracker
 
 log = logging.getLogger("lcbench")
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -121,31 +121,6 @@ def build_scheduler(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precision: str = "fp32") -> dict:
-    """Top-1, top-5 (or top-k for fewer classes), mean loss and sample count on a held-out loader."""
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = total = 0
-    loss_sum = 0.0
-    amp = AMP_DTYPES[precision]
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(inputs)
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == targets).sum().item()
-        correct5 += (top == targets[:, None]).any(dim=1).sum().item()
-        total += targets.numel()
-    model.train(was_training)
-    return {
-        "top1": 100.0 * correct1 / total,
-        "top5": 100.0 * correct5 / total,
-        "loss": loss_sum / total,
-        "samples": total,
-    }
-
-
 def _first_line(error: BaseException, limit: int = 160) -> str:
     """An error's first line, shortened (state-dict errors list every key over many lines)."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -12,9 +12,6 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from lcbench.methods import load_builtin_methods  # noqa: E402
-
-load_builtin_methods()
 
 REPO = Path(__file__).resolve().parents[1]
 

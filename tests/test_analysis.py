@@ -330,8 +330,9 @@ def test_findings_label_points_that_missed_their_matched_compression():
 
 
 def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_band(tmp_path):
-    from lcbench.config import make_config, run_id
+    from lcbench.config import run_id
     from lcbench.pipeline import execute
+    from lcbench.resolve import make_config
     from tests.conftest import fast_overrides
 
     cfg = make_config(
@@ -366,3 +367,17 @@ def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_ban
     assert list(line.get_xdata()) == [0, 1, 2] and line.get_ydata()[0] == 0.0  # ReLU's slope at the start
     (band,) = ax.patches
     assert band.get_label() == "fold band |a-1| < 0.2"
+
+
+def test_every_registered_method_has_its_own_colour_marker_and_name():
+    """Colours came from a hand-written table: a new method was drawn in finetune's colour."""
+    from lcbench.analysis.names import method_name
+    from lcbench.analysis.plots import method_color, method_marker
+    from lcbench.methods import METHODS
+
+    methods = [m for m in METHODS.in_order() if m != "none"]
+    assert len({method_color(m) for m in methods}) == len(methods)
+    assert len({method_marker(m) for m in methods}) == len(methods)
+    assert method_color("layercollapse") == method_color("layercollapse")  # the same in every figure
+    assert method_name("kd") == "KD" and method_name("not_installed_here") == "not installed here"
+    assert all(method_name(m) == (METHODS.get(m).title or m.replace("_", " ")) for m in methods)

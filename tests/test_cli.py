@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from lcbench.cli import main
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.models import create_model
+from lcbench.resolve import make_config
 from lcbench.store import RunDir, load_records
 from tests.conftest import fast_overrides, run_cli
 

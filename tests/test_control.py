@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from lcbench.cli import main
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.control import MAX_REQUEST_BYTES, ControlChannel, Tunable, control_dir
 from lcbench.errors import ConfigError
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from lcbench.train import lr_factor
 from tests.conftest import REPO, fast_overrides, wait_until

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from baselines.distillation import kd_loss
-from lcbench.config import make_config
 from lcbench.errors import CheckpointError, ConfigError
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir, atomic_write_json
 from tests.conftest import fast_overrides
 

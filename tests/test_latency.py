@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from lcbench.config import make_config
 from lcbench.latency import LATENCY_FILE, interleaved, measure_run, median_ci
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir, read_json
 from tests.conftest import fast_overrides
 

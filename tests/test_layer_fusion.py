@@ -3,10 +3,10 @@ import torch
 from torch import nn
 
 from baselines.layer_fusion import apply_groups, candidate_layers, tie, weight_similarity
-from lcbench.config import make_config
 from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters
 from lcbench.pipeline import execute, load_model
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from tests.conftest import fast_overrides, interrupt_then_resume
 

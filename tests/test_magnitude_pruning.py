@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from baselines.magnitude_pruning import prunable_layers, prune_unstructured
-from lcbench.config import make_config
 from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters
 from lcbench.models import create_model
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from tests.conftest import fast_overrides
 
@@ -43,7 +43,9 @@ def test_pruned_weights_stay_zero_through_fine_tuning(tmp_path):
     # the first epoch's masks are the final ones: no pruned weight came back
     ckpt = torch.load(RunDir(tmp_path, result["run_id"]).checkpoint_path, weights_only=True)["model"]
     final = torch.load(RunDir(tmp_path, result["run_id"]).model_path, weights_only=True)["state_dict"]
-    for key in [k for k in ckpt if k.endswith("weight_mask")]:
+    masks = [k for k in ckpt if k.endswith("weight_mask")]
+    assert masks and all((ckpt[k] == 0).any() for k in masks)  # pruning masks exist and prune something
+    for key in masks:
         pruned = ckpt[key] == 0
         assert torch.all(final[key.replace("_mask", "")][pruned] == 0)
     # unstructured sparsity: dense MACs unchanged, effective MACs lower

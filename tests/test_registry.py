@@ -42,3 +42,35 @@ def test_timm_models_resolve_through_the_fallback():
     assert MODELS.get("vgg11_bn").source == "torchvision"  # torchvision's Linear classifier, not timm's
     assert "vit_base_patch16_224" in MODELS.names("vit_base_patch16_*", include_fallbacks=True)
     assert set(MODELS.names("digits_*")) == {"digits_mlp", "digits_vit", "digits_mixer", "digits_vgg"}
+
+
+def test_methods_are_discovered_from_their_packages_and_entry_points(tmp_path):
+    """Nothing lists the methods: a fresh process finds every module of lcbench.methods and baselines,
+    and a method another package declares in the `lcbench.methods` entry-point group."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    package = tmp_path / "toy_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from lcbench.methods import METHODS, Method\n\n\n"
+        "@METHODS.register('toy')\nclass Toy(Method):\n    title = 'Toy'\n"
+    )
+    dist = tmp_path / "toy_methods-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-methods\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[lcbench.methods]\ntoy = toy_methods\n")
+    script = "from lcbench.methods import METHODS; print(' '.join(METHODS.in_order()))"
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**__import__("os").environ, "PYTHONPATH": f"{REPO}:{tmp_path}"},
+        check=True,
+    ).stdout.split()
+    assert found[-1] == "toy"  # the entry point, after the packages' own methods
+    assert found[:-1] == METHODS.in_order()  # the same scan in this process: the order is stable
+    assert {"layercollapse", "kd", "layer_fusion", "magnitude_pruning", "finetune"} <= set(found)

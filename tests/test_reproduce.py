@@ -10,6 +10,7 @@ import timm
 from safetensors.torch import save_file
 
 from lcbench.cli import main
+from lcbench.methods import METHODS
 from lcbench.sweep import plan_sweep
 from tests.conftest import REPO, write_image_folder
 
@@ -18,7 +19,7 @@ def test_digits_sweep_covers_every_method_model_level_and_seed():
     plan = plan_sweep(REPO / "runs" / "digits.yaml")
     compress = plan.stage("compress")
     methods = {r.cfg.method for r in compress}
-    assert methods == {"layercollapse", "kd", "layer_fusion", "magnitude_pruning", "finetune"}
+    assert methods == set(METHODS.names()) - {"none"}  # `make reproduce` runs every registered method
     assert {r.cfg.model for r in compress} == {"digits_vit", "digits_mixer", "digits_mlp", "digits_vgg"}
     assert {r.cfg.seed for r in compress} == {0, 1, 2}
     vit_levels = {r.matched_level for r in compress if r.cfg.model == "digits_vit" and r.matched_level}
@@ -74,16 +75,16 @@ def test_imagenet_pipeline_end_to_end_on_a_tiny_image_folder(tmp_path, capsys):
         "latency_repeats=2",
     ]
     spec = str(REPO / "runs" / "imagenet.yaml")
-    assert main(["launch", spec, *overrides, "--executor", "local", "--cpu", "--wait", "--poll", "0.5"]) in (
-        0,
-        1,
-    )
+    assert main(["launch", spec, *overrides, "--executor", "local", "--cpu", "--wait", "--poll", "0.5"]) == 0
     assert main(["measure", spec, *overrides, "--threads", "1"]) == 0
     assert main(["report", spec, *overrides, "--out", str(tmp_path / "report")]) == 0
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert len(runs) == 12  # the original + LayerCollapse/KD x2/pruning/fusion at 2 levels + finetune
     completed = runs[runs["status"] == "completed"]
-    assert {"original", "layercollapse", "kd", "magnitude_pruning", "finetune"} <= set(completed["method"])
+    assert len(completed) == len(runs)  # every run of every method, none failed
+    assert set(completed["method"]) == {"original"} | {
+        r.cfg.method for r in plan_sweep(spec).stage("compress")
+    }
     # pruning reaches the compression that folding k blocks of vit_tiny gives (computed on a copy)
     pruned = completed[completed["method"] == "magnitude_pruning"].sort_values("level")
     assert (pruned["compression"] > 1.0).all() and pruned["compression"].is_monotonic_increasing

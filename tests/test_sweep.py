@@ -176,3 +176,11 @@ def test_a_variant_can_be_limited_to_some_models_and_levels(tmp_path):
     runs = plan_sweep(path).stage("compress")
     assert {(r.cfg.model, r.matched_level) for r in runs if r.variant == "kd_5x"} == {("digits_vit", 1)}
     assert len([r for r in runs if r.variant == "kd"]) == 4
+
+
+def test_the_reference_method_is_a_setting_of_the_spec(tmp_path):
+    variants = {"ft": {"method": "finetune"}, "kd": {"method": "kd"}}
+    assert plan_sweep(write_spec(tmp_path, base=BASE, variants=variants)).reference == "layercollapse"
+    assert plan_sweep(write_spec(tmp_path, base=BASE, variants=variants, reference="kd")).reference == "kd"
+    with pytest.raises(ConfigError, match="reference: unknown method 'lc'"):
+        plan_sweep(write_spec(tmp_path, base=BASE, variants=variants, reference="lc"))

@@ -2,8 +2,9 @@
 
 import pytest
 
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from lcbench.tracking import resolve_mode
 from tests import wandb_files

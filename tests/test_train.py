@@ -10,12 +10,14 @@ import time
 import pytest
 import torch
 
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.data import load_data
 from lcbench.errors import TrainingDiverged
+from lcbench.evaluation import evaluate
 from lcbench.pipeline import execute, load_model
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
-from lcbench.train import evaluate, lr_factor, make_loader
+from lcbench.train import lr_factor, make_loader
 from tests.conftest import REPO, fast_overrides
 
 VOLATILE = {"epoch_seconds"}  # wall times differ between runs; everything else must not

@@ -1,22 +1,23 @@
-"""Display names of methods and sweep variants for tables and plots (the CSV files keep the ids)."""
+"""Display names of methods and sweep variants for tables and plots (the CSV files keep the ids). A method's
+display name is its class's `title` (declared in its own file)."""
 
 from __future__ import annotations
 
 import re
 
-METHOD_NAMES = {
-    "original": "Original",
-    "finetune": "Fine-tune",
-    "layercollapse": "LayerCollapse",
-    "kd": "KD",
-    "magnitude_pruning": "Magnitude pruning",
-    "layer_fusion": "Layer fusion",
-}
+from ..errors import ConfigError
+from ..methods import METHODS
 
 
 def method_name(method: str) -> str:
-    """`kd` -> `KD`; a method without a display name keeps its id with spaces for underscores."""
-    return METHOD_NAMES.get(method, method.replace("_", " "))
+    """`kd` -> `KD`; a method that is not installed here keeps its id with spaces for underscores."""
+    if method == "original":
+        return "Original"
+    try:
+        title = METHODS.get(method).title
+    except ConfigError:
+        title = ""
+    return title or method.replace("_", " ")
 
 
 def variant_label(method: str, variant: str | None) -> str:

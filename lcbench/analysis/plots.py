@@ -17,25 +17,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
+from ..methods import METHODS  # noqa: E402
 from ..store import RunDir  # noqa: E402
 from .names import variant_label  # noqa: E402
 from .tables import si_prefix  # noqa: E402
 
-# one colour per method in every panel and every figure (methods without one take the next free colour)
-METHOD_COLORS = {
-    "finetune": "C0",
-    "kd": "C1",
-    "layercollapse": "C2",
-    "magnitude_pruning": "C3",
-    "layer_fusion": "C4",
-}
-METHOD_MARKERS = {
-    "finetune": "s",
-    "kd": "^",
-    "layercollapse": "o",
-    "magnitude_pruning": "D",
-    "layer_fusion": "v",
-}
+# one colour and marker per method in every panel and figure, by the method's place in the registry
+# (discovery order: stable, and a new method takes the next free one)
+PALETTE = [f"C{i}" for i in range(10)]
+MARKERS = ["s", "o", "^", "v", "D", "P", "X", "*", "h", "<"]
 LINESTYLES = ["-", "--", ":", "-."]
 # (wall seconds and in-sweep latency are left out: they were taken while other runs shared the cores)
 # axis -> (label, log scale, counted unit whose prefix is chosen per panel, stored scale of that unit)
@@ -47,10 +37,19 @@ AXES = {
 OFF_SCALE_PP = 25.0  # a point this far below its panel's best is drawn at the floor, flagged with its value
 
 
+def _method_index(method: str) -> int:
+    """The method's place among the registered compression methods (`none` left out); an id not
+    installed here takes a place from its name, the same in every figure."""
+    order = [m for m in METHODS.in_order() if m != "none"]
+    return order.index(method) if method in order else len(order) + sum(map(ord, method))
+
+
 def method_color(method: str) -> str:
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    return f"C{len(METHOD_COLORS) + sum(map(ord, method)) % (10 - len(METHOD_COLORS))}"
+    return PALETTE[_method_index(method) % len(PALETTE)]
+
+
+def method_marker(method: str) -> str:
+    return MARKERS[_method_index(method) % len(MARKERS)]
 
 
 def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
@@ -113,7 +112,7 @@ def top1_against(agg: pd.DataFrame, x: str):
                     group["top1_mean"],
                     xerr=_positive_errors(group[f"{x}_mean"], group[f"{x}_std"]),
                     yerr=_positive_errors(group["top1_mean"], group["top1_std"]),
-                    marker=METHOD_MARKERS.get(method, "o"),
+                    marker=method_marker(method),
                     ls=LINESTYLES[i % len(LINESTYLES)],
                     capsize=3,
                     label=variant_label(method, variant),
@@ -260,9 +259,9 @@ def blocks_folded_vs_paper(agg: pd.DataFrame, paper: pd.DataFrame, model: str = 
     return fig
 
 
-def top1_vs_train_flops(curves: pd.DataFrame):
+def top1_vs_train_flops(curves: pd.DataFrame, reference: str = "layercollapse"):
     """Held-out top-1 after each epoch against cumulative training FLOPs (mean over seeds), one panel per
-    (model, level), one line per variant; LayerCollapse's final top-1 as a dashed line."""
+    (model, level), one line per variant; the reference variant's final top-1 as a dashed line."""
     leveled = curves[curves["level"].notna()]
     panels = list(leveled.groupby(["dataset", "model", "level"], sort=False).groups)
     cols = min(len(panels), 4) or 1
@@ -281,8 +280,8 @@ def top1_vs_train_flops(curves: pd.DataFrame):
                 color=method_color(method),
                 ls=["-", "--", ":", "-."][i % 4],
             )
-            if variant == "layercollapse":
-                ax.axhline(mean["top1"].iloc[-1], color=method_color("layercollapse"), lw=0.8, ls="--")
+            if variant == reference:
+                ax.axhline(mean["top1"].iloc[-1], color=method_color(method), lw=0.8, ls="--")
         floor = _off_scale_floor(here["top1"])
         if floor is not None:  # clipped, and said so
             ax.set_ylim(bottom=floor, top=here["top1"].max() + 1.5)

@@ -11,6 +11,7 @@ import math
 import pandas as pd
 
 from ..latency import read_latency
+from ..models import mlps_per_block
 from ..status import sweep_status
 from ..sweep import Plan
 
@@ -94,6 +95,5 @@ def _paper_blocks(model: str, level: float) -> float:
     """A count of collapsible MLPs in the paper's block unit (a Mixer block is 2 MLPs)."""
     if math.isnan(level):
         return math.nan
-    from ..models import mlps_per_block
 
     return level / mlps_per_block(model)

@@ -16,6 +16,7 @@ from ..sweep import Plan
 from . import plots
 from .claims import claims_table
 from .cost import epoch_curves, flops_to_reach
+from .names import method_name
 from .records import sweep_frame
 from .stats import paired_differences
 from .tables import aggregate, matched_table, per_method_table, write_table
@@ -105,20 +106,21 @@ def _ci_text(row: pd.Series) -> str:
     return f"{row['difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
-def differences_markdown(diffs: pd.DataFrame) -> str:
+def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse") -> str:
     if diffs.empty:
         return (
-            "No paired runs (none of the sweep's completed runs pairs a LayerCollapse level with another "
+            f"No paired runs (none of the sweep's completed runs pairs a {reference} level with another "
             "method at the same seed).\n"
         )
-    shown = diffs.assign(**{"LayerCollapse - method (pp, 95% CI)": diffs.apply(_ci_text, axis=1)})[
+    column = f"{reference} - method (pp, 95% CI)"
+    shown = diffs.assign(**{column: diffs.apply(_ci_text, axis=1)})[
         [
             "model",
             "level",
             "paper_blocks",
             "variant",
             "n_pairs",
-            "LayerCollapse - method (pp, 95% CI)",
+            column,
             "verdict",
         ]
     ]
@@ -134,7 +136,8 @@ def reference_variant(frame: pd.DataFrame, method: str = "layercollapse") -> str
 def write_report(plan: Plan, out: Path) -> dict:
     """Everything for one sweep into `out`; returns counts (runs per status) and the paths written."""
     frame = sweep_frame(plan)
-    reference = reference_variant(frame)
+    reference = reference_variant(frame, plan.reference)
+    reference_name = method_name(plan.reference)
     agg = aggregate(frame)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
@@ -165,7 +168,7 @@ def write_report(plan: Plan, out: Path) -> dict:
     if len(comparison):
         atomic_write_text(out / "paper_comparison.csv", comparison.to_csv(index=False))
         atomic_write_text(out / "paper_comparison.md", comparison.to_markdown(index=False) + "\n")
-    written = _plots(frame, agg, curves, paper, plan, out)
+    written = _plots(frame, agg, curves, paper, plan, out, reference)
     counts = frame["status"].value_counts().to_dict()
     lines = [
         *_header(plan, frame, counts),
@@ -177,16 +180,16 @@ def write_report(plan: Plan, out: Path) -> dict:
         "",
         claims[["claim", "measured", "verdict"]].to_markdown(index=False),
         "",
-        "## Paired differences against LayerCollapse",
+        f"## Paired differences against {reference_name}",
         "",
-        "Same seed, same data order; top-1 of LayerCollapse minus the method's, mean over seeds with its "
+        f"Same seed, same data order; top-1 of {reference_name} minus the method's, mean over seeds with its "
         "95% t-interval. An interval containing 0 is no significant difference.",
         "",
-        differences_markdown(diffs),
+        differences_markdown(diffs, reference_name),
         "## Cost to accuracy",
         "",
         "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
-        "KD ran at 1x, 2x and 5x LayerCollapse's epochs where the spec asks for it "
+        f"KD ran at 1x, 2x and 5x {reference_name}'s epochs where the spec asks for it "
         "(`top1_vs_train_flops.png`).",
         "",
         (
@@ -240,14 +243,14 @@ def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
     ]
 
 
-def _plots(frame, agg, curves, paper, plan: Plan, out: Path) -> list[Path]:
+def _plots(frame, agg, curves, paper, plan: Plan, out: Path, reference: str) -> list[Path]:
     written = []
     if agg.empty:  # no completed run yet: nothing to draw (the tables and README still say so)
         return written
     for x in plots.AXES:
         written += plots.save(plots.top1_against(agg, x), out / f"top1_vs_{x}")
     if len(curves):
-        written += plots.save(plots.top1_vs_train_flops(curves), out / "top1_vs_train_flops")
+        written += plots.save(plots.top1_vs_train_flops(curves, reference), out / "top1_vs_train_flops")
     written += plots.save(plots.slope_trajectories(frame, plan.output_root), out / "slopes")
     if (agg["method"] == "layercollapse").any():
         model = "digits_vit" if (agg["model"] == "digits_vit").any() else agg["model"].iloc[0]

@@ -1,17 +1,34 @@
-"""The method registry. LayerCollapse and the control live here; the baselines in the `baselines` package."""
+"""The method registry, filled by discovery: every module of `lcbench.methods` and of `baselines`, then
+the `lcbench.methods` entry-point group (a third-party package adds a method by naming its module there).
+A method is one file that registers its class with `@METHODS.register("name")`; nothing else lists it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
 
 from ..registry import Registry
-from .base import Method
+from .base import Method, RunContext
 
-METHODS: Registry[type[Method]] = Registry("method")
+PACKAGES = ("lcbench.methods", "baselines")
+ENTRY_POINT_GROUP = "lcbench.methods"
+
+
+def _discover() -> None:
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_") and module.name != "base":
+                importlib.import_module(f"{package_name}.{module.name}")
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        loaded = entry.load()  # a module registers itself; a bare Method subclass is registered here
+        if isinstance(loaded, type) and issubclass(loaded, Method) and entry.name not in METHODS.names():
+            METHODS.register(entry.name)(loaded)
+
+
+METHODS: Registry[type[Method]] = Registry("method", discover=_discover)
 METHODS.register("none")(Method)
 
 
-def load_builtin_methods() -> None:
-    """Import every module that registers methods, so the CLI, runner and tests see the same set."""
-    import baselines  # noqa: F401  (registers the baselines)
-
-    from . import finetune, layercollapse  # noqa: F401
-
-
-__all__ = ["METHODS", "Method", "load_builtin_methods"]
+__all__ = ["METHODS", "Method", "RunContext"]

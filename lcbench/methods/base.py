@@ -1,31 +1,71 @@
-"""The plug-in interface every compression method implements on the one shared trainer."""
+"""The plug-in interface every compression method implements on the one shared trainer.
+
+A method is one file (in `lcbench/methods/`, `baselines/` or a package of the `lcbench.methods` entry-point
+group) holding a `Method` subclass registered with `@METHODS.register("name")` and its `Params` dataclass.
+
+Lifecycle of a run (`pipeline.execute`), in order:
+
+1. `check(params, cfg)` (classmethod): at config time, before any run folder exists.
+2. `__init__(params, ctx)`: the `RunContext` below is complete (data, original model, held-out loader).
+3. `prepare(model)`: turn the original model into the one to train; returns it.
+4. On **resume**, `prepare` has run again on a fresh original model, then `load_state_dict(state, model)`
+   receives what `state_dict()` returned at the checkpoint and re-applies the structural changes made since
+   (blocks folded, masks), returning the model whose weights the checkpoint then loads.
+5. Training: `loss(...)` every step, `after_step(optimizer)` after every optimizer step, `epoch_metrics`
+   logged with every epoch (and once before the first, as epoch 0), `on_epoch_end(epoch, model)` between
+   epochs (return True after a structural change: the trainer rebuilds its optimizer).
+6. `finalize(model)`: materialise the compressed model; `structure()` is stored with it and
+   `rebuild(model, structure)` re-creates that architecture from the original when the file is read.
+
+Optional hooks with defaults: `match_target` (the compression it was asked to match),
+`extra_forward_flops_per_sample` (training FLOPs spent outside the model: a KD teacher),
+`final_model_name` (a student of another architecture), `tunable` (live-tunable parameters).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..pipeline import RunContext
+from ..config import RunConfig
+from ..data import DataSplits
+from ..evaluation import evaluate
+from ..store import RunDir
+
+
+@dataclass
+class RunContext:
+    """What a method may use besides the model it trains."""
+
+    cfg: RunConfig
+    run: RunDir
+    device: torch.device
+    data: DataSplits
+    original: nn.Module  # the starting model, frozen in eval mode (KD teacher, fold reference)
+    input_shape: tuple[int, ...]
+    val_loader: Any  # the held-out DataLoader
+
+    def evaluate(self, model: nn.Module) -> dict:
+        return evaluate(model, self.val_loader, self.device, self.cfg.precision)
+
+    def calibration_batch(self, size: int = 128) -> torch.Tensor:
+        """The first `size` held-out inputs (a fixed batch for measuring a fold's output error)."""
+        xs, n = [], 0
+        for inputs, _ in self.val_loader:
+            xs.append(inputs)
+            n += len(inputs)
+            if n >= size:
+                break
+        return torch.cat(xs)[:size].to(self.device)
 
 
 class Method:
-    """A method hooks into the trainer at four points, never through switches on its name:
+    """The identity method (`none`, a pretrain run); every hook is documented in the module docstring."""
 
-    - `prepare(model)`: turn the original model into the one to train (convert blocks, prune, tie weights);
-    - `loss(task_loss, logits, inputs, targets, model)`: the training loss (task loss plus its own terms);
-    - `on_epoch_end(epoch, model)`: act between epochs; return True when the model's parameters changed
-      structurally, so the trainer rebuilds the optimizer;
-    - `finalize(model)`: materialise the compressed model.
-
-    `structure()` returns what is needed to rebuild the final model from the original architecture
-    (`rebuild`), and `state_dict`/`load_state_dict` carry the method's own state across a resume.
-    """
-
-    name: ClassVar[str] = "none"
+    title = ""  # the display name in tables and plots (default: the registered name, spaces for "_")
 
     @dataclass
     class Params:

@@ -7,4 +7,6 @@ from .base import Method
 
 @METHODS.register("finetune")
 class Finetune(Method):
-    name = "finetune"
+    """Every hook is the identity: train the original model as it is."""
+
+    title = "Fine-tune"

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from .. import collapse
-from ..config import option
 from ..control import Tunable
 from ..errors import ConfigError
+from ..fields import option
 from ..measure import measure_model
 from . import METHODS
 from .base import Method
@@ -50,7 +50,7 @@ class LayerCollapseParams:
 
 @METHODS.register("layercollapse")
 class LayerCollapse(Method):
-    name = "layercollapse"
+    title = "LayerCollapse"
     Params = LayerCollapseParams
     tunable = {"lam": Tunable(float, min=0)}
 

@@ -43,8 +43,9 @@ def empty_class_folder(tmp):
 
 def label_mismatch(tmp):
     """The original is trained on 3 classes; the folder then gains a 4th: the compress run must refuse."""
-    from lcbench.config import make_config, pretrain_config
+    from lcbench.config import pretrain_config
     from lcbench.pipeline import execute
+    from lcbench.resolve import make_config
 
     root = write_image_folder(tmp / "imgs")
     compress = make_config({}, LABEL_MISMATCH_RUN(tmp)[1:-1])
@@ -59,7 +60,8 @@ def LABEL_MISMATCH_RUN(tmp):  # noqa: N802 - one command used twice
 
 
 def garbage_checkpoint(tmp):
-    from lcbench.config import make_config, run_id
+    from lcbench.config import run_id
+    from lcbench.resolve import make_config
     from lcbench.store import RunDir
 
     run = RunDir(tmp / "out", run_id(make_config({}, fast_overrides(tmp / "out"))))

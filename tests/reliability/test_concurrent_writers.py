@@ -52,8 +52,9 @@ def test_32_concurrent_writers(tmp_path):
 
 def test_two_compress_runs_started_at_once_wait_for_their_shared_pretrain(tmp_path):
     """The second used to fail with "run is being executed by another process"."""
-    from lcbench.config import make_config, pretrain_config, run_id
+    from lcbench.config import pretrain_config, run_id
     from lcbench.pipeline import execute
+    from lcbench.resolve import make_config
     from tests.conftest import fast_overrides, wait_until
 
     common = {"stage": "compress", "model": "digits_mixer", "pretrain.epochs": 8}

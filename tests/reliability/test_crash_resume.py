@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from tests.conftest import REPO, fast_overrides
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from lcbench.cli import main
-from lcbench.config import make_config, pretrain_config, run_id
+from lcbench.config import pretrain_config, run_id
 from lcbench.errors import CheckpointError
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir, atomic_write_json
 from tests.conftest import fast_overrides
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from lcbench import store
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.store import RunDir, StorageError
 from tests.conftest import fast_overrides, run_cli
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lcbench.cli import main
-from lcbench.config import make_config, run_id
+from lcbench.config import run_id
 from lcbench.control import ControlChannel
+from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from tests.conftest import fast_overrides
 

@@ -1,0 +1,90 @@
+"""A validated `RunConfig` from YAML values and `key=value` overrides, resolved against the registries:
+bare keys become the method's parameters, model and data set names are looked up (with close matches)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from .config import RunConfig, _set_dotted, parse_override
+from .data import DATASETS
+from .errors import ConfigError
+from .fields import build_dataclass, did_you_mean
+from .methods import METHODS
+from .models import MODELS
+
+
+def make_config(
+    values: typing.Mapping[str, Any] | None = None, overrides: typing.Iterable[str] = ()
+) -> RunConfig:
+    """Build and validate a RunConfig from a mapping plus `key=value` overrides.
+
+    Bare keys that are not RunConfig fields are the method's parameters (`k=2` for layercollapse).
+    """
+    raw: dict[str, Any] = json.loads(json.dumps(dict(values or {}), default=str))
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    method_args = dict(raw.pop("method_args", None) or {})
+    for key in [k for k in raw if k not in run_keys]:
+        method_args[key] = raw.pop(key)
+    method_name = str(raw.get("method", "none"))
+    method_cls = METHODS.get(method_name)
+    shadowed = run_keys & {f.name for f in dataclasses.fields(method_cls.Params)}
+    if shadowed:  # a programming error in the method: its bare keys would be ambiguous
+        raise TypeError(f"method {method_name} declares parameters named like run config keys: {shadowed}")
+    try:
+        params = build_dataclass(method_cls.Params, method_args)
+    except ConfigError as e:
+        if "unknown key" in str(e):  # a bare key that is neither a run key nor the method's
+            unknown = sorted(set(method_args) - {f.name for f in dataclasses.fields(method_cls.Params)})
+            method_keys = [f.name for f in dataclasses.fields(method_cls.Params)]
+            hint = did_you_mean(unknown, [*run_keys, *method_keys])
+            owners = {  # a parameter of another method: say which
+                u: [
+                    m
+                    for m in METHODS.names()
+                    if u in {f.name for f in dataclasses.fields(METHODS.get(m).Params)}
+                ]
+                for u in unknown
+            }
+            hint += "".join(f" ({u} is a parameter of method {', '.join(o)})" for u, o in owners.items() if o)
+            method_list = ", ".join(method_keys) or "none"
+            keys = f"Run config keys: {', '.join(sorted(run_keys))}; {method_name}'s: {method_list}"
+            plural = "s" if len(unknown) > 1 else ""
+            raise ConfigError(
+                f"unknown key{plural} {', '.join(unknown)}{hint}: not a run config key, nor a parameter of "
+                f"method {method_name}. {keys} (`lcbench list keys [METHOD]` explains each)"
+            ) from None
+        raise ConfigError(f"method {method_name}: {e}") from None
+    raw["method_args"] = dataclasses.asdict(params)
+    cfg = build_dataclass(RunConfig, raw)
+    validate(cfg)
+    method_cls.check(params, cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field rules and name lookups (unknown model/dataset names list close matches)."""
+    MODELS.get(cfg.model)
+    DATASETS.get(cfg.dataset)
+    if cfg.stage == "pretrain" and cfg.method != "none":
+        raise ConfigError(
+            f"stage=pretrain trains the original model and takes no method (got method={cfg.method}); "
+            "use stage=compress for a compression method"
+        )
+    if cfg.stage == "compress" and cfg.method == "none":
+        raise ConfigError("stage=compress needs a method, e.g. method=finetune or method=layercollapse")
+    if cfg.stage == "compress" and cfg.pretrained:
+        raise ConfigError(
+            "stage=compress starts from its pretrain run; "
+            "set pretrain.pretrained=... instead of pretrained=..."
+        )
+
+
+def method_params(cfg: RunConfig) -> Any:
+    """The run's method parameters as the method's typed dataclass."""
+    return build_dataclass(METHODS.get(cfg.method).Params, cfg.method_args)
