@@ -88,3 +88,17 @@ def test_flops_to_reach_picks_the_cheapest_budget_that_reaches_layercollapse():
     claims = claims_table(pd.DataFrame(rows), table)
     cost = claims[claims["claim"].str.startswith("5x")].iloc[0]
     assert cost["verdict"] == "not supported" and "2.40x" in cost["measured"]
+
+
+def test_every_other_method_in_the_records_gets_a_matched_comparison_claim():
+    """Claims named only the paper's methods: a method added to the sweep never reached the claims."""
+    rows = [run("layercollapse", "layercollapse", s, 90.0 + s) for s in range(3)]
+    rows += [run("svd", "some_new_method", s, 80.0 + s) for s in range(3)]  # 10 pp worse at every seed
+    rows += [run("pruned", "magnitude_pruning", s, 90.0 + s + (0.1, -0.1, 0.0)[s]) for s in range(3)]
+    claims = claims_table(pd.DataFrame(rows), flops_to_reach(pd.DataFrame(rows))).set_index("claim")
+    new = claims.loc["At matched compression, LayerCollapse is more accurate than some new method (svd)"]
+    assert new["verdict"] == "supported" and "+10.00" in new["measured"]
+    pruned = claims.loc[
+        "At matched compression, LayerCollapse is more accurate than Magnitude pruning (pruned)"
+    ]
+    assert pruned["verdict"].startswith("inconclusive")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .names import method_name, variant_label
 from .stats import POINT, is_matched, mean_ci, pooled_difference
 
 MINIMAL_LOSS = 1.0  # pp: "minimal accuracy loss" = the 95% CI of the drop stays within 1 pp
@@ -139,6 +140,28 @@ def regularisation_claim(frame: pd.DataFrame, reference: str, control: str) -> d
     return {"measured": measured, "verdict": verdict}
 
 
+def matched_comparison_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
+    """The reference against one more method at matched compression (no claim of the paper names it)."""
+    ci = pooled_difference(frame, reference, variant)
+    measured = f"{reference} - {variant}, averaged over {ci.get('points', 0)} matched points: {_fmt(ci)}"
+    if pd.isna(ci["low"]):
+        verdict = "inconclusive at this scale"
+    elif ci["low"] > 0:
+        verdict = "supported"
+    elif ci["high"] < 0:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive at this scale (no significant difference)"
+    return {"measured": measured, "verdict": verdict}
+
+
+def other_methods(frame: pd.DataFrame, reference: str) -> list[tuple[str, str]]:
+    """(method, variant) of every compression method in the records that no claim above names."""
+    named = {*frame.loc[frame["variant"] == reference, "method"], "kd", "finetune", "none"}
+    done = frame[(frame["status"] == "completed") & ~frame["method"].isin(named)]
+    return list(dict.fromkeys(zip(done["method"], done["variant"])))
+
+
 def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "layercollapse") -> pd.DataFrame:
     """One row per claim (and per KD initialisation): claim, rule, measured numbers, verdict."""
     kd_inits = (
@@ -186,6 +209,17 @@ def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "lay
                 "claim": "LayerCollapse regularises (beats the fine-tune control of the same epochs)",
                 "rule": "paired over seeds, averaged over points: supported if the CI lies above 0",
                 **regularisation_claim(frame, reference, control.iloc[0]),
+            }
+        )
+    reference_method = next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)
+    for method, variant in other_methods(frame, reference):
+        rows.append(
+            {
+                "claim": f"At matched compression, {method_name(reference_method)} is more accurate than "
+                f"{variant_label(method, variant)}",
+                "rule": "paired over seeds, averaged over matched points: supported if the CI is above 0, "
+                "not supported if below",
+                **matched_comparison_claim(frame, reference, variant),
             }
         )
     return pd.DataFrame(rows, columns=["claim", "rule", "measured", "verdict"])
