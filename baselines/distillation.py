@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcbench import collapse
-from lcbench.control import Tunable
 from lcbench.errors import ConfigError
 from lcbench.fields import option
-from lcbench.measure import count_macs
 from lcbench.methods import METHODS, Method
 from lcbench.models import create_model, fresh_init, last_linear
 
@@ -64,15 +62,15 @@ class KDParams:
         "teacher_fold: folded layers start as the teacher's block with its ReLU/GELU taken as the "
         "identity (caveat: often near chance; a reproduction variant, not a fair control)",
     )
-    T: float = option(2.0, min_exclusive=0, help="temperature")
-    alpha: float = option(0.5, min=0, max=1, help="weight of the distillation term")
+    T: float = option(2.0, min_exclusive=0, max=1e3, tunable=True, help="temperature")
+    alpha: float = option(0.5, min=0, max=1, tunable=True, help="weight of the distillation term")
 
 
 @METHODS.register("kd")
 class KnowledgeDistillation(Method):
     title = "KD"
+    original_forward_passes = 1.0  # the teacher (the original model) sees every training sample
     Params = KDParams
-    tunable = {"alpha": Tunable(float, min=0, max=1), "T": Tunable(float, min_exclusive=0)}
 
     def __init__(self, params: KDParams, ctx: Any) -> None:
         super().__init__(params, ctx)
@@ -97,9 +95,6 @@ class KnowledgeDistillation(Method):
                 f"student {p.student} predicts {head.out_features} classes but "
                 f"{cfg.dataset} has {self.ctx.data.num_classes}"
             )
-        self.teacher_flops = (
-            2e9 * count_macs(self.teacher, self.ctx.input_shape)["gmacs"]
-        )  # fixed: count once
         self.target = (
             collapse.collapse_targets(self.teacher, 0, self.ctx.input_shape, cfg.model, names=self.folded)
             if self.folded
@@ -141,9 +136,6 @@ class KnowledgeDistillation(Method):
 
     def match_target(self) -> dict[str, Any] | None:
         return {"quantity": "compression", "target": self.target["compression"]} if self.target else None
-
-    def extra_forward_flops_per_sample(self) -> float:
-        return self.teacher_flops
 
     def final_model_name(self) -> str:
         return self.ctx.cfg.model if self.params.student.startswith(COLLAPSED) else self.params.student

@@ -38,22 +38,6 @@ class TrackingConfig:
 
 
 @dataclass
-class PretrainRecipe:
-    """How the original model that a `compress` run starts from is obtained (its own `pretrain` run)."""
-
-    pretrained: str = option("", help="'' (train from scratch), 'hub' (timm/torchvision cache) or a file")
-    epochs: int = option(40, min=0)
-    batch_size: int = option(64, min=1, max=MAX_BATCH)
-    optimizer: str = option("adamw", choices=["sgd", "adamw"])
-    lr: float = option(3e-3, min_exclusive=0)
-    weight_decay: float = option(0.1, min=0)
-    lr_schedule: str = option("cosine", choices=["cosine", "step", "constant"])
-    warmup_epochs: int = option(2, min=0)
-    label_smoothing: float = option(0.1, min=0, max=0.99)
-    seed: int = option(0, min=0)
-
-
-@dataclass
 class RunConfig:
     """Everything that defines one run (and, outside the hash, where and how it executes)."""
 
@@ -64,16 +48,18 @@ class RunConfig:
     dataset: str = "digits"
     data_root: str = "data"
     download: bool = False
-    pretrained: str = option("", help="'' (from scratch), 'hub' or a weights file (stage=pretrain)")
+    pretrained: str = option(
+        "", help="'' (train from scratch), 'hub' (timm/torchvision cache) or a weights file (pretrain runs)"
+    )
     img_size: int | None = option(None, min=1, help="override the model's input size")
     seed: int = option(0, min=0)
     epochs: int = option(40, min=0)
     batch_size: int = option(64, min=1, max=MAX_BATCH)
     eval_batch_size: int = option(256, min=1, max=MAX_BATCH)
     optimizer: str = option("adamw", choices=["sgd", "adamw"])
-    lr: float = option(3e-3, min_exclusive=0)
-    momentum: float = option(0.9, min=0, max=1)
-    weight_decay: float = option(0.1, min=0)
+    lr: float = option(3e-3, min_exclusive=0, max=10.0, tunable=True)
+    momentum: float = option(0.9, min=0, max=1, tunable=True, help="SGD only (live: with optimizer=sgd)")
+    weight_decay: float = option(0.1, min=0, max=10.0, tunable=True)
     lr_schedule: str = option("cosine", choices=["cosine", "step", "constant"])
     lr_cycle_epochs: int = option(
         0,
@@ -85,7 +71,9 @@ class RunConfig:
     step_gamma: float = option(0.1, min_exclusive=0, max=1)
     warmup_epochs: int = option(2, min=0)
     label_smoothing: float = option(0.1, min=0, max=0.99)
-    grad_clip: float = option(0.0, min=0, help="max gradient norm; 0 disables clipping")
+    grad_clip: float = option(
+        0.0, min=0, max=1e6, tunable=True, help="max gradient norm; 0 disables clipping"
+    )
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", choices=["fp32", "bf16", "fp16"])
     channels_last: bool = False
@@ -95,8 +83,35 @@ class RunConfig:
     latency_repeats: int = option(20, min=1)
     output_root: str = "outputs"
     tracking: TrackingConfig = option(default_factory=TrackingConfig)
-    pretrain: PretrainRecipe = option(default_factory=PretrainRecipe)
+    pretrain: PretrainRecipe = option(default_factory=lambda: PretrainRecipe())
 
+
+# How the original model of a `compress` run is obtained (its own `pretrain` run): these RunConfig fields,
+# with the same defaults and checks, under `pretrain.*`.
+RECIPE_FIELDS = (
+    "pretrained",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+    "warmup_epochs",
+    "label_smoothing",
+    "seed",
+)
+PretrainRecipe = dataclasses.make_dataclass(
+    "PretrainRecipe",
+    [
+        (f.name, RunConfig.__annotations__[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+        for f in dataclasses.fields(RunConfig)
+        if f.name in RECIPE_FIELDS
+    ],
+)
+PretrainRecipe.__module__ = __name__
+PretrainRecipe.__doc__ = (
+    "How the original model a `compress` run starts from is trained (RunConfig's fields)."
+)
 
 # Fields that say where or how a run executes, not what it computes: excluded from the run id.
 EXECUTION_FIELDS = ("data_root", "download", "device", "threads", "workers", "output_root", "tracking")

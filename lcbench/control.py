@@ -14,12 +14,14 @@ Nothing in a request is evaluated: it is JSON, and values are coerced to the dec
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
 import socket
 import stat
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,18 @@ class Tunable:
         value = coerce(key, value, self.type)
         check_range(key, value, {"min": self.min, "max": self.max, "min_exclusive": self.min_exclusive})
         return value
+
+
+def tunables(cls: type) -> dict[str, Tunable]:
+    """The live-tunable fields of a config dataclass (`option(..., tunable=True)`), with their bounds."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: Tunable(
+            hints[f.name], f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_exclusive")
+        )
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("tunable")
+    }
 
 
 def control_dir(run_path: Path) -> Path:

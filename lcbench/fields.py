@@ -24,9 +24,18 @@ def option(
     max: float | None = None,
     min_exclusive: float | None = None,
     help: str = "",
+    tunable: bool = False,
 ) -> Any:
-    """A dataclass field with validation metadata."""
-    meta = {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive, "help": help}
+    """A dataclass field with validation metadata; `tunable`: `lcbench tune` may change it while the run
+    trains (within the same bounds)."""
+    meta = {
+        "choices": choices,
+        "min": min,
+        "max": max,
+        "min_exclusive": min_exclusive,
+        "help": help,
+        "tunable": tunable,
+    }
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -64,10 +64,6 @@ class Registry(Generic[T]):
             f"{len(self.names(include_fallbacks=True))} known {self.kind}s."
         )
 
-    def in_order(self) -> list[str]:
-        """Registered names in registration order (stable: colours and table order follow it)."""
-        return list(self._discovered())
-
     def names(self, pattern: str | None = None, include_fallbacks: bool = False) -> list[str]:
         """Registered names (sorted), optionally filtered by a wildcard pattern like `digits_*`."""
         found = set(self._discovered())

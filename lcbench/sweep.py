@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config, run_id
+from .cost import flops_per_sample, forward_flops
 from .data import DATASETS
 from .errors import ConfigError
 from .measure import count_macs
@@ -269,7 +270,8 @@ def forward_gmacs(cfg: RunConfig) -> float:
 
 
 def training_flops(plan: Plan) -> dict[str, float | None]:
-    """Estimated training FLOPs per run: 3 x forward x images x epochs (None: data set size unknown)."""
+    """Estimated training FLOPs per run (`cost.flops_per_sample` of the original model x images x epochs,
+    a KD teacher included; None: data set size unknown)."""
 
     macs: dict[tuple, float] = {}
     estimates: dict[str, float | None] = {}
@@ -282,5 +284,7 @@ def training_flops(plan: Plan) -> dict[str, float | None]:
         key = (cfg.model, cfg.dataset, cfg.img_size)
         if key not in macs:
             macs[key] = forward_gmacs(cfg)
-        estimates[run.run_id] = 3 * 2e9 * macs[key] * size * cfg.epochs
+        original = forward_flops(macs[key])
+        passes = METHODS.get(cfg.method).original_forward_passes
+        estimates[run.run_id] = flops_per_sample(original, original, passes) * size * cfg.epochs
     return estimates

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .config import RunConfig
-from .control import TRIGGERS, ControlChannel, Tunable
+from .control import TRIGGERS, ControlChannel, tunables
+from .cost import flops_per_sample, forward_flops
 from .durations import format_duration
 from .errors import CheckpointError, ConfigError, LcbenchError, RunStopped, TrainingDiverged
 from .evaluation import AMP_DTYPES, evaluate
@@ -176,14 +177,9 @@ class Progress:
     epoch_seconds: float = 0.0
 
 
-# What the trainer itself lets `lcbench tune` change (a method adds its own, `Method.tunable`).
+# What `lcbench tune` may change: the run config fields declared tunable, plus the method's own (its Params).
 # Bounded: a value that is finite but absurd (lr=1e308) would be checkpointed and fail every resume.
-TRAINER_TUNABLE = {
-    "lr": Tunable(float, min_exclusive=0, max=10.0),
-    "weight_decay": Tunable(float, min=0, max=10.0),
-    "momentum": Tunable(float, min=0, max=1),
-    "grad_clip": Tunable(float, min=0, max=1e6),
-}
+TRAINER_TUNABLE = tunables(RunConfig)
 
 
 class Trainer:
@@ -218,9 +214,12 @@ class Trainer:
         self.progress = Progress()
         self.optimizer = self.scheduler = None
         self.forward_flops = 0.0
+        self.original_flops = 0.0  # forward FLOPs of the original model, for a method that runs it (KD)
+        if method.original_forward_passes:
+            self.original_flops = forward_flops(count_macs(method.ctx.original, input_shape)["gmacs"])
         self.epoch_start_generator = self.generator.get_state()
         self.live: dict[str, float] = {}  # values changed by `lcbench tune` (they outlive a resume)
-        self.tunable = {**TRAINER_TUNABLE, **method.tunable}
+        self.tunable = {**TRAINER_TUNABLE, **tunables(type(method.params))}
         self.scheduled = sorted(scheduled_changes or [], key=lambda c: c["step"])  # replay
         self.control = ControlChannel(run.path)
 
@@ -230,7 +229,7 @@ class Trainer:
         cfg = replace(self.cfg, **{k: v for k, v in self.live.items() if k in TRAINER_TUNABLE})
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.progress.step)
-        self.forward_flops = 2e9 * count_macs(self.model, self.input_shape)["gmacs"]
+        self.forward_flops = forward_flops(count_macs(self.model, self.input_shape)["gmacs"])
 
     def save_checkpoint(self) -> None:
         mid_epoch = self.progress.batch > 0  # then the loader restarts this epoch's order and skips ahead
@@ -351,7 +350,9 @@ class Trainer:
             self.train_loader.sampler.skip = p.batch * self.cfg.batch_size
         loss_sum = torch.tensor(p.epoch_loss_sum, device=self.device)
         correct = torch.tensor(p.epoch_correct, device=self.device, dtype=torch.long)
-        flops_per_sample = 3 * self.forward_flops + self.method.extra_forward_flops_per_sample()
+        per_sample = flops_per_sample(
+            self.forward_flops, self.original_flops, self.method.original_forward_passes
+        )
         bar = tqdm(  # tqdm's own rate, in images/s (batches x batch size)
             self.train_loader,
             desc=f"epoch {p.epoch + 1}/{self.cfg.epochs}",
@@ -391,7 +392,7 @@ class Trainer:
             p.step += 1
             p.batch += 1
             p.samples += batch
-            p.train_flops += flops_per_sample * batch
+            p.train_flops += per_sample * batch
             loss_sum += loss.detach() * batch
             correct += (logits.argmax(1) == targets).sum()
             p.epoch_seen += batch

@@ -373,9 +373,9 @@ def test_every_registered_method_has_its_own_colour_marker_and_name():
     """Colours came from a hand-written table: a new method was drawn in finetune's colour."""
     from lcbench.analysis.names import method_name
     from lcbench.analysis.plots import method_color, method_marker
-    from lcbench.methods import METHODS
+    from lcbench.methods import METHODS, method_order
 
-    methods = [m for m in METHODS.in_order() if m != "none"]
+    methods = [m for m in method_order() if m != "none"]
     assert len({method_color(m) for m in methods}) == len(methods)
     assert len({method_marker(m) for m in methods}) == len(methods)
     assert method_color("layercollapse") == method_color("layercollapse")  # the same in every figure

@@ -125,7 +125,7 @@ def test_output_root_not_writable(tmp_path, capsys):
 
 
 def test_nan_loss_exits_nonzero(tmp_path, capsys):
-    assert main(["run", *fast_overrides(tmp_path), "optimizer=sgd", "lr=1e30", "--no-progress"]) == 2
+    assert main(["run", *fast_overrides(tmp_path), "optimizer=sgd", "lr=10", "--no-progress"]) == 2
     assert "the loss became" in capsys.readouterr().err
     assert [r["status"] for r in load_records(tmp_path)] == ["failed"]
 

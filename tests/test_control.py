@@ -189,3 +189,19 @@ def test_a_thousand_requests_cost_one_checkpoint_and_no_request_can_kill_the_run
     }
     assert acks["str"]["accepted"] and acks["str"]["changes"][0]["new"] == 0.001
     assert len(run.events("tune")) == 1001 and len(run.events("tune_rejected")) == 3
+
+
+def test_live_tunables_are_derived_from_the_field_declarations():
+    """Declared once: `option(..., tunable=True)` on the config and on a method's Params, bounds included."""
+    from baselines.distillation import KnowledgeDistillation
+    from lcbench.config import RunConfig
+    from lcbench.control import tunables
+    from lcbench.methods.layercollapse import LayerCollapse
+
+    trainer = tunables(RunConfig)
+    assert set(trainer) == {"lr", "weight_decay", "momentum", "grad_clip"}
+    assert trainer["lr"].max == 10.0 and trainer["lr"].min_exclusive == 0
+    assert set(tunables(LayerCollapse.Params)) == {"lam"}
+    assert set(tunables(KnowledgeDistillation.Params)) == {"alpha", "T"}
+    with pytest.raises(ConfigError, match="lr: must be <= 10.0"):
+        make_config({}, ["lr=20"])  # the same bound at config time

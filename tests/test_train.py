@@ -114,7 +114,7 @@ def test_record_is_complete(tmp_path):
 
 
 def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path):
-    cfg = make_config({}, fast_overrides(tmp_path, optimizer="sgd", lr=1e30, model="digits_mlp"))
+    cfg = make_config({}, fast_overrides(tmp_path, optimizer="sgd", lr=10, model="digits_mlp"))
     with pytest.raises(TrainingDiverged, match="the loss became .* lower lr"):
         execute(cfg, progress_bar=False)
     result = RunDir(tmp_path, run_id(cfg)).result()

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
-from ..methods import METHODS  # noqa: E402
+from ..methods import method_order  # noqa: E402
 from ..store import RunDir  # noqa: E402
 from .names import variant_label  # noqa: E402
 from .tables import si_prefix  # noqa: E402
@@ -40,7 +40,7 @@ OFF_SCALE_PP = 25.0  # a point this far below its panel's best is drawn at the f
 def _method_index(method: str) -> int:
     """The method's place among the registered compression methods (`none` left out); an id not
     installed here takes a place from its name, the same in every figure."""
-    order = [m for m in METHODS.in_order() if m != "none"]
+    order = [m for m in method_order() if m != "none"]
     return order.index(method) if method in order else len(order) + sum(map(ord, method))
 
 

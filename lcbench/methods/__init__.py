@@ -31,4 +31,16 @@ METHODS: Registry[type[Method]] = Registry("method", discover=_discover)
 METHODS.register("none")(Method)
 
 
-__all__ = ["METHODS", "Method", "RunContext"]
+def method_order() -> list[str]:
+    """Every method in a stable order, whatever imported what first: `none`, then by package (as scanned),
+    module and name; entry-point methods of other packages last. Colours and markers follow it."""
+
+    def key(name: str) -> tuple:
+        module = METHODS.get(name).__module__
+        package = next((i for i, p in enumerate(PACKAGES) if module.startswith(p + ".")), len(PACKAGES))
+        return (name != "none", package, module, name)
+
+    return sorted(METHODS.names(), key=key)
+
+
+__all__ = ["METHODS", "Method", "RunContext", "method_order"]

@@ -18,8 +18,10 @@ Lifecycle of a run (`pipeline.execute`), in order:
    `rebuild(model, structure)` re-creates that architecture from the original when the file is read.
 
 Optional hooks with defaults: `match_target` (the compression it was asked to match),
-`extra_forward_flops_per_sample` (training FLOPs spent outside the model: a KD teacher),
-`final_model_name` (a student of another architecture), `tunable` (live-tunable parameters).
+`original_forward_passes` (forward passes of the original model per training sample: a KD teacher's 1,
+counted in the training FLOPs by the trainer and the planner alike),
+`final_model_name` (a student of another architecture). A `Params` field declared with
+`option(..., tunable=True)` may be changed by `lcbench tune` while the run trains.
 """
 
 from __future__ import annotations
@@ -66,13 +68,11 @@ class Method:
     """The identity method (`none`, a pretrain run); every hook is documented in the module docstring."""
 
     title = ""  # the display name in tables and plots (default: the registered name, spaces for "_")
+    original_forward_passes = 0.0  # forward passes of the original model per training sample (KD: 1)
 
     @dataclass
     class Params:
         """The method's parameters (none for plain training)."""
-
-    # parameters that `lcbench tune` may change while the run trains: name -> control.Tunable
-    tunable: dict[str, Any] = {}
 
     @classmethod
     def check(cls, params: Any, cfg: Any) -> None:
@@ -114,10 +114,6 @@ class Method:
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
-
-    def extra_forward_flops_per_sample(self) -> float:
-        """Forward FLOPs per training sample spent outside the trained model (a KD teacher)."""
-        return 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from .. import collapse
-from ..control import Tunable
 from ..errors import ConfigError
 from ..fields import option
 from ..measure import measure_model
@@ -34,7 +33,9 @@ from .base import Method
 class LayerCollapseParams:
     k: int = option(1, min=1, help="collapse the last k collapsible blocks (counted from the output)")
     blocks: list[str] = option(default_factory=list, help="or these blocks by name (overrides k)")
-    lam: float = option(1.0, min=0, help="the regularizer's weight (the paper's lambda)")
+    lam: float = option(
+        1.0, min=0, max=1e6, tunable=True, help="the regularizer's weight (the paper's lambda)"
+    )
     init_slope: float | None = option(None, help="initial PReLU slope; default 0.01 for GELU, 0.0 for ReLU")
     threshold: float = option(0.05, min_exclusive=0, help="fold only blocks with |a - 1| < threshold")
     schedule: str = option("oneshot", choices=["oneshot", "progressive"])
@@ -52,7 +53,6 @@ class LayerCollapseParams:
 class LayerCollapse(Method):
     title = "LayerCollapse"
     Params = LayerCollapseParams
-    tunable = {"lam": Tunable(float, min=0)}
 
     def __init__(self, params: LayerCollapseParams, ctx: Any) -> None:
         super().__init__(params, ctx)
