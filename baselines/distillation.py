@@ -118,11 +118,13 @@ class KnowledgeDistillation(Method):
         blocks = [collapse.block_by_name(student, n) for n in self.folded]
         firsts = [_path(b.container, b.first) for b in blocks]
         collapse.apply_structure(student, [], self.folded)
-        folded_layers = {path for path in firsts if isinstance(student.get_submodule(path), nn.Linear)}
+        # in block order, never a set's: the fresh initialisations draw from the RNG in this order (a set's
+        # order follows the per-process string hash, so level-2 students differed from run to run)
+        folded_layers = [p for p in dict.fromkeys(firsts) if isinstance(student.get_submodule(p), nn.Linear)]
         for path in folded_layers:  # (a Linear folded again into an earlier one is gone)
             fresh_init(student, path)
         if init == "teacher":
-            _copy_matching(self.teacher, student, skip=folded_layers)
+            _copy_matching(self.teacher, student, skip=set(folded_layers))
         return student
 
     def _fresh(self, name: str) -> nn.Module:

@@ -52,7 +52,7 @@ def weight_similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> float:
     if kind == "cosine":
         return F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
     if kind == "wasserstein":
-        from scipy.stats import wasserstein_distance
+        from scipy.stats import wasserstein_distance  # only for similarity=wasserstein (scipy is heavy)
 
         return -float(wasserstein_distance(a.flatten().cpu().numpy(), b.flatten().cpu().numpy()))
     x, y = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)  # linear CKA, rows as examples

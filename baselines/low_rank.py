@@ -37,12 +37,13 @@ class LowRankParams:
 
 
 def block_linears(model: nn.Module, k: int, model_name: str) -> list[str]:
-    """The Linear layers (module paths) of the last k collapsible blocks: those a fold would remove."""
+    """The Linear layers (module paths) of the last k collapsible blocks: those a fold would remove (once
+    each: in a plain MLP one Linear ends a block and starts the next)."""
     paths = []
     for block in select_blocks(model, k, model_name=model_name):
         prefix = f"{block.container}." if block.container else ""
         paths += [prefix + block.first, prefix + block.second]
-    return paths
+    return list(dict.fromkeys(paths))
 
 
 def factorised(linear: nn.Linear, rank: int) -> nn.Sequential:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune
 
@@ -100,7 +101,7 @@ def count_parameters_effective(model: nn.Module) -> int:
 
 def prune_structured(model: nn.Module, input_shape: tuple[int, ...], target: float) -> tuple[nn.Module, dict]:
     """Channel pruning with torch-pruning to `target` MAC ratio (bisection on the uniform pruning ratio)."""
-    import torch_pruning as tp
+    import torch_pruning as tp  # only for scope=structured: importing it costs about a second
 
     macs0 = count_macs(model, input_shape)["gmacs"]
     device = next(model.parameters()).device
@@ -139,7 +140,6 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, ...], target: flo
 
 
 def _ignored(model: nn.Module) -> list[nn.Module]:
-    from timm.layers import Attention
 
     return [last_linear(model)[1], *[m for m in model.modules() if isinstance(m, Attention)]]
 

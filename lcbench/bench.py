@@ -9,13 +9,23 @@ Each benchmark writes `results/bench/<name>.json` with the device, torch version
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.datasets import ImageFolder
 
 from . import collapse
 from .control import ControlChannel
@@ -64,11 +74,23 @@ def _convert_to_identity(model: torch.nn.Module, k: int | None = None) -> list[s
 def bench_collapse(args: argparse.Namespace) -> dict:
     """Convert-and-fold time and error on vit_base; latency of original vs collapsed models against MACs."""
     torch.manual_seed(0)
-    out: dict = {}
+    out: dict = {"vit_base_fold": _fold_time_and_error()}
+    # latency of original vs collapsed models, beside the MAC ratio
+    # (model, blocks folded, latency batches): vit_base with all 12 MLPs folded; VGG has 2 classifier blocks
+    cases = [
+        ("vit_base_patch16_224", 12, (1, 8)),
+        ("vit_tiny_patch16_224", 6, (1, 32)),
+        ("vgg11_bn", 2, (1, 32)),
+    ]
+    for name, k, batches in cases:
+        out[name] = _collapsed_latency(name, k, batches, args)
+    return out
 
-    # 1. convert + fold all 12 MLPs of vit_base_patch16_224, and the fold's output error
-    # The error compares the converted model (slopes 1, i.e. what the regularizer converges to) with the
-    # folded one: that is the fold's own error. (Against the GELU original the output changes, of course.)
+
+def _fold_time_and_error() -> dict:
+    """Convert + fold all 12 MLPs of vit_base_patch16_224, and the fold's output error. The error compares
+    the converted model (slopes 1, i.e. what the regularizer converges to) with the folded one: the fold's
+    own error (against the GELU original the output changes, of course)."""
     model = create_model("vit_base_patch16_224", 1000).eval()
     x = torch.randn(2, 3, 224, 224)
     start = time.perf_counter()
@@ -81,7 +103,7 @@ def bench_collapse(args: argparse.Namespace) -> dict:
     fold_seconds = time.perf_counter() - start
     with torch.no_grad():
         after = model(x)
-    out["vit_base_fold"] = {
+    return {
         "blocks": len(names),
         "convert_seconds": convert_seconds,
         "fold_seconds": fold_seconds,
@@ -90,43 +112,37 @@ def bench_collapse(args: argparse.Namespace) -> dict:
         "max_rel_output_diff": ((after - before).abs().max() / before.abs().max()).item(),
     }
 
-    # 2. latency of original vs collapsed models, beside the MAC ratio
-    # (model, blocks folded, latency batches): vit_base with all 12 MLPs folded; VGG has 2 classifier blocks
-    cases = [
-        ("vit_base_patch16_224", 12, (1, 8)),
-        ("vit_tiny_patch16_224", 6, (1, 32)),
-        ("vgg11_bn", 2, (1, 32)),
-    ]
-    for name, k, batches in cases:
-        original = create_model(name, 1000).eval()
-        collapsed = create_model(name, 1000).eval()
-        collapsed.load_state_dict(original.state_dict())
-        collapse.collapse(collapsed, _convert_to_identity(collapsed, k))
-        shape = (3, 224, 224)
-        row = {"k": k}
-        macs_o, macs_c = count_macs(original, shape)["gmacs"], count_macs(collapsed, shape)["gmacs"]
-        row.update(
-            gmacs_original=macs_o,
-            gmacs_collapsed=macs_c,
-            mac_ratio=macs_o / macs_c,
-            params_original=count_parameters(original)[0],
-            params_collapsed=count_parameters(collapsed)[0],
-        )
-        for batch in batches:
-            # interleave original and collapsed so both see the same machine state
-            lo, lc = [], []
-            for _ in range(args.rounds):
-                lo.append(latency_ms(original, shape, batch, repeats=args.repeats, warmup=1))
-                lc.append(latency_ms(collapsed, shape, batch, repeats=args.repeats, warmup=1))
-            lo_ms, lc_ms = sorted(lo)[len(lo) // 2], sorted(lc)[len(lc) // 2]
-            row[f"b{batch}"] = {
-                "latency_ms_original": lo_ms,
-                "latency_ms_collapsed": lc_ms,
-                "speedup_measured": lo_ms / lc_ms,
-                "measured_over_theoretical": (lo_ms / lc_ms) / row["mac_ratio"],
-            }
-        out[name] = row
-    return out
+
+def _collapsed_latency(name: str, k: int, batches: tuple[int, ...], args: argparse.Namespace) -> dict:
+    """Latency of `name` against its last k blocks folded, interleaved, beside the MAC ratio."""
+    original = create_model(name, 1000).eval()
+    collapsed = create_model(name, 1000).eval()
+    collapsed.load_state_dict(original.state_dict())
+    collapse.collapse(collapsed, _convert_to_identity(collapsed, k))
+    shape = (3, 224, 224)
+    row = {"k": k}
+    macs_o, macs_c = count_macs(original, shape)["gmacs"], count_macs(collapsed, shape)["gmacs"]
+    row.update(
+        gmacs_original=macs_o,
+        gmacs_collapsed=macs_c,
+        mac_ratio=macs_o / macs_c,
+        params_original=count_parameters(original)[0],
+        params_collapsed=count_parameters(collapsed)[0],
+    )
+    for batch in batches:
+        # interleave original and collapsed so both see the same machine state
+        lo, lc = [], []
+        for _ in range(args.rounds):
+            lo.append(latency_ms(original, shape, batch, repeats=args.repeats, warmup=1))
+            lc.append(latency_ms(collapsed, shape, batch, repeats=args.repeats, warmup=1))
+        lo_ms, lc_ms = sorted(lo)[len(lo) // 2], sorted(lc)[len(lc) // 2]
+        row[f"b{batch}"] = {
+            "latency_ms_original": lo_ms,
+            "latency_ms_collapsed": lc_ms,
+            "speedup_measured": lo_ms / lc_ms,
+            "measured_over_theoretical": (lo_ms / lc_ms) / row["mac_ratio"],
+        }
+    return row
 
 
 def _median(values: list[float]) -> float:
@@ -135,7 +151,6 @@ def _median(values: list[float]) -> float:
 
 def _bare_epoch(model, loader, optimizer, scheduler, label_smoothing: float) -> None:
     """The plain PyTorch loop the trainer is compared with."""
-    import torch.nn.functional as F
 
     model.train()
     for x, y in loader:
@@ -150,10 +165,6 @@ def _bare_epoch(model, loader, optimizer, scheduler, label_smoothing: float) -> 
 def bench_trainer(args: argparse.Namespace) -> dict:
     """lcbench's training step (the Trainer, with its accounting, NaN check and control check) against a
     bare PyTorch loop: same model, data, optimizer kind, batch; epochs interleaved, median ratio."""
-    import copy
-    import tempfile
-
-    from torch.utils.data import DataLoader, TensorDataset
 
     out: dict = {}
     cases = [
@@ -177,7 +188,7 @@ def bench_trainer(args: argparse.Namespace) -> dict:
             trainer = Trainer(
                 cfg, model, method, train, None, run, torch.device("cpu"), shape, progress_bar=False
             )
-            trainer._rebuild_optimizer()
+            trainer.rebuild_optimizer()
             optimizer = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
             loader = DataLoader(train, batch_size=batch, shuffle=True)
@@ -185,12 +196,12 @@ def bench_trainer(args: argparse.Namespace) -> dict:
             def bare_epoch() -> None:
                 _bare_epoch(bare_model, loader, optimizer, scheduler, cfg.label_smoothing)  # noqa: B023
 
-            trainer._train_one_epoch()  # warm-up, both
+            trainer.train_epoch()  # warm-up, both
             bare_epoch()
             ours, bare = [], []
             for _ in range(rounds):
                 start = time.perf_counter()
-                trainer._train_one_epoch()
+                trainer.train_epoch()
                 ours.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 bare_epoch()
@@ -210,10 +221,6 @@ def bench_trainer(args: argparse.Namespace) -> dict:
 @benchmark("data")
 def bench_data(args: argparse.Namespace) -> dict:
     """lcbench's loaders against plain torchvision/PyTorch ones: digits tensors and an ImageFolder."""
-    import tempfile
-
-    from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
 
     def epoch_seconds(loader) -> float:
         start = time.perf_counter()
@@ -233,9 +240,6 @@ def bench_data(args: argparse.Namespace) -> dict:
         "ratio": _median(a) / _median(b),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        import numpy as np
-        from PIL import Image
-
         rng = np.random.default_rng(0)
         for split in ("train", "val"):
             for c in range(4):
@@ -266,12 +270,6 @@ def bench_data(args: argparse.Namespace) -> dict:
 def bench_runner(args: argparse.Namespace) -> dict:
     """Plan (and, where sbatch exists, submit as held arrays) a 104-run sweep; local-queue overhead per
     run against executing the same runs directly in this process."""
-    import shutil
-    import subprocess
-    import tempfile
-
-    import yaml
-
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -335,10 +333,6 @@ def bench_runner(args: argparse.Namespace) -> dict:
 def bench_control(args: argparse.Namespace) -> dict:
     """The live-tuning check's cost per training step, with no request and with one pending request,
     beside a digits_vit training step (batch 64)."""
-    import tempfile
-
-    import torch.nn.functional as F
-
     model = create_model("digits_vit", 10, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
@@ -378,14 +372,12 @@ def bench_control(args: argparse.Namespace) -> dict:
                 channel.answer(path, request, {"accepted": True})
             serve.append(time.perf_counter() - start)
         checkpoint = []
+        state = {"model": model.state_dict(), "opt": optimizer.state_dict()}
         for _ in range(5):
             start = time.perf_counter()
-            atomic_torch_save(
-                Path(tmp) / "ckpt.pt", {"model": model.state_dict(), "opt": optimizer.state_dict()}
-            )
+            atomic_torch_save(Path(tmp) / "ckpt.pt", state)
             checkpoint.append(time.perf_counter() - start)
-    serve_s = sorted(serve)[len(serve) // 2]
-    ckpt_s = sorted(checkpoint)[len(checkpoint) // 2]
+    serve_s, ckpt_s = _median(serve), _median(checkpoint)
     # no request: a clock read every step plus one folder look per second of training
     idle_per_step = due_s + look_s * step_s
     out.update(

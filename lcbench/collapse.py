@@ -15,9 +15,11 @@ identity at a = 1. Folding replaces the chain by ONE Linear:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+from timm.layers import Mlp
 from torch import nn
 
 from .errors import ConfigError
@@ -55,7 +57,6 @@ def layer_path(block: Block) -> str:
 
 
 def _containers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from timm.layers import Mlp
 
     # exact type for Mlp: GluMlp/SwiGLU subclasses gate their hidden units (not a Linear chain)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Sequential) or type(m) is Mlp]
@@ -281,7 +282,6 @@ def collapse_targets(
 
     LayerCollapse and KD record it as their target; the baselines aim at it (`match_collapse=k`).
     """
-    import copy
 
     folded = copy.deepcopy(model).cpu().eval()
     blocks = select_blocks(folded, k, names, model_name=model_name)

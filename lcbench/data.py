@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision.datasets as tvd
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder, ImageNet
+from torchvision.datasets.folder import default_loader
+from torchvision.transforms import InterpolationMode
 
 from .errors import DataError
 from .registry import Registry
@@ -29,7 +37,6 @@ class DataTransforms:
     interpolation: str = "bilinear"
 
     def train(self) -> Callable:
-        from torchvision import transforms as T
 
         return T.Compose(
             [
@@ -42,7 +49,6 @@ class DataTransforms:
         )
 
     def eval(self) -> Callable:
-        from torchvision import transforms as T
 
         return T.Compose(
             [
@@ -55,7 +61,6 @@ class DataTransforms:
         )
 
     def _mode(self):
-        from torchvision.transforms import InterpolationMode
 
         return InterpolationMode(self.interpolation if self.interpolation != "random" else "bilinear")
 
@@ -111,8 +116,6 @@ DIGITS_SPLIT_SEED = 0  # the split is fixed: every run, whatever its seed, sees 
 
 def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_val, y_val): a fixed, stratified split; images 1x8x8 scaled to [-1, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
@@ -167,7 +170,6 @@ def _find_split(root: Path, split: str, spec: DatasetSpec) -> Path:
 
 def load_rgb_image(path: str):
     """An image as RGB; an unreadable file is a DataError that names it (not a PIL traceback mid-epoch)."""
-    from PIL import Image
 
     try:
         with open(path, "rb") as f:
@@ -178,7 +180,6 @@ def load_rgb_image(path: str):
 
 
 def _image_folder(path: Path, transform: Any, spec: DatasetSpec):
-    from torchvision.datasets import ImageFolder
 
     empty = [p.name for p in path.iterdir() if p.is_dir() and not any(f.is_file() for f in p.rglob("*"))]
     if empty:
@@ -212,8 +213,6 @@ def _load_folder_pair(name: str) -> Callable:
 def _load_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
     """ImageFolder layout, or torchvision's ImageNet layout (meta.bin beside train/ and val/)."""
     if (root / "meta.bin").exists():
-        from torchvision.datasets import ImageNet
-
         return ImageNet(str(root), split="train", transform=train_tf), ImageNet(
             str(root), split="val", transform=eval_tf
         )
@@ -245,7 +244,6 @@ class TinyImageNetVal(Dataset):
     """Tiny ImageNet's original val layout: val/images/*.JPEG listed in val/val_annotations.txt."""
 
     def __init__(self, val_dir: Path, class_to_idx: dict[str, int], transform: Any) -> None:
-        from torchvision.datasets.folder import default_loader
 
         self.loader, self.transform = default_loader, transform
         self.samples = []
@@ -294,7 +292,6 @@ def _torchvision(name: str, cls_name: str, train_kwargs: dict, val_kwargs: dict,
     """A loader for a torchvision data set class that fails clearly when the files are missing."""
 
     def load(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
-        import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
         common = {"download": True} if download else {}
@@ -378,7 +375,6 @@ CALTECH_VAL_FRACTION = 0.2
 
 def _load_caltech101(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
     """Caltech101 has no official split: a fixed seeded 80/20 split."""
-    import torchvision.datasets as tvd
 
     spec = DATASETS.get("caltech101")
     try:

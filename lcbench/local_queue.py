@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .config import load_yaml, run_id
 from .errors import ConfigError
 from .exits import exit_code
@@ -40,7 +42,6 @@ class Slots:
 
 
 def visible_gpus() -> int:
-    import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

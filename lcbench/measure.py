@@ -7,6 +7,7 @@ to torch's own SDPA formula here; otherwise timm ViTs would read ~15% low.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -129,7 +130,6 @@ def latency_ms(
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
 
     try:  # Linux names the CPU model here; platform.processor() is often empty
         with open("/proc/cpuinfo") as f:

@@ -8,8 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
+import torchvision
+from safetensors.torch import load_file
+from timm.models.mlp_mixer import MlpMixer
+from timm.models.mlp_mixer import _init_weights as mixer_init
+from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
 from torch import nn
+from torchvision.models.vgg import VGG, make_layers
 
 from .errors import CheckpointError, ConfigError
 from .registry import Registry
@@ -68,7 +75,6 @@ def digits_mlp(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
 
 @_register("digits_vit", "timm", "timm VisionTransformer: 8x8, patch 2, dim 64, depth 4, 4 heads")
 def digits_vit(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
-    from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
         img_size=img_size or 8,
@@ -86,7 +92,6 @@ def digits_vit(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
 
 @_register("digits_mixer", "timm", "timm MlpMixer: 8x8, patch 2, dim 64, 4 blocks", mlps_per_block=2)
 def digits_mixer(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
-    from timm.models.mlp_mixer import MlpMixer
 
     return MlpMixer(
         num_classes=num_classes,
@@ -104,7 +109,6 @@ DIGITS_VGG_HIDDEN = 256
 
 @_register("digits_vgg", "torchvision", "torchvision VGG: conv 32-M-64-M-128 (BN) + Linear 512-256-256-10")
 def digits_vgg(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
-    from torchvision.models.vgg import VGG, make_layers
 
     # Build VGG's own class without its 25088x4096 classifier: swap the parts VGG.__init__ would create.
     with torch.device("meta"):
@@ -143,7 +147,6 @@ def digits_vgg(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
 
 def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, hub: bool = False):
-        import torchvision
 
         if in_chans != 3:
             raise ConfigError(f"{name} takes 3-channel images; the data set has {in_chans}")
@@ -179,7 +182,6 @@ for _name in [
 
 
 def _timm_lookup(name: str) -> ModelSpec | None:
-    import timm
 
     if not timm.is_model(name):
         return None
@@ -194,7 +196,6 @@ def _timm_lookup(name: str) -> ModelSpec | None:
 
 
 def _timm_names() -> list[str]:
-    import timm
 
     return timm.list_models()
 
@@ -223,10 +224,6 @@ def fresh_init(model: nn.Module, path: str) -> None:
     timm ViTs: truncated normal (std 0.02); timm Mixers: their per-name scheme; torchvision VGG: N(0, 0.01)
     with zero bias; anything else: the layer's own `reset_parameters` (torch's default).
     """
-    from timm.models.mlp_mixer import MlpMixer
-    from timm.models.mlp_mixer import _init_weights as mixer_init
-    from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
-    from torchvision.models.vgg import VGG
 
     layer = model.get_submodule(path)
     if isinstance(model, VisionTransformer):
@@ -265,8 +262,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

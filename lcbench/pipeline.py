@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from timm.data import resolve_data_config
 from torch import nn
 
 from . import measure
@@ -75,7 +76,6 @@ def setup_runtime(cfg: RunConfig) -> torch.device:
 
 def data_transforms(model: nn.Module, img_size: int | None) -> DataTransforms:
     """The model's own data config (timm's resolve_data_config; ImageNet defaults otherwise)."""
-    from timm.data import resolve_data_config
 
     dc = resolve_data_config({}, model=model)
     return DataTransforms(
@@ -193,11 +193,7 @@ def execute(
         if run.is_completed() and not force:
             log.info("run %s is already completed: %s", rid, run.path)
             return run.result()
-        if force:
-            for path in (run.checkpoint_path, run.model_path, run.metrics_path):
-                path.unlink(missing_ok=True)
-        run.result_path.unlink(missing_ok=True)  # a failed record from an earlier attempt
-        atomic_write_text(run.config_path, to_yaml(cfg))
+        _clear_for_a_new_attempt(run, cfg, force)
         # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
         # (W&B keeps one run per process open: opening the pretrain's would finish this one).
         pre_run = (
@@ -207,13 +203,9 @@ def execute(
         atomic_write_json(run.env_path, environment(device))
         tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)
         _set_active_tracker(tracker)
-        result = _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
-        result = {"run_id": rid, "status": "completed", "wandb_id": tracker.wandb_id, **result}
-        result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
-        atomic_write_json(run.result_path, result)
-        tracker.summary(wandb_summary(result))
-        tracker.finish()
-        return result
+        return _completed(
+            run, tracker, _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
+        )
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
         record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
         atomic_write_json(run.result_path, record)
@@ -235,6 +227,26 @@ def execute(
     finally:
         _set_active_tracker(None)
         run.release()
+
+
+def _completed(run: RunDir, tracker: Tracker, result: dict) -> dict:
+    """The completed record, with the model file's size and SHA-256, written last; W&B told and closed."""
+    result = {"run_id": run.run_id, "status": "completed", "wandb_id": tracker.wandb_id, **result}
+    result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
+    atomic_write_json(run.result_path, result)
+    tracker.summary(wandb_summary(result))
+    tracker.finish()
+    return result
+
+
+def _clear_for_a_new_attempt(run: RunDir, cfg: RunConfig, force: bool) -> None:
+    """Remove an earlier attempt's failed record (and with `force` its checkpoint, model and metrics: a
+    restart from scratch); write the config."""
+    if force:
+        for path in (run.checkpoint_path, run.model_path, run.metrics_path):
+            path.unlink(missing_ok=True)
+    run.result_path.unlink(missing_ok=True)
+    atomic_write_text(run.config_path, to_yaml(cfg))
 
 
 def file_sha256(path: Path) -> str:
@@ -328,6 +340,26 @@ def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False
     return pre_run
 
 
+def _starting_model(
+    cfg: RunConfig, pre_run: RunDir | None, num_classes: int
+) -> tuple[nn.Module, dict | None]:
+    """The model a run trains first: its pretrain run's model (checked against that run's record) for a
+    compress run, else a fresh zoo model (random, or the weights `pretrained` names)."""
+    if pre_run is None:
+        spec = DATASETS.get(cfg.dataset)
+        return create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained), None
+    pretrain_record = pre_run.result()
+    expected = (pretrain_record.get("model_file") or {}).get("sha256")
+    if expected and file_sha256(pre_run.model_path) != expected:
+        raise CheckpointError(
+            f"the pretrain model {pre_run.model_path} does not match its record (truncated or replaced "
+            f"since run {pre_run.run_id} completed); rerun it: `lcbench launch SPEC --only-failed`"
+        )
+    model = load_model(pre_run.model_path, expected_run=pre_run.run_id)
+    seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
+    return model, pretrain_record
+
+
 def _execute(
     cfg: RunConfig,
     run: RunDir,
@@ -341,21 +373,7 @@ def _execute(
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
     check_data(cfg)
-    num_classes = spec.classes(root)
-
-    pretrain_record = None
-    if pre_run is not None:
-        pretrain_record = pre_run.result()
-        expected = (pretrain_record.get("model_file") or {}).get("sha256")
-        if expected and file_sha256(pre_run.model_path) != expected:
-            raise CheckpointError(
-                f"the pretrain model {pre_run.model_path} does not match its record (truncated or replaced "
-                f"since run {pre_run.run_id} completed); rerun it: `lcbench launch SPEC --only-failed`"
-            )
-        model = load_model(pre_run.model_path, expected_run=pre_run.run_id)
-        seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
-    else:
-        model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained)
+    model, pretrain_record = _starting_model(cfg, pre_run, spec.classes(root))
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
     data = load_data(cfg.dataset, root, transforms, cfg.download)
     check_label_count(model, data, cfg)
@@ -387,17 +405,45 @@ def _execute(
     model = trainer.fit()
 
     final = method.finalize(model).eval()
-    final_eval = ctx.evaluate(final)
-    batches = sorted({1, cfg.latency_batch})
-    amp = AMP_DTYPES[cfg.precision]
-    final_m = {**measure.measure_model(final, input_shape, batches, cfg.latency_repeats, amp), **final_eval}
-    if cfg.stage == "compress":
-        original_m = measure.measure_model(original, input_shape, batches, cfg.latency_repeats, amp)
-        original_m.update({k: pretrain_record["final"][k] for k in ("top1", "top5", "loss")})
-    else:
-        original_m = dict(final_m)
+    original_m, final_m = _measure_both(ctx, final, pretrain_record)
     save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
+    cost = {
+        "train_seconds": trainer.progress.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "epochs": trainer.progress.epoch,
+        "samples_seen": trainer.progress.samples,
+        "train_flops": trainer.progress.train_flops,
+        "device": str(device),
+    }
+    return _record(ctx, method, original_m, final_m, pretrain_record, cost)
 
+
+def _latency_batches(cfg: RunConfig) -> list[int]:
+    return sorted({1, cfg.latency_batch})
+
+
+def _measure_both(ctx: RunContext, final: nn.Module, pretrain_record: dict | None) -> tuple[dict, dict]:
+    """Accuracy, parameters, MACs and latency of the final model and of the original (for a compress run;
+    a pretrain run's original is its final model). The original's accuracy is its pretrain run's."""
+    cfg, amp = ctx.cfg, AMP_DTYPES[ctx.cfg.precision]
+    final_eval = ctx.evaluate(final)
+    batches = _latency_batches(cfg)
+    final_m = {
+        **measure.measure_model(final, ctx.input_shape, batches, cfg.latency_repeats, amp),
+        **final_eval,
+    }
+    if cfg.stage != "compress":
+        return dict(final_m), final_m
+    original_m = measure.measure_model(ctx.original, ctx.input_shape, batches, cfg.latency_repeats, amp)
+    original_m.update({k: pretrain_record["final"][k] for k in ("top1", "top5", "loss")})
+    return original_m, final_m
+
+
+def _record(
+    ctx: RunContext, method: Method, original_m: dict, final_m: dict, pretrain_record: dict | None, cost: dict
+) -> dict:
+    """The run's result record (without run id and status, which `execute` adds)."""
+    cfg, batches = ctx.cfg, _latency_batches(ctx.cfg)
     compared = measure.compare(original_m, final_m, batches)
     return {
         "stage": cfg.stage,
@@ -412,22 +458,15 @@ def _execute(
         **compared,
         "delta_top1": final_m["top1"] - original_m["top1"],
         "match": match_record(method.match_target(), compared["compression"], original_m, final_m),
-        "input_shape": list(input_shape),
+        "input_shape": list(ctx.input_shape),
         "latency": {
-            "device": measure.device_name(device),
+            "device": measure.device_name(ctx.device),
             "dtype": cfg.precision,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "batches": batches,
         },
-        "cost": {
-            "train_seconds": trainer.progress.train_seconds,
-            "wall_seconds": time.perf_counter() - started,
-            "epochs": trainer.progress.epoch,
-            "samples_seen": trainer.progress.samples,
-            "train_flops": trainer.progress.train_flops,
-            "device": str(device),
-        },
+        "cost": cost,
         "method_report": method.report,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -30,8 +31,6 @@ def git_info(path: Path = PACKAGE_DIR) -> dict:
     """
     snapshot = path.parent / SNAPSHOT_INFO
     if snapshot.exists():
-        import json
-
         return {**json.loads(snapshot.read_text()), "snapshot": str(path.parent)}
 
     def git(*args: str) -> str | None:

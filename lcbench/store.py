@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .errors import LcbenchError, RunLockedError
 
@@ -370,7 +371,6 @@ def iter_events(path: Path, event: str | None = None) -> Iterator[dict]:
 
 def load_records(root: str | Path) -> list[dict]:
     """Every run under `root`: its result.json, or a `running`/`incomplete` stub from its config."""
-    import yaml
 
     records = []
     root = Path(root)
@@ -407,7 +407,7 @@ def live_status(run_path: Path) -> str:
 
 def records_table(root: str | Path):
     """All run records as one flat pandas DataFrame (nested keys joined with dots)."""
-    import pandas as pd
+    import pandas as pd  # only for tables (`lcbench results`, reports): runs never need it
 
     records = load_records(root)
     if not records:

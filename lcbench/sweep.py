@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config, run_id
 from .cost import flops_per_sample, forward_flops
 from .data import DATASETS
@@ -259,7 +261,6 @@ def plan_sweep(path: str | Path, overrides: list[str] = ()) -> Plan:
 
 def forward_gmacs(cfg: RunConfig) -> float:
     """GMACs of one forward pass of the run's original model (built on the meta device: no memory)."""
-    import torch
 
     spec = DATASETS.get(cfg.dataset)
     num_classes = spec.num_classes or 1000

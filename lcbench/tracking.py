@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netrc
 import os
 import time
 from typing import Any
@@ -17,7 +18,6 @@ def resolve_mode(mode: str) -> str:
 
 
 def _has_netrc_key() -> bool:
-    import netrc
 
     try:
         auth = netrc.netrc().authenticators("api.wandb.ai")
@@ -38,7 +38,7 @@ class Tracker:
         self.run = None
         if self.mode == "disabled":
             return
-        import wandb
+        import wandb  # only when tracking is on: importing wandb costs seconds
 
         self.run = wandb.init(
             project=cfg.tracking.project,

@@ -225,7 +225,9 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------------
 
-    def _rebuild_optimizer(self) -> None:
+    def rebuild_optimizer(self) -> None:
+        """A fresh optimizer and schedule for the model as it is now (at the start, and after a method
+        changed its structure), with the live-tuned values; its forward FLOPs counted again."""
         cfg = replace(self.cfg, **{k: v for k, v in self.live.items() if k in TRAINER_TUNABLE})
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.progress.step)
@@ -283,7 +285,7 @@ class Trainer:
         self.progress = Progress(**ckpt["progress"])
         self.live = dict(ckpt.get("live", {}))
         self._apply_method_values(self.live)
-        self._rebuild_optimizer()
+        self.rebuild_optimizer()
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -297,16 +299,16 @@ class Trainer:
         """Train to `cfg.epochs` (resuming if a checkpoint exists) and return the trained model."""
         if not self._resume():  # a fresh start: events of an earlier attempt without a checkpoint go
             self.run.truncate_metrics(0)
-            self._rebuild_optimizer()
+            self.rebuild_optimizer()
             self.run.log("initial", epoch=0, step=0, **self.method.epoch_metrics(self.model))  # e.g. slopes
         self.scheduled = [c for c in self.scheduled if c["step"] > self.progress.step]
         fit_started, first_epoch = time.perf_counter(), self.progress.epoch
         while self.progress.epoch < self.cfg.epochs:
-            train_loss, train_top1, elapsed = self._train_one_epoch()
+            train_loss, train_top1, elapsed = self.train_epoch()
             self.progress.epoch += 1
             start = time.perf_counter()
             if self.method.on_epoch_end(self.progress.epoch, self.model):
-                self._rebuild_optimizer()
+                self.rebuild_optimizer()
             elapsed += time.perf_counter() - start
             self.progress.train_seconds += elapsed
             val = evaluate(self.model, self.val_loader, self.device, self.cfg.precision)
@@ -341,7 +343,7 @@ class Trainer:
             f"val top-1 {m['val_top1']:.2f}%  {m['epoch_seconds']:.1f}s  ETA {format_duration(eta)}"
         )
 
-    def _train_one_epoch(self) -> tuple[float, float, float]:
+    def train_epoch(self) -> tuple[float, float, float]:
         """(train loss, train top-1, seconds spent training this epoch, across resumes)."""
         self.model.train()
         p = self.progress
@@ -364,30 +366,8 @@ class Trainer:
         )
         start = time.perf_counter()
         for inputs, targets in bar:
-            inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
-            if self.cfg.channels_last and inputs.ndim == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                logits = self.model(inputs)
-                task_loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
-                loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {p.epoch + 1}, "
-                    f"step {p.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
-                    "lower lr, enable grad_clip, or use fp32"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            clip = self.live.get("grad_clip", self.cfg.grad_clip)
-            if clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.method.after_step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            loss, logits = self.train_step(inputs, targets)
             batch = targets.numel()
             p.step += 1
             p.batch += 1
@@ -406,6 +386,34 @@ class Trainer:
         seen, seconds = p.epoch_seen, p.epoch_seconds + time.perf_counter() - start
         p.batch, p.epoch_loss_sum, p.epoch_correct, p.epoch_seen, p.epoch_seconds = 0, 0.0, 0, 0, 0.0
         return (loss_sum / seen).item(), 100.0 * correct.item() / seen, seconds
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch (targets already on the device): forward under AMP, the method's
+        loss, backward, clipping, step, the method's after-step hook, the schedule. Returns loss, logits."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits = self.model(inputs)
+            task_loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
+            loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {self.progress.epoch + 1}, "
+                f"step {self.progress.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                "lower lr, enable grad_clip, or use fp32"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = self.live.get("grad_clip", self.cfg.grad_clip)
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.method.after_step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss, logits
 
     # -- live control -----------------------------------------------------------------------------------
 

@@ -67,3 +67,9 @@ def test_a_run_matches_layercollapse_lowers_macs_reloads_and_resumes(tmp_path, m
     resumed = interrupt_then_resume(make_config({}, other), LowRank, 2, monkeypatch)
     assert resumed["final"]["top1"] == result["final"]["top1"]  # bit-identical after a resume
     assert resumed["method_report"]["ranks"] == result["method_report"]["ranks"]
+
+
+def test_a_linear_shared_by_two_blocks_is_factorised_once():
+    model = create_model("digits_mlp", 10, 1)
+    paths = block_linears(model, 2, "digits_mlp")
+    assert len(paths) == len(set(paths)) == 3  # Linear -> act -> Linear -> act -> Linear: three, not four

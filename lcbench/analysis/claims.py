@@ -125,34 +125,29 @@ def kd_cost_claim(flops: pd.DataFrame, init: str) -> dict:
     return {"measured": measured, "verdict": verdict}
 
 
+def _advantage_verdict(ci: dict) -> str:
+    """Supported when the whole interval of (reference - other) lies above 0, not supported below it."""
+    if pd.isna(ci["low"]):
+        return "inconclusive at this scale"
+    if ci["low"] > 0:
+        return "supported"
+    if ci["high"] < 0:
+        return "not supported"
+    return "inconclusive at this scale (no significant difference)"
+
+
 def regularisation_claim(frame: pd.DataFrame, reference: str, control: str) -> dict:
     """LayerCollapse regularises: the compressed model beats the same epochs of plain fine-tuning."""
     ci = pooled_difference(frame, reference, control)
     measured = f"LayerCollapse - {control}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
-    if pd.isna(ci["low"]):
-        verdict = "inconclusive at this scale"
-    elif ci["low"] > 0:
-        verdict = "supported"
-    elif ci["high"] < 0:
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive at this scale (no significant difference)"
-    return {"measured": measured, "verdict": verdict}
+    return {"measured": measured, "verdict": _advantage_verdict(ci)}
 
 
 def matched_comparison_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
     """The reference against one more method at matched compression (no claim of the paper names it)."""
     ci = pooled_difference(frame, reference, variant)
     measured = f"{reference} - {variant}, averaged over {ci.get('points', 0)} matched points: {_fmt(ci)}"
-    if pd.isna(ci["low"]):
-        verdict = "inconclusive at this scale"
-    elif ci["low"] > 0:
-        verdict = "supported"
-    elif ci["high"] < 0:
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive at this scale (no significant difference)"
-    return {"measured": measured, "verdict": verdict}
+    return {"measured": measured, "verdict": _advantage_verdict(ci)}
 
 
 def other_methods(frame: pd.DataFrame, reference: str) -> list[tuple[str, str]]:
@@ -211,15 +206,20 @@ def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "lay
                 **regularisation_claim(frame, reference, control.iloc[0]),
             }
         )
-    reference_method = next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)
-    for method, variant in other_methods(frame, reference):
-        rows.append(
-            {
-                "claim": f"At matched compression, {method_name(reference_method)} is more accurate than "
-                f"{variant_label(method, variant)}",
-                "rule": "paired over seeds, averaged over matched points: supported if the CI is above 0, "
-                "not supported if below",
-                **matched_comparison_claim(frame, reference, variant),
-            }
-        )
+    rows += matched_comparison_rows(frame, reference)
     return pd.DataFrame(rows, columns=["claim", "rule", "measured", "verdict"])
+
+
+def matched_comparison_rows(frame: pd.DataFrame, reference: str) -> list[dict]:
+    """A claim row for each compression method in the records that no claim of the paper names."""
+    reference_method = next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)
+    return [
+        {
+            "claim": f"At matched compression, {method_name(reference_method)} is more accurate than "
+            f"{variant_label(method, variant)}",
+            "rule": "paired over seeds, averaged over matched points: supported if the CI is above 0, "
+            "not supported if below",
+            **matched_comparison_claim(frame, reference, variant),
+        }
+        for method, variant in other_methods(frame, reference)
+    ]

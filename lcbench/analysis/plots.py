@@ -91,18 +91,7 @@ def top1_against(agg: pd.DataFrame, x: str):
                 rows[f"{x}_{part}"] = rows[f"{x}_{part}"] * stored / factor
             xlabel = f"{label} ({prefix}{count})"
         floor = _off_scale_floor(rows["top1_mean"])
-        original = rows[rows["method"] == "original"]
-        if len(original):
-            ax.plot(
-                original[f"{x}_mean"],
-                original["top1_mean"],
-                "*",
-                color="k",
-                markersize=15,
-                markerfacecolor="none",
-                zorder=1,
-                label="original",
-            )
+        _draw_original(ax, rows[rows["method"] == "original"], x)
         compressed = rows[rows["method"] != "original"]
         for method, by_method in compressed.groupby("method", sort=True):
             for i, (variant, group) in enumerate(by_method.groupby("variant", sort=True)):
@@ -139,6 +128,21 @@ def top1_against(agg: pd.DataFrame, x: str):
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
     return fig
+
+
+def _draw_original(ax, original: pd.DataFrame, x: str) -> None:
+    """The original model as a hollow black star, beneath the compressed points."""
+    if len(original):
+        ax.plot(
+            original[f"{x}_mean"],
+            original["top1_mean"],
+            "*",
+            color="k",
+            markersize=15,
+            markerfacecolor="none",
+            zorder=1,
+            label="original",
+        )
 
 
 def _off_scale_floor(top1: pd.Series) -> float | None:

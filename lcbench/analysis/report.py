@@ -137,9 +137,18 @@ def write_report(plan: Plan, out: Path) -> dict:
     """Everything for one sweep into `out`; returns counts (runs per status) and the paths written."""
     frame = sweep_frame(plan)
     reference = reference_variant(frame, plan.reference)
-    reference_name = method_name(plan.reference)
     agg = aggregate(frame)
     out.mkdir(parents=True, exist_ok=True)
+    parts = _write_tables(plan, frame, agg, reference, out)
+    written = _plots(frame, agg, parts["curves"], parts["paper"], plan, out, reference)
+    counts = frame["status"].value_counts().to_dict()
+    lines = _readme(plan, frame, agg, counts, parts, written, out)
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    return {"counts": counts, "out": str(out), "plots": [str(p) for p in written]}
+
+
+def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference: str, out: Path) -> dict:
+    """The CSV, Markdown and LaTeX tables; returns the frames the README quotes."""
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
     write_table(
         per_method_table(agg),
@@ -168,9 +177,23 @@ def write_report(plan: Plan, out: Path) -> dict:
     if len(comparison):
         atomic_write_text(out / "paper_comparison.csv", comparison.to_csv(index=False))
         atomic_write_text(out / "paper_comparison.md", comparison.to_markdown(index=False) + "\n")
-    written = _plots(frame, agg, curves, paper, plan, out, reference)
-    counts = frame["status"].value_counts().to_dict()
-    lines = [
+    return {
+        "diffs": diffs,
+        "curves": curves,
+        "flops": flops,
+        "claims": claims,
+        "paper": paper,
+        "comparison": comparison,
+    }
+
+
+def _readme(
+    plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, counts: dict, parts: dict, written: list, out: Path
+) -> list[str]:
+    """The README's lines: claims, paired differences, cost, findings, tables, plots, runs not done."""
+    reference_name = method_name(plan.reference)
+    diffs, flops, claims, comparison = parts["diffs"], parts["flops"], parts["claims"], parts["comparison"]
+    return [
         *_header(plan, frame, counts),
         "## Claims",
         "",
@@ -212,8 +235,7 @@ def write_report(plan: Plan, out: Path) -> dict:
         "- `runs.csv`: every planned run with its status and metrics",
         *(
             ["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
-            if len(comparison)
-            else []
+            * bool(len(comparison))
         ),
         "",
         (out / "matched.md").read_text(),
@@ -225,8 +247,6 @@ def write_report(plan: Plan, out: Path) -> dict:
         "",
         *_not_done(frame),
     ]
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
-    return {"counts": counts, "out": str(out), "plots": [str(p) for p in written]}
 
 
 def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
