@@ -9,9 +9,10 @@ m*n -> r*(n + m). It is the inverse of a fold (one Linear becomes two) and reall
 The ranks are allocated by singular-value energy: from rank 1 everywhere, the next singular triplet goes to
 the layer where it keeps the most of that layer's energy per parameter, until the model is within 2% of
 the compression asked for: `match_collapse=k`'s (what folding the last k blocks gives, measured on a copy)
-or `target_compression`. (A shared rank fraction left a 10-class classifier at rank 1 and the model at
-chance: a baseline must get its best honest chance.) Then the factorised model is
-fine-tuned with the run's budget, like every other method.
+or `target_compression` (a shared rank fraction gave a 10-class classifier rank 1). Then the factorised
+model is fine-tuned with the run's budget, like every other method. Where the matched compression is one
+that removes a whole hidden layer (a fold of Linear -> act -> Linear -> classifier), factorising layer by
+layer must take a wide layer to rank 1 and the model stays near chance whatever the allocation.
 """
 
 from __future__ import annotations
