@@ -121,8 +121,8 @@ def start_detached(folder: Path) -> int:
     return proc.pid
 
 
-def supervisor_alive(state: dict) -> bool:
-    pid = state.get("supervisor_pid")
+def supervisor_alive(pid: int | None) -> bool:
+    """Whether `pid` is a live lcbench process (a queue's supervisor)."""
     if not pid:
         return False
     try:

@@ -159,13 +159,14 @@ def _submit_local(todo: list[PlannedRun], slots, folder: Path, wait: bool, plan:
         entries = []
         for run in todo:
             path = folder / "configs" / f"{run.run_id}.yaml"
-            atomic_write_text(path, to_yaml(_for_execution(run.cfg, threads=slots.threads_per_run)))
+            cfg = _for_execution(run.cfg, threads=slots.threads_per_run)
+            atomic_write_text(path, to_yaml(cfg))
             entries.append(
                 {
                     "run_id": run.run_id,
                     "config": str(path),
                     "depends_on": run.depends_on,
-                    "run_dir": str(Path(_for_execution(run.cfg).output_root) / run.run_id),
+                    "run_dir": str(Path(cfg.output_root) / run.run_id),
                 }
             )
         write_queue(folder, entries, slots, supervisor_pid=os.getpid() if wait else None)

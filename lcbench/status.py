@@ -41,7 +41,7 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
             slurm_states = queue_states(slurm_ids)
         except SchedulerNotAnswering as e:
             slurm_unknown = f"unknown: scheduler not answering ({e})"
-    queues: dict[str, dict | None] = {}
+    queues: dict[str, tuple[dict | None, bool]] = {}
     statuses = []
     for run in plan.runs:
         sub, job = jobs.get(run.run_id, (None, ""))
@@ -55,14 +55,16 @@ def sweep_status(plan: Plan) -> list[RunStatus]:
             unknown = slurm_unknown
         elif sub is not None:
             log = str(Path(sub.folder) / "logs" / f"{run.run_id}.log")
-            if sub.folder not in queues:
-                queues[sub.folder] = read_queue(sub.folder)
-            queue = queues[sub.folder]
+            if sub.folder not in queues:  # read once per queue: its state and whether its supervisor lives
+                state = read_queue(sub.folder)
+                pid = state.get("supervisor_pid") if state else sub.pid
+                queues[sub.folder] = (state, supervisor_alive(pid))
+            queue, alive = queues[sub.folder]
             entry = next((r for r in (queue or {}).get("runs", []) if r["run_id"] == run.run_id), None)
-            if entry and entry["state"] != "done" and supervisor_alive(queue):
+            if entry and entry["state"] != "done" and alive:
                 scheduled = entry["state"]
                 detail = f"local queue ({entry['state']})"
-            if queue is None and supervisor_alive({"supervisor_pid": sub.pid}):
+            if queue is None and alive:
                 unknown = (
                     f"unknown: queue state unreadable ({Path(sub.folder) / QUEUE_FILE}) while its supervisor "
                     f"(pid {sub.pid}) runs"
