@@ -116,10 +116,11 @@ def launch_lock(plan: Plan) -> Iterator[None]:
 
 def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
     """Submit what is not completed; returns the submission (None when nothing is left to do)."""
+    # a bad profile fails before the cluster is asked and before anything is written
+    profile = load_profile(options.profile) if options.executor == "slurm" else None
     executor = resolve_executor(options.executor)
-    profile = None
     if executor == "slurm":
-        profile = load_profile(options.profile)  # a bad profile fails before anything is written
+        profile = profile or load_profile(options.profile)
     else:
         slots = plan_slots(options.max_parallel, options.gpus, options.threads, options.cpu)
     with launch_lock(plan):
