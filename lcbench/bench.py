@@ -13,7 +13,6 @@ import copy
 import json
 import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,17 +27,20 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import ImageFolder
 
 from . import collapse
+from .callbacks import LiveControl
 from .control import ControlChannel
-from .data import DataTransforms, load_data
+from .data import DataSplits, DataTransforms, load_data
+from .loaders import make_loader
 from .measure import count_macs, count_parameters, device_name, latency_ms
-from .methods import METHODS
+from .methods import METHODS, RunContext
 from .models import create_model
 from .pipeline import execute
 from .resolve import make_config, method_params
 from .runner import LaunchOptions, launch
+from .status import cancel_sweep
 from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text
 from .sweep import plan_sweep
-from .train import Trainer, make_loader
+from .train import Trainer
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
@@ -184,10 +186,10 @@ def bench_trainer(args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             run = RunDir(tmp, "bench")
             run.create()
-            method = METHODS.get("finetune")(method_params(cfg), None)
-            trainer = Trainer(
-                cfg, model, method, train, None, run, torch.device("cpu"), shape, progress_bar=False
-            )
+            data = DataSplits(train, train, 1000 if synthetic else 10, shape[0])  # (no evaluation is timed)
+            ctx = RunContext(cfg, run, torch.device("cpu"), data, model, shape, val_loader=None)
+            method = METHODS.get("finetune")(method_params(cfg), ctx)
+            trainer = Trainer(model, method, (LiveControl(run.path),), progress_bar=False)  # as a run has
             trainer.rebuild_optimizer()
             optimizer = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -299,8 +301,7 @@ def bench_runner(args: argparse.Namespace) -> dict:
             sub = launch(plan, LaunchOptions(executor="slurm", profile=str(profile)))
             out["submit_arrays_seconds"] = time.perf_counter() - start
             out["submitted_jobs"] = len(sub.jobs)
-            arrays = sorted({job.split("_")[0] for job in sub.jobs.values()})
-            subprocess.run(["scancel", *arrays], check=False)
+            cancel_sweep(plan)
         else:
             out["submit_arrays_seconds"] = "skipped: no sbatch on PATH (slurm/local-cluster.sh start)"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError, LcbenchError
 from .exits import exit_code
+from .record import RunRecord
 
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -65,27 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    summary = {
-        k: result.get(k)
-        for k in (
-            "run_id",
-            "status",
-            "stage",
-            "method",
-            "model",
-            "dataset",
-            "seed",
-            "compression",
-            "delta_top1",
-        )
-    }
-    summary.update(
-        {
-            f"final_{k}": result["final"].get(k)
-            for k in ("top1", "top5", "params_nonzero", "gmacs", "latency_ms_b1", "depth")
-        }
-    )
-    summary["train_seconds"] = result["cost"]["train_seconds"]
+    record = RunRecord(result)
+    summary = {**record.identity(), **record.summary(headline_only=True)}
     print(dumps(summary, indent=2))
     return 0
 
@@ -208,6 +190,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from .executors import executor_named
     from .runner import LaunchOptions, launch
 
     plan = _plan(args)
@@ -230,13 +213,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
         f"sweep {plan.name}: {len(submission.jobs)} runs submitted to {submission.executor} "
         f"({submission.folder})"
     )
-    if submission.executor == "slurm":
-        for rid, job in submission.jobs.items():
-            print(f"  {rid}  job {job}")
-    elif submission.pid and not args.wait:
-        print(
-            f"  local queue supervisor pid {submission.pid}; follow with `lcbench status {_spec_args(args)}`"
-        )
+    for line in executor_named(submission.executor).describe(submission):
+        print(f"  {line}")
+    if not args.wait:
+        spec = _spec_args(args)
+        print(f"  follow with `lcbench status {spec}`; withdraw with `lcbench cancel {spec}`")
     if args.wait:
         return cmd_status(args)
     return 0
@@ -271,6 +252,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             "`lcbench status` again once the scheduler answers"
         )
     return 1 if (args.wait and bad) else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .status import cancel_sweep
+
+    plan = _plan(args)
+    cancelled = cancel_sweep(plan)
+    if not cancelled:
+        print(f"sweep {plan.name}: nothing to cancel (no run is queued or running)", file=sys.stderr)
+        return 0
+    print(
+        f"sweep {plan.name}: cancelled {len(cancelled)} run(s) ({', '.join(cancelled)}); resubmit them with "
+        f"`lcbench launch {_spec_args(args)} --only-failed`"
+    )
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -380,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--executor",
         default="auto",
-        choices=["local", "slurm", "auto"],
-        help="auto: slurm when sbatch is on PATH, else local",
+        help="local, slurm or auto (default: slurm when sbatch is on PATH and a controller answers, else "
+        "local)",
     )
     p.add_argument("--only-failed", action="store_true", help="submit failed and missing runs only")
     p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
@@ -398,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="block until nothing is pending or running")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="withdraw a sweep's queued and running jobs (local queue or SLURM)")
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("report", help="tables (CSV, Markdown, LaTeX), plots and findings of a sweep")
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)

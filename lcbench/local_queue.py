@@ -1,4 +1,4 @@
-"""A local queue: at most N runs at once, one process per run, GPUs handed out one run at a time.
+"""The local executor: a queue of at most N runs at once, one process per run, GPUs handed out in turn.
 
 submitit's LocalExecutor starts every job at once; this queue keeps a sweep within the machine instead.
 Its state lives in `<folder>/queue.json` (rewritten atomically by the supervisor), so `lcbench status`
@@ -9,9 +9,8 @@ fails at once with the reason (it never retrains the original model itself).
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +20,12 @@ from pathlib import Path
 
 import torch
 
-from .config import load_yaml, run_id
+from .config import to_yaml
 from .errors import ConfigError
-from .exits import exit_code
-from .job import run_job
-from .resolve import make_config
-from .store import atomic_write_json, live_status, read_json
-
-QUEUE_FILE = "queue.json"
+from .queue_server import QUEUE_FILE, serve
+from .store import atomic_write_json, atomic_write_text, read_json
+from .submissions import Executor, Job, JobState, Submission, for_execution, record_submission
+from .sweep import Plan, PlannedRun
 
 
 @dataclass
@@ -109,7 +106,7 @@ def start_detached(folder: Path) -> int:
         [
             sys.executable,
             "-c",
-            "import sys; from lcbench.local_queue import main; sys.exit(main(sys.argv[1]))",
+            "import sys; from lcbench.queue_server import main; sys.exit(main(sys.argv[1]))",
             str(folder),
         ],
         stdout=log,
@@ -136,161 +133,113 @@ def supervisor_alive(pid: int | None) -> bool:
     return b"lcbench" in cmdline  # the detached supervisor, or `lcbench launch --wait` itself
 
 
-def serve(folder: str | Path, poll_s: float = 0.2) -> int:
-    """Run the queue in `folder` to the end; returns the number of runs that did not succeed."""
-    folder = Path(folder)
-    path = folder / QUEUE_FILE
-    state = read_json(path)
-    if state is None:
-        raise ConfigError(f"{path} is not a queue")
-    state["supervisor_pid"] = os.getpid()
-    atomic_write_json(path, state)
-    slots = state["slots"]
-    runs = state["runs"]
-    procs: dict[str, RunProcess] = {}
-    free_gpus = list(slots["gpus"])
+class LocalExecutor(Executor):
+    """Runs a sweep on this machine through a queue folder served by a detached supervisor."""
 
-    def stop(signum, frame):  # forward a stop to the runs, which record themselves as failed/interrupted
-        for proc in procs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc in procs.values():
-            proc.wait()
-        sys.exit(128 + signum)
+    name = "local"
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        _loop(runs, procs, slots, free_gpus, folder, path, state, poll_s)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    atomic_write_json(path, state)
-    return sum(1 for r in runs if r["returncode"] != 0)
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.slots: Slots | None = None
+        if options is not None:  # a launch: its options are checked now, before anything is written
+            o = self.options
+            self.slots = plan_slots(o.max_parallel, o.gpus, o.threads, o.cpu)
 
+    def submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
+        """Write the queue and start its supervisor (detached; with --wait, `follow` serves it in this
+        process). Returns once the submission is recorded and the queue is visible to `status`."""
+        wait = self.options.wait
+        try:
+            (folder / "configs").mkdir()
+            entries = []
+            for run in todo:
+                path = folder / "configs" / f"{run.run_id}.yaml"
+                cfg = for_execution(run.cfg, threads=self.slots.threads_per_run)
+                atomic_write_text(path, to_yaml(cfg))
+                run_dir = str(Path(cfg.output_root) / run.run_id)
+                entries.append(
+                    {
+                        "run_id": run.run_id,
+                        "config": str(path),
+                        "depends_on": run.depends_on,
+                        "run_dir": run_dir,
+                    }
+                )
+            write_queue(folder, entries, self.slots, supervisor_pid=os.getpid() if wait else None)
+        except BaseException:  # a full or read-only root: no half-made queue is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        submission = Submission(self.name, str(folder), {r.run_id: f"local-{i}" for i, r in enumerate(todo)})
+        submission.pid = os.getpid() if wait else start_detached(folder)
+        record_submission(plan.output_root, plan.name, submission)
+        if not wait:
+            _wait_for_supervisor(folder)
+        return submission
 
-def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, poll_s: float) -> None:
-    by_id = {r["run_id"]: r for r in runs}
-    while any(r["state"] != "done" for r in runs):
-        changed = False
-        for rid, proc in list(procs.items()):
-            code = proc.poll()
-            if code is None:
+    def follow(self, submission: Submission) -> None:
+        if self.options.wait:  # this process is the queue's supervisor (it may take hours)
+            serve(submission.folder)
+
+    def states(self, jobs: list[Job]) -> dict[str, JobState]:
+        """From each queue's queue.json, read once per queue, while its supervisor lives."""
+        queues: dict[str, tuple[dict | None, bool]] = {}
+        states = {}
+        for job in jobs:
+            folder = job.submission.folder
+            if folder not in queues:
+                queue = read_queue(folder)
+                pid = queue.get("supervisor_pid") if queue else job.submission.pid
+                queues[folder] = (queue, supervisor_alive(pid))
+            queue, alive = queues[folder]
+            if not alive:
+                continue  # nothing holds its runs any more
+            if queue is None:
+                states[job.run_id] = JobState(
+                    "unknown",
+                    f"unknown: queue state unreadable ({Path(folder) / QUEUE_FILE}) while its "
+                    f"supervisor (pid {job.submission.pid}) runs",
+                )
                 continue
-            entry = by_id[rid]
-            entry.update(state="done", returncode=code, ended=time.time())
-            ended = sum(r["state"] == "done" for r in runs)
-            verdict = "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / rid}.log)"
-            seconds = entry["ended"] - entry["started"]
-            _say(f"end   {rid} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
-            if entry["gpu"] is not None:
-                free_gpus.append(entry["gpu"])
-            del procs[rid]
-            changed = True
-        for entry in runs:
-            if len(procs) >= slots["max_parallel"]:
-                break
-            if entry["state"] != "pending":
-                continue
-            dep = by_id.get(entry.get("depends_on") or "")
-            if dep is not None and dep["state"] != "done":
-                continue
-            if _run_elsewhere(entry):
-                continue
-            gpu = free_gpus.pop(0) if slots["gpus"] else None
-            procs[entry["run_id"]] = _start_run(
-                folder, entry, gpu, slots["threads"], slots.get("cpu_only", False)
-            )
-            entry.update(state="running", gpu=gpu, started=time.time())
-            _say(f"start {entry['run_id']}" + (f" on GPU {gpu}" if gpu is not None else ""))
-            changed = True
-        if changed:
-            atomic_write_json(path, state)
-        time.sleep(poll_s)
+            entry = next((r for r in queue.get("runs", []) if r["run_id"] == job.run_id), None)
+            if entry and entry["state"] in ("pending", "running"):
+                states[job.run_id] = JobState(entry["state"], f"local queue ({entry['state']})")
+        return states
+
+    def cancel(self, jobs: list[Job]) -> list[str]:
+        """Stop the supervisors of these jobs' queues: a queue's runs are cancelled together (running runs
+        get SIGINT and record themselves as interrupted; pending ones never start)."""
+        held = self.states(jobs)
+        cancelled = []
+        queues = {job.submission.folder: job.submission.pid for job in jobs if job.run_id in held}
+        for folder, submitted_pid in sorted(queues.items()):
+            queue = read_queue(folder) or {}
+            pid = queue.get("supervisor_pid") or submitted_pid
+            if supervisor_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                _wait_for_exit(pid)
+            cancelled += [r["run_id"] for r in queue.get("runs", []) if r["state"] in ("pending", "running")]
+        return cancelled
+
+    def log_path(self, job: Job) -> str:
+        return str(Path(job.submission.folder) / "logs" / f"{job.run_id}.log")
+
+    def describe(self, submission: Submission) -> list[str]:
+        return [f"local queue supervisor pid {submission.pid}"] if submission.pid else []
 
 
-def _run_elsewhere(entry: dict) -> bool:
-    """Whether another process holds the run's lock (a run of an earlier queue whose supervisor died keeps
-    training): this queue waits for it rather than start the run twice, then starts it (a completed run
-    ends at once, an interrupted one resumes)."""
-    run_dir = entry.get("run_dir")
-    if not run_dir or live_status(Path(run_dir)) != "running":
-        return False
-    if not entry.get("waited"):
-        entry["waited"] = True
-        _say(f"wait  {entry['run_id']}: another process runs it (an earlier queue's?); starting it after")
-    return True
+def _wait_for_supervisor(folder: Path, timeout_s: float = 30.0) -> None:
+    """Return once the detached supervisor has taken the queue (so `status` sees it at once)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_queue(folder)
+        if state and state.get("supervisor_pid"):
+            return
+        time.sleep(0.05)
+    raise ConfigError(f"the local queue did not start; see {folder / 'supervisor.log'}")
 
 
-class RunProcess:
-    """One run in its own process, forked from a server that has imported lcbench, torch and timm once
-    (a fresh interpreter per run would spend seconds importing them)."""
-
-    _context = None
-
-    def __init__(self, config: str, log: Path, gpu: int | None, threads: int, cpu_only: bool) -> None:
-        if RunProcess._context is None:
-            RunProcess._context = multiprocessing.get_context("forkserver")
-            RunProcess._context.set_forkserver_preload(["lcbench._preload"])
-        self.process = RunProcess._context.Process(
-            target=_run_in_child, args=(config, str(log), gpu, threads, cpu_only)
-        )
-        self.process.start()
-
-    def poll(self) -> int | None:
-        return self.process.exitcode
-
-    def send_signal(self, signum: int) -> None:
-        if self.process.pid and self.process.exitcode is None:
-            os.kill(self.process.pid, signum)
-
-    def wait(self) -> int | None:
-        self.process.join()
-        return self.process.exitcode
-
-
-def _run_in_child(config: str, log: str, gpu: int | None, threads: int, cpu_only: bool) -> None:
-    """The run's process: output to its log file, its GPU only, then the job (exit code = how it ended)."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    logging.basicConfig(level=logging.INFO, format="lcbench: %(message)s", force=True)
-    overrides = [f"threads={threads}"]
-    if gpu is not None:  # before anything initialises CUDA (the fork server never does)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        overrides.append("device=cuda")
-    elif cpu_only:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        overrides.append("device=cpu")
-    try:
-        cfg = make_config(load_yaml(config), overrides)
-        print(
-            f"run {run_id(cfg)}: {cfg.stage} {cfg.method} {cfg.model} {cfg.dataset} seed {cfg.seed}",
-            flush=True,
-        )
-        result = run_job(cfg)
-        print(f"run {result['run_id']}: {result['status']}", flush=True)
-        code = 0
-    except (Exception, KeyboardInterrupt) as e:
-        code = exit_code(e)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    sys.exit(code)
-
-
-def _start_run(folder: Path, entry: dict, gpu: int | None, threads: int, cpu_only: bool) -> RunProcess:
-    return RunProcess(entry["config"], folder / "logs" / f"{entry['run_id']}.log", gpu, threads, cpu_only)
-
-
-def main(folder: str) -> int:
-    """The detached supervisor's entry point: exit 1 when any run did not succeed."""
-    return 1 if serve(folder) else 0
-
-
-def _say(text: str) -> None:
-    """One timestamped line in the supervisor's log."""
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+def _wait_for_exit(pid: int, timeout_s: float = 60.0) -> None:
+    """Until the supervisor has stopped its runs and exited (they record themselves meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while supervisor_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)

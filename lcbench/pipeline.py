@@ -20,6 +20,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from . import measure
+from .callbacks import LiveControl, Replay
 from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, pretrain_config, run_id, to_dict, to_yaml
 from .data import DATASETS, DataSplits, DataTransforms, load_data
@@ -33,13 +34,16 @@ from .errors import (
     RunStopped,
 )
 from .evaluation import AMP_DTYPES
+from .loaders import make_loader
 from .methods import METHODS, Method, RunContext
 from .models import create_model, last_linear
 from .provenance import environment
+from .record import RunRecord
 from .resolve import method_params
+from .rng import seed_everything
 from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, live_status
 from .tracking import Tracker
-from .train import Trainer, make_loader, seed_everything
+from .train import Trainer
 
 log = logging.getLogger("lcbench")
 MODEL_FORMAT = 1
@@ -234,7 +238,7 @@ def _completed(run: RunDir, tracker: Tracker, result: dict) -> dict:
     result = {"run_id": run.run_id, "status": "completed", "wandb_id": tracker.wandb_id, **result}
     result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
     atomic_write_json(run.result_path, result)
-    tracker.summary(wandb_summary(result))
+    tracker.summary({**RunRecord(result).summary(), "pretrain_run_id": result.get("pretrain_run_id")})
     tracker.finish()
     return result
 
@@ -263,25 +267,6 @@ def check_data(cfg: RunConfig) -> None:
     root = Path(cfg.data_root).expanduser()
     if spec.natural_images and not root.exists() and not cfg.download:
         load_data(cfg.dataset, root, None)
-
-
-def wandb_summary(result: dict) -> dict:
-    """The figures a W&B dashboard shows per run (the record on disk holds everything)."""
-    final, report = result["final"], result.get("method_report") or {}
-    return {
-        "top1": final["top1"],
-        "delta_top1": result["delta_top1"],
-        "compression": result["compression"],
-        "params": final["params_nonzero"],
-        "gmacs": final["gmacs"],
-        "gmacs_effective": final["gmacs_effective"],
-        "blocks_folded": len(report["folded"]) if "folded" in report else None,
-        "pretrain_run_id": result.get("pretrain_run_id"),
-        "train_seconds": result["cost"]["train_seconds"],
-        "train_flops": result["cost"]["train_flops"],
-        "latency_ms_b1": final.get("latency_ms_b1"),
-        "speedup_measured_b1": result.get("speedup_measured_b1"),
-    }
 
 
 def _set_active_tracker(tracker: Tracker | None) -> None:
@@ -389,19 +374,8 @@ def _execute(
     method_cls = METHODS.get(cfg.method)
     method: Method = method_cls(method_params(cfg), ctx)
     model = method.prepare(model)
-    trainer = Trainer(
-        cfg,
-        model,
-        method,
-        data.train,
-        val_loader,
-        run,
-        device,
-        input_shape,
-        progress_bar,
-        tracker,
-        replay_changes,
-    )
+    callbacks = (Replay(replay_changes or []), LiveControl(run.path))
+    trainer = Trainer(model, method, callbacks, tracker, progress_bar)
     model = trainer.fit()
 
     final = method.finalize(model).eval()

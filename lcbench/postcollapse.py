@@ -11,10 +11,10 @@ from .data import DATASETS, load_data
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
 from .fields import build_dataclass
+from .loaders import make_loader
 from .measure import count_parameters
 from .pipeline import MODEL_FORMAT, build_model, data_transforms, read_model_file, resolve_device
 from .store import atomic_torch_save, atomic_write_json, read_json
-from .train import make_loader
 
 
 def collapse_run(

@@ -6,66 +6,24 @@ queued or running (it would start them twice); `only_failed` then submits just t
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, to_yaml
 from .durations import format_duration
 from .errors import ConfigError
-from .local_queue import plan_slots, read_queue, serve, start_detached, write_queue
-from .slurm import (
-    SubmissionRefused,
-    cancel_arrays,
-    check_sbatch,
-    controller_problem,
-    load_profile,
-    snapshot_code,
-    submit_array,
-)
+from .executors import executor_for_launch
 from .status import RunStatus, sweep_status
-from .store import atomic_write_text, open_no_follow
-from .submissions import Submission, record_submission, sweep_folder
+from .store import open_no_follow
+from .submissions import LaunchOptions, Submission, sweep_folder
 from .sweep import Plan, PlannedRun
 
-EXECUTORS = ("local", "slurm", "auto")
+__all__ = ["LaunchOptions", "launch", "wait_for"]
 log = logging.getLogger("lcbench")
-
-
-@dataclass
-class LaunchOptions:
-    executor: str = "auto"
-    only_failed: bool = False
-    max_parallel: int | None = None  # local
-    gpus: str | None = None  # local: "0,1"
-    threads: int | None = None  # local: CPU threads shared by parallel runs
-    cpu: bool = False  # local: run on the CPU even where GPUs are visible
-    profile: str = "local"  # slurm: slurm/<profile>.yaml
-    wait: bool = False  # local: run the queue in this process until it ends
-
-
-def resolve_executor(name: str) -> str:
-    if name not in EXECUTORS:
-        raise ConfigError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
-    if name == "auto":
-        if not shutil.which("sbatch"):
-            return "local"
-
-        problem = controller_problem()
-        if problem:
-            log.warning("%s: running on the local queue (--executor slurm to insist)", problem)
-            return "local"
-        return "slurm"
-    if name == "slurm":
-        check_sbatch()
-    return name
 
 
 def runs_to_submit(statuses: list[RunStatus], only_failed: bool) -> list[PlannedRun]:
@@ -83,16 +41,6 @@ def runs_to_submit(statuses: list[RunStatus], only_failed: bool) -> list[Planned
             "use --only-failed to submit only the failed and missing runs"
         )
     return [s.run for s in statuses if s.status in ("failed", "missing", "stopped")]
-
-
-def _for_execution(cfg: RunConfig, **changes) -> RunConfig:
-    """Absolute paths (jobs may start elsewhere); execution fields only, so run ids do not change."""
-    return dataclasses.replace(
-        cfg,
-        output_root=str(Path(cfg.output_root).expanduser().resolve()),
-        data_root=str(Path(cfg.data_root).expanduser().resolve()),
-        **changes,
-    )
 
 
 @contextmanager
@@ -116,28 +64,16 @@ def launch_lock(plan: Plan) -> Iterator[None]:
 
 def launch(plan: Plan, options: LaunchOptions) -> Submission | None:
     """Submit what is not completed; returns the submission (None when nothing is left to do)."""
-    # a bad profile fails before the cluster is asked and before anything is written
-    profile = load_profile(options.profile) if options.executor == "slurm" else None
-    executor = resolve_executor(options.executor)
-    if executor == "slurm":
-        profile = profile or load_profile(options.profile)
-    else:
-        slots = plan_slots(options.max_parallel, options.gpus, options.threads, options.cpu)
+    executor = executor_for_launch(options)  # bad options fail before anything is written
     with launch_lock(plan):
         statuses = sweep_status(plan)
         todo = runs_to_submit(statuses, options.only_failed)
         if not todo:
             return None
-        folder = _new_submission_folder(plan, executor)
-        if executor == "slurm":
-            try:
-                return _submit_slurm(plan, todo, statuses, profile, folder)
-            except ConfigError:  # refused: no half-made submission folder is left behind
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-        submission = _submit_local(todo, slots, folder, options.wait, plan)
-    if options.wait:  # this process is the queue's supervisor (the lock is released: it may take hours)
-        serve(folder)
+        held = {s.run.run_id: s.job for s in statuses if s.status in ("pending", "running") and s.job}
+        folder = _new_submission_folder(plan, executor.name)
+        submission = executor.submit(plan, todo, held, folder)
+    executor.follow(submission)  # the lock is released: following a queue may take hours
     return submission
 
 
@@ -149,90 +85,6 @@ def _new_submission_folder(plan: Plan, executor: str) -> Path:
         suffix += 1
     folder.mkdir(parents=True)
     return folder
-
-
-def _submit_local(todo: list[PlannedRun], slots, folder: Path, wait: bool, plan: Plan) -> Submission:
-    """Write the queue and start its supervisor (detached; or, with `wait`, this process: the caller then
-    serves it). Returns once the submission is recorded and the queue is visible to `status`."""
-
-    try:
-        (folder / "configs").mkdir()
-        entries = []
-        for run in todo:
-            path = folder / "configs" / f"{run.run_id}.yaml"
-            cfg = _for_execution(run.cfg, threads=slots.threads_per_run)
-            atomic_write_text(path, to_yaml(cfg))
-            entries.append(
-                {
-                    "run_id": run.run_id,
-                    "config": str(path),
-                    "depends_on": run.depends_on,
-                    "run_dir": str(Path(cfg.output_root) / run.run_id),
-                }
-            )
-        write_queue(folder, entries, slots, supervisor_pid=os.getpid() if wait else None)
-    except BaseException:  # a full or read-only root: no half-made queue is left behind
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    submission = Submission("local", str(folder), {r.run_id: f"local-{i}" for i, r in enumerate(todo)})
-    if wait:
-        submission.pid = os.getpid()
-        record_submission(plan.output_root, plan.name, submission)
-        return submission
-    submission.pid = start_detached(folder)
-    record_submission(plan.output_root, plan.name, submission)
-    _wait_for_supervisor(folder)
-    return submission
-
-
-def _wait_for_supervisor(folder: Path, timeout_s: float = 30.0) -> None:
-    """Return once the detached supervisor has taken the queue (so `status` sees it at once)."""
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = read_queue(folder)
-        if state and state.get("supervisor_pid"):
-            return
-        time.sleep(0.05)
-    raise ConfigError(f"the local queue did not start; see {folder / 'supervisor.log'}")
-
-
-def _submit_slurm(plan: Plan, todo: list[PlannedRun], statuses: list[RunStatus], profile, folder: Path):
-
-    code = snapshot_code(folder)
-    jobs: dict[str, str] = {}
-    pretrains = [r for r in todo if r.stage == "pretrain"]
-    compress = [r for r in todo if r.stage == "compress"]
-    # compress tasks wait for the pretrain jobs still to finish (this submission's or an earlier one's)
-    waiting_on = {
-        s.job.split("_")[0]
-        for s in statuses
-        if s.run.stage == "pretrain" and s.status in ("pending", "running") and s.job[:1].isdigit()
-    }
-
-    accepted: list[str] = []
-
-    def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> str:
-        configs = [_for_execution(r.cfg, threads=profile.cpus_per_task) for r in runs]
-        try:
-            array = submit_array(configs, profile, folder, code, f"{plan.name}-{stage}", dependency)
-        except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
-            cancel_arrays(accepted)
-            cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""
-            raise SubmissionRefused(f"{e}{cancelled}; nothing was submitted") from e
-        accepted.append(array.array_id)
-        jobs.update(zip([r.run_id for r in runs], array.job_ids))
-        return array.array_id
-
-    if pretrains:
-        waiting_on.add(submit_stage(pretrains, "pretrain"))
-    if compress:
-        # afterany, not afterok: one failed pretrain must not cancel the compress runs of the others;
-        # a compress task whose own pretrain failed records that as its error without training
-        submit_stage(compress, "compress", "afterany:" + ":".join(sorted(waiting_on)) if waiting_on else "")
-    submission = Submission("slurm", str(folder), jobs)
-    record_submission(plan.output_root, plan.name, submission)
-    return submission
 
 
 def progress_line(statuses: list[RunStatus], ended_while_waiting: int, waited_s: float) -> str:

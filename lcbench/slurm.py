@@ -19,13 +19,15 @@ from typing import Any
 import submitit
 
 from .config import load_yaml, to_dict
-from .errors import ConfigError
+from .errors import ConfigError, LcbenchError
 from .fields import build_dataclass, option
 from .job import run_job
 from .pipeline import mark_preempted
 from .provenance import PACKAGE_DIR, SNAPSHOT_INFO, git_info
 from .resolve import make_config
 from .store import atomic_write_json
+from .submissions import Executor, Job, JobState, Submission, for_execution, record_submission
+from .sweep import Plan, PlannedRun
 
 PROFILE_DIR = PACKAGE_DIR.parent / "slurm"
 
@@ -197,3 +199,93 @@ def queue_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
             states[parts[0]] = (parts[1], parts[2])
     wanted = set(job_ids)
     return {j: s for j, s in states.items() if j in wanted}
+
+
+class SlurmExecutor(Executor):
+    """One job array per stage through submitit; compress tasks wait for the pretrain jobs they need."""
+
+    name = "slurm"
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.profile = load_profile(self.options.profile) if options is not None else None
+
+    def submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
+        try:
+            return self._submit(plan, todo, held, folder)
+        except ConfigError:  # refused: no half-made submission folder is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
+        code = snapshot_code(folder)
+        jobs: dict[str, str] = {}
+        # compress tasks wait for the pretrain jobs still to finish (this submission's or an earlier one's)
+        waiting_on = {
+            job.job_id.split("_")[0]
+            for rid, job in held.items()
+            if job.submission.executor == self.name and rid in {r.depends_on for r in todo}
+        }
+        accepted: list[str] = []
+
+        def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> str:
+            configs = [for_execution(r.cfg, threads=self.profile.cpus_per_task) for r in runs]
+            try:
+                array = submit_array(configs, self.profile, folder, code, f"{plan.name}-{stage}", dependency)
+            except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
+                cancel_arrays(accepted)
+                cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""
+                raise SubmissionRefused(f"{e}{cancelled}; nothing was submitted") from e
+            accepted.append(array.array_id)
+            jobs.update(zip([r.run_id for r in runs], array.job_ids))
+            return array.array_id
+
+        pretrains = [r for r in todo if r.stage == "pretrain"]
+        compress = [r for r in todo if r.stage == "compress"]
+        if pretrains:
+            waiting_on.add(submit_stage(pretrains, "pretrain"))
+        if compress:
+            # afterany, not afterok: one failed pretrain must not cancel the compress runs of the others;
+            # a compress task whose own pretrain failed records that as its error without training
+            dependency = "afterany:" + ":".join(sorted(waiting_on)) if waiting_on else ""
+            submit_stage(compress, "compress", dependency)
+        submission = Submission(self.name, str(folder), jobs)
+        record_submission(plan.output_root, plan.name, submission)
+        return submission
+
+    def states(self, jobs: list[Job]) -> dict[str, JobState]:
+        """From one squeue call; when squeue cannot answer, every job is unknown (it may still be queued)."""
+        try:
+            found = queue_states([job.job_id for job in jobs])
+        except SchedulerNotAnswering as e:
+            return {
+                job.run_id: JobState("unknown", f"unknown: scheduler not answering ({e})") for job in jobs
+            }
+        states = {}
+        for job in jobs:
+            if job.job_id in found:
+                state, reason = found[job.job_id]
+                detail = f"SLURM {state}" + (f" ({reason})" if reason and reason != "None" else "")
+                states[job.run_id] = JobState(
+                    "running" if state in ("RUNNING", "COMPLETING") else "pending", detail
+                )
+        return states
+
+    def cancel(self, jobs: list[Job]) -> list[str]:
+        """scancel the jobs squeue still holds (a running run is signalled and records itself)."""
+        held = self.states(jobs)
+        unknown = next((state.detail for state in held.values() if state.state == "unknown"), "")
+        if unknown:
+            raise LcbenchError(f"cannot cancel: {unknown}; try again once the scheduler answers")
+        ids = [job.job_id for job in jobs if job.run_id in held]
+        if ids:
+            out = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise ConfigError(f"scancel refused: {out.stderr.strip() or f'exit {out.returncode}'}")
+        return [job.run_id for job in jobs if job.run_id in held]
+
+    def log_path(self, job: Job) -> str:
+        return str(Path(job.submission.folder) / f"{job.job_id}_0_log.out")
+
+    def describe(self, submission: Submission) -> list[str]:
+        return [f"{rid}  job {job}" for rid, job in submission.jobs.items()]

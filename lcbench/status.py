@@ -10,12 +10,10 @@ record is `unknown`, never `missing`: it may still be queued, and resubmitting i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from .local_queue import QUEUE_FILE, read_queue, supervisor_alive
-from .slurm import SchedulerNotAnswering, queue_states
+from .executors import executor_named
 from .store import RunDir, live_status
-from .submissions import latest_jobs, read_submissions
+from .submissions import Executor, Job, JobState, latest_jobs, read_submissions
 from .sweep import Plan, PlannedRun
 
 STATUSES = ("pending", "running", "completed", "failed", "stopped", "missing", "unknown")
@@ -26,64 +24,51 @@ class RunStatus:
     run: PlannedRun
     status: str
     detail: str = ""  # the error of a failed run, the scheduler's reason for a pending one
-    job: str = ""  # SLURM job id or local queue slot
+    job: Job | None = None  # its job in the latest submission that includes it
     log: str = ""  # where the job's output goes
     record: dict | None = None  # the run's result.json, when it has one
 
 
 def sweep_status(plan: Plan) -> list[RunStatus]:
-    root = plan.output_root
-    jobs = latest_jobs(read_submissions(root, plan.name))
-    slurm_ids = [job for sub, job in jobs.values() if sub.executor == "slurm"]
-    slurm_states, slurm_unknown = {}, ""
-    if slurm_ids:
-        try:
-            slurm_states = queue_states(slurm_ids)
-        except SchedulerNotAnswering as e:
-            slurm_unknown = f"unknown: scheduler not answering ({e})"
-    queues: dict[str, tuple[dict | None, bool]] = {}
+    jobs = latest_jobs(read_submissions(plan.output_root, plan.name))
+    states = job_states(list(jobs.values()))
     statuses = []
     for run in plan.runs:
-        sub, job = jobs.get(run.run_id, (None, ""))
-        scheduled = detail = log = unknown = ""
-        if sub is not None and sub.executor == "slurm":
-            log = str(Path(sub.folder) / f"{job}_0_log.out")
-            if job in slurm_states:
-                state, reason = slurm_states[job]
-                scheduled = "running" if state in ("RUNNING", "COMPLETING") else "pending"
-                detail = f"SLURM {state}" + (f" ({reason})" if reason and reason != "None" else "")
-            unknown = slurm_unknown
-        elif sub is not None:
-            log = str(Path(sub.folder) / "logs" / f"{run.run_id}.log")
-            if sub.folder not in queues:  # read once per queue: its state and whether its supervisor lives
-                state = read_queue(sub.folder)
-                pid = state.get("supervisor_pid") if state else sub.pid
-                queues[sub.folder] = (state, supervisor_alive(pid))
-            queue, alive = queues[sub.folder]
-            entry = next((r for r in (queue or {}).get("runs", []) if r["run_id"] == run.run_id), None)
-            if entry and entry["state"] != "done" and alive:
-                scheduled = entry["state"]
-                detail = f"local queue ({entry['state']})"
-            if queue is None and alive:
-                unknown = (
-                    f"unknown: queue state unreadable ({Path(sub.folder) / QUEUE_FILE}) while its supervisor "
-                    f"(pid {sub.pid}) runs"
-                )
-        statuses.append(_status(run, RunDir(root, run.run_id), scheduled, detail, job, log, unknown))
+        job = jobs.get(run.run_id)
+        executor = executor_named(job.submission.executor) if job else None
+        log = executor.log_path(job) if executor else ""
+        rundir = RunDir(plan.output_root, run.run_id)
+        statuses.append(_status(run, rundir, states.get(run.run_id), job, log))
     return statuses
 
 
-def _status(
-    run: PlannedRun, rundir: RunDir, scheduled: str, detail: str, job: str, log: str, unknown: str = ""
-) -> RunStatus:
+def job_states(jobs: list[Job]) -> dict[str, JobState]:
+    """run_id -> state, for the jobs their executors still hold (each executor asked once)."""
+    states: dict[str, JobState] = {}
+    for executor, held in _by_executor(jobs):
+        states.update(executor.states(held))
+    return states
+
+
+def _by_executor(jobs: list[Job]) -> list[tuple[Executor, list[Job]]]:
+    """Jobs grouped by the executor that holds them (one of an executor unknown here holds nothing)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.submission.executor, []).append(job)
+    found = [(executor_named(name), group) for name, group in sorted(groups.items())]
+    return [(executor, group) for executor, group in found if executor is not None]
+
+
+def _status(run: PlannedRun, rundir: RunDir, held: JobState | None, job: Job | None, log: str) -> RunStatus:
+    scheduled, detail = (held.state, held.detail) if held else ("", "")
     if scheduled == "running" or (rundir.path.exists() and live_status(rundir.path) == "running"):
         return RunStatus(run, "running", detail or "training", job, log)
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
     record = rundir.result()
     problem = rundir.model_file_problem(record) if record else ""
-    if unknown and not (record and record.get("status") == "completed" and not problem):
-        return RunStatus(run, "unknown", unknown, job, log, record)  # its job may still be queued
+    if scheduled == "unknown" and not (record and record.get("status") == "completed" and not problem):
+        return RunStatus(run, "unknown", detail, job, log, record)  # its job may still be queued
     if problem:  # a completed run whose model cannot be used: failed, so `launch --only-failed` redoes it
         return RunStatus(run, "failed", f"ModelFileError: {problem}", job, log, record)
     if record:
@@ -103,3 +88,12 @@ def summarize(statuses: list[RunStatus]) -> dict[str, int]:
     for s in statuses:
         counts[s.status] = counts.get(s.status, 0) + 1
     return {k: v for k, v in counts.items() if v}
+
+
+def cancel_sweep(plan: Plan) -> list[str]:
+    """Withdraw every job of the sweep its executor still holds; returns the run ids cancelled."""
+    held = [s.job for s in sweep_status(plan) if s.status in ("pending", "running", "unknown") and s.job]
+    cancelled = []
+    for executor, jobs in _by_executor(held):
+        cancelled += executor.cancel(jobs)
+    return cancelled

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from .errors import LcbenchError, RunLockedError
+from .record import IDENTITY, summary_paths
 
 log = logging.getLogger("lcbench")
 RESULT = "result.json"
@@ -34,16 +35,8 @@ RESULT = "result.json"
 SUMMARY_COLUMNS = [
     "run_id",
     "status",
-    "config.stage",
-    "config.method",
-    "config.model",
-    "config.dataset",
-    "config.seed",
-    "final.top1",
-    "compression",
-    "final.gmacs",
-    "final.latency_ms_b1",
-    "cost.train_seconds",
+    *(f"config.{key}" for key in IDENTITY[2:]),
+    *summary_paths(headline_only=True),
     "error.message",
 ]
 

@@ -1,18 +1,31 @@
-"""What was submitted where: one line per launch in `<output_root>/.sweeps/<sweep>/submissions.jsonl`.
+"""What was submitted where, and the interface of the executors that submit.
 
-The run records stay the source of truth for results; a submission only says which job (a local queue's
-process or a SLURM array task) was asked to produce each run, so `status` can ask the scheduler about it.
+One line per launch in `<output_root>/.sweeps/<sweep>/submissions.jsonl`. The run records stay the source
+of truth for results; a submission only says which job (a local queue's slot or a SLURM array task) was
+asked to produce each run, so `status` can ask its executor about it and `cancel` can withdraw it.
+
+An executor (the local queue in `local_queue.py`, SLURM in `slurm.py`; looked up by name in
+`executors.py`) does three things, as submitit's executors do for its backends: `submit` a sweep's runs,
+report the `states` of jobs it holds, and `cancel` them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .config import RunConfig
 from .store import dumps
+
+if TYPE_CHECKING:
+    from .sweep import Plan, PlannedRun
+
+JOB_STATES = ("pending", "running", "unknown")  # what an executor may say of a job it still holds
 
 
 @dataclass
@@ -51,10 +64,84 @@ def read_submissions(output_root: str | Path, sweep: str) -> list[Submission]:
     return found
 
 
-def latest_jobs(submissions: list[Submission]) -> dict[str, tuple[Submission, str]]:
-    """run_id -> (the latest submission that includes it, its job id there)."""
-    latest: dict[str, tuple[Submission, str]] = {}
+def latest_jobs(submissions: list[Submission]) -> dict[str, Job]:
+    """run_id -> its job in the latest submission that includes it."""
+    latest: dict[str, Job] = {}
     for sub in submissions:
         for rid, job in sub.jobs.items():
-            latest[rid] = (sub, job)
+            latest[rid] = Job(rid, sub, job)
     return latest
+
+
+@dataclass
+class LaunchOptions:
+    executor: str = "auto"
+    only_failed: bool = False
+    max_parallel: int | None = None  # local
+    gpus: str | None = None  # local: "0,1"
+    threads: int | None = None  # local: CPU threads shared by parallel runs
+    cpu: bool = False  # local: run on the CPU even where GPUs are visible
+    profile: str = "local"  # slurm: slurm/<profile>.yaml
+    wait: bool = False  # local: run the queue in this process until it ends
+
+
+@dataclass
+class JobState:
+    """What an executor says of a job it holds: pending, running or unknown (it cannot tell)."""
+
+    state: str
+    detail: str = ""  # the scheduler's words ("SLURM PENDING (Priority)", "local queue (running)")
+
+
+@dataclass
+class Job:
+    """One run's job in one submission."""
+
+    run_id: str
+    submission: Submission
+    job_id: str
+
+
+class Executor:
+    """Submits runs, reports the jobs it still holds, cancels them. Constructing one for a launch checks
+    its options (a bad SLURM profile, a GPU that is not there) before anything is written."""
+
+    name = ""
+
+    def __init__(self, options: LaunchOptions | None = None) -> None:
+        self.options = options or LaunchOptions()
+
+    def submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
+        """Submit `todo` (jobs still held for other runs of the sweep in `held`), using `folder` for
+        configs and logs, and record the submission; nothing is left behind when it is refused."""
+        raise NotImplementedError
+
+    def follow(self, submission: Submission) -> None:
+        """Called once the launch lock is released (the local queue with --wait serves its runs here)."""
+
+    def states(self, jobs: list[Job]) -> dict[str, JobState]:
+        """run_id -> state, for the jobs this executor still holds (a job it no longer holds is absent)."""
+        raise NotImplementedError
+
+    def cancel(self, jobs: list[Job]) -> list[str]:
+        """Withdraw these jobs (queued ones never start; running ones are stopped and record themselves
+        as interrupted); returns the run ids cancelled."""
+        raise NotImplementedError
+
+    def log_path(self, job: Job) -> str:
+        """Where the job's output goes."""
+        return ""
+
+    def describe(self, submission: Submission) -> list[str]:
+        """Lines for the user after a launch."""
+        return []
+
+
+def for_execution(cfg: RunConfig, **changes) -> RunConfig:
+    """Absolute paths (jobs may start elsewhere); execution fields only, so run ids do not change."""
+    return dataclasses.replace(
+        cfg,
+        output_root=str(Path(cfg.output_root).expanduser().resolve()),
+        data_root=str(Path(cfg.data_root).expanduser().resolve()),
+        **changes,
+    )

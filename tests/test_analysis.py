@@ -12,6 +12,7 @@ from lcbench.analysis import plots
 from lcbench.analysis.records import sweep_frame
 from lcbench.analysis.report import load_paper, paper_comparison, write_report
 from lcbench.analysis.tables import aggregate, matched_table, per_method_table, write_table
+from lcbench.record import SUMMARY
 from lcbench.store import RunDir, atomic_write_json
 from lcbench.sweep import plan_sweep
 
@@ -306,7 +307,10 @@ def test_report_lists_failed_and_missing_runs(tmp_path):
     for run in (pretrain, lc0):
         RunDir(plan.output_root, run.run_id).create()
         atomic_write_json(RunDir(plan.output_root, run.run_id).result_path, {"run_id": run.run_id, **record})
-    assert sweep_frame(plan).set_index("run_id").loc[lc1.run_id, "status"] == "missing"
+    frame = sweep_frame(plan).set_index("run_id")
+    assert frame.loc[lc1.run_id, "status"] == "missing"
+    assert set(SUMMARY) <= set(frame.columns)  # every summary metric, under its one name
+    assert frame.loc[lc0.run_id, "speedup_b1"] == 1.2 and np.isnan(frame.loc[lc1.run_id, "top1"])
     RunDir(plan.output_root, lc1.run_id).create()
     atomic_write_json(
         RunDir(plan.output_root, lc1.run_id).result_path,

@@ -9,6 +9,7 @@ import torch
 from lcbench.cli import main
 from lcbench.config import run_id
 from lcbench.models import create_model
+from lcbench.record import IDENTITY, SUMMARY, summary_paths
 from lcbench.resolve import make_config
 from lcbench.store import RunDir, load_records
 from tests.conftest import fast_overrides, run_cli
@@ -21,10 +22,13 @@ def completed(root):
 def test_run_then_results_table(tmp_path, capsys):
     assert main(["run", *fast_overrides(tmp_path, epochs=1), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["status"] == "completed" and summary["final_top1"] > 10
+    assert summary["status"] == "completed" and summary["top1"] > 10
+    assert set(summary) == {*IDENTITY, *(name for name, m in SUMMARY.items() if m.headline)}
     assert main(["results", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("run_id,status") and summary["run_id"] in out[1]
+    header = out[0].split(",")  # the same headline metrics, under their record paths
+    assert [c for c in header if c in summary_paths()] == summary_paths()
 
 
 def test_list_commands(capsys):

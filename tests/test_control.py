@@ -13,9 +13,9 @@ from lcbench.cli import main
 from lcbench.config import run_id
 from lcbench.control import MAX_REQUEST_BYTES, ControlChannel, Tunable, control_dir
 from lcbench.errors import ConfigError
+from lcbench.optim import lr_factor
 from lcbench.resolve import make_config
 from lcbench.store import RunDir
-from lcbench.train import lr_factor
 from tests.conftest import REPO, fast_overrides, wait_until
 
 
@@ -145,6 +145,7 @@ def test_tune_values_are_read_by_the_config_parser_and_bounded():
 
 
 def test_a_thousand_requests_cost_one_checkpoint_and_no_request_can_kill_the_run(tmp_path, monkeypatch):
+    from lcbench.callbacks import LiveControl
     from lcbench.control import open_channel
     from lcbench.pipeline import execute
     from lcbench.train import Trainer
@@ -164,10 +165,10 @@ def test_a_thousand_requests_cost_one_checkpoint_and_no_request_can_kill_the_run
     stale.write_text("{}")
     os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
 
-    def broken_eval(self):
+    def broken_eval(trainer):
         raise RuntimeError("evaluation blew up")
 
-    monkeypatch.setattr(Trainer, "_eval_now", broken_eval)
+    monkeypatch.setattr(LiveControl, "_evaluate", staticmethod(broken_eval))
     looks = iter([True])  # one look at the control folder, at the first step
     monkeypatch.setattr(ControlChannel, "due", lambda self: next(looks, False))
     saves = []

@@ -9,11 +9,12 @@ import yaml
 
 from lcbench.cli import main
 from lcbench.errors import ConfigError
-from lcbench.local_queue import plan_slots, read_queue
+from lcbench.local_queue import plan_slots, read_queue, supervisor_alive
 from lcbench.slurm import load_profile
 from lcbench.status import sweep_status
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
+from tests.conftest import wait_until
 
 
 def digits_sweep(tmp_path, variants, **base):
@@ -157,9 +158,8 @@ def test_profiles_are_validated(tmp_path):
 
 def test_unknown_executor_is_refused(tmp_path, capsys):
     path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
-    with pytest.raises(SystemExit):
-        main(["launch", str(path), "--executor", "cloud"])
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["launch", str(path), "--executor", "cloud"]) == 2
+    assert "--executor 'cloud': choose one of local, slurm, auto" in capsys.readouterr().err
 
 
 def test_follow_up_commands_keep_the_users_overrides(tmp_path, capsys):
@@ -190,3 +190,25 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
     assert "Traceback" not in err
     sweeps = tmp_path / "out" / ".sweeps" / "t"
     assert not sweeps.exists() or not [p for p in sweeps.iterdir() if p.is_dir()]  # no half-made submission
+
+
+def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path, capsys):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}}, epochs=500, pretrain={"epochs": 500})
+    assert main(["launch", str(path), "--executor", "local", "--threads", "1"]) == 0
+    capsys.readouterr()
+    wait_until(lambda: by_status(path)["pretrain"][0] == "running", 60, "the pretrain run to start")
+    (sub,) = read_submissions(tmp_path / "out", "t")
+    supervisor = read_queue(sub.folder)["supervisor_pid"]
+
+    assert main(["cancel", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cancelled 2 run(s)" in out and "--only-failed" in out
+    assert not supervisor_alive(supervisor)
+    status = by_status(path)
+    assert status["pretrain"][0] in ("failed", "missing") and status["ft"][0] == "missing"
+    assert main(["cancel", str(path)]) == 0
+    assert "nothing to cancel" in capsys.readouterr().err
+
+    assert main(["launch", str(path), "--executor", "local", "--threads", "1"]) == 0  # nothing held now
+    assert main(["cancel", str(path)]) == 0
+    assert "cancelled 2 run(s)" in capsys.readouterr().out

@@ -137,6 +137,26 @@ def test_failed_run_shows_its_error_and_only_failed_resubmits_it(tmp_path):
     assert statuses(path)[0].status == "completed"
 
 
+def test_cancel_withdraws_queued_jobs_from_the_scheduler(tmp_path, capsys):
+    profile = tmp_path / "held-profile.yaml"  # submitted on hold: they stay queued until cancelled
+    profile.write_text(yaml.safe_dump({"cpus_per_task": 1, "mem_gb": 1, "additional": {"hold": True}}))
+    path = write_spec(tmp_path, "held", {"epochs": 1}, variants={"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "slurm", "--profile", str(profile)]) == 0
+    assert [s.status for s in statuses(path)] == ["pending", "pending"]
+    (sub,) = read_submissions(tmp_path / "out", "held")
+    capsys.readouterr()
+
+    assert main(["cancel", str(path)]) == 0
+    assert "cancelled 2 run(s)" in capsys.readouterr().out
+
+    def still_queued() -> set[str]:
+        listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
+        return set(sub.jobs.values()) & set(listed.split())
+
+    wait_until(lambda: not still_queued(), 30, "squeue to drop the cancelled jobs")
+    assert [s.status for s in statuses(path)] == ["missing", "missing"]  # nothing ran: resubmit freely
+
+
 def _unanswered_controller(tmp_path, monkeypatch) -> None:
     """Point the real SLURM client at a controller port nobody listens on (a downed slurmctld)."""
     import socket
@@ -156,14 +176,14 @@ def test_a_controller_that_does_not_answer_is_said_not_guessed(tmp_path, monkeyp
     """sbatch on PATH but no controller answering: `--executor auto` picked SLURM (and failed); a queued job
     the scheduler could not be asked about showed as "missing" with advice to resubmit it."""
     from lcbench.errors import ConfigError
-    from lcbench.runner import resolve_executor
-    from lcbench.submissions import Submission, record_submission
+    from lcbench.executors import executor_for_launch
+    from lcbench.submissions import LaunchOptions, Submission, record_submission
 
     _unanswered_controller(tmp_path, monkeypatch)
-    assert resolve_executor("auto") == "local"
+    assert executor_for_launch(LaunchOptions("auto")).name == "local"
     assert "no SLURM controller answers" in caplog.text and "local queue" in caplog.text
     with pytest.raises(ConfigError, match="no SLURM controller answers.*--executor local"):
-        resolve_executor("slurm")
+        executor_for_launch(LaunchOptions("slurm"))
 
     path = write_spec(tmp_path, "down", {"epochs": 1}, variants={"ft": {"method": "finetune"}})
     plan = plan_sweep(path)

@@ -4,6 +4,7 @@ import pytest
 
 from lcbench.config import run_id
 from lcbench.pipeline import execute
+from lcbench.record import RunRecord
 from lcbench.resolve import make_config
 from lcbench.store import RunDir
 from lcbench.tracking import resolve_mode
@@ -80,8 +81,9 @@ def test_compress_run_that_trains_its_missing_pretrain_first_tracks_both(no_wand
     assert len([row for row in info["history"] if "val/top1" in row]) == 2
     assert any(key.startswith("method/slope/") for row in info["history"] for key in row)
     assert info["summary"]["pretrain_run_id"] == pre_id
-    assert info["summary"]["blocks_folded"] == len(result["method_report"]["folded"])
+    assert info["summary"]["mlps_folded"] == len(result["method_report"]["folded"])
     assert info["summary"]["top1"] == result["final"]["top1"]
+    assert set(RunRecord(result).summary()) <= set(info["summary"])  # every summary metric the run has
 
 
 def test_a_replay_is_its_own_wandb_run(no_wandb_account, tmp_path):

@@ -14,10 +14,11 @@ from lcbench.config import run_id
 from lcbench.data import load_data
 from lcbench.errors import TrainingDiverged
 from lcbench.evaluation import evaluate
+from lcbench.loaders import make_loader
+from lcbench.optim import lr_factor
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config
 from lcbench.store import RunDir
-from lcbench.train import lr_factor, make_loader
 from tests.conftest import REPO, fast_overrides
 
 VOLATILE = {"epoch_seconds"}  # wall times differ between runs; everything else must not
