@@ -188,7 +188,8 @@ class Trainer:
                     callback.on_step(self)
                 self._clock = time.perf_counter()  # their time is not training time
         self._bring_epoch_counters_up_to_date()
-        result = p.epoch_loss_sum / p.epoch_seen, 100.0 * p.epoch_correct / p.epoch_seen, p.epoch_seconds
+        loss = (self._loss_sum / p.epoch_seen).item()  # (in the device's precision, as it was logged before)
+        result = loss, 100.0 * p.epoch_correct / p.epoch_seen, p.epoch_seconds
         p.batch, p.epoch_loss_sum, p.epoch_correct, p.epoch_seen, p.epoch_seconds = 0, 0.0, 0, 0, 0.0
         return result
 
