@@ -27,7 +27,7 @@ from torch import nn
 from lcbench import collapse
 from lcbench.errors import ConfigError
 from lcbench.fields import option
-from lcbench.methods import METHODS, Method
+from lcbench.methods import METHODS, Method, RunContext
 from lcbench.models import create_model, fresh_init, last_linear
 
 COLLAPSED = "collapsed:"
@@ -72,7 +72,7 @@ class KnowledgeDistillation(Method):
     original_forward_passes = 1.0  # the teacher (the original model) sees every training sample
     Params = KDParams
 
-    def __init__(self, params: KDParams, ctx: Any) -> None:
+    def __init__(self, params: KDParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.teacher = ctx.original  # frozen, eval mode, no gradients (set up by the pipeline)
         self.folded: list[str] = []

@@ -31,7 +31,7 @@ from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.fields import option
 from lcbench.measure import WEIGHT_LAYERS, count_parameters
-from lcbench.methods import METHODS, Method
+from lcbench.methods import METHODS, Method, RunContext
 from lcbench.models import last_linear
 
 
@@ -105,7 +105,7 @@ class LayerFusion(Method):
     title = "Layer fusion"
     Params = FusionParams
 
-    def __init__(self, params: FusionParams, ctx: Any) -> None:
+    def __init__(self, params: FusionParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.groups: list[list[str]] = []  # each fused group, its first member holding the shared tensors
         self.frozen: list[str] = []  # groups (by first member) whose shared tensor is frozen

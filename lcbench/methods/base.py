@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..config import RunConfig
 from ..data import DataSplits
@@ -48,7 +49,7 @@ class RunContext:
     data: DataSplits
     original: nn.Module  # the starting model, frozen in eval mode (KD teacher, fold reference)
     input_shape: tuple[int, ...]
-    val_loader: Any  # the held-out DataLoader
+    val_loader: DataLoader  # the held-out set
 
     def evaluate(self, model: nn.Module) -> dict:
         return evaluate(model, self.val_loader, self.device, self.cfg.precision)
@@ -75,7 +76,7 @@ class Method:
         """The method's parameters (none for plain training)."""
 
     @classmethod
-    def check(cls, params: Any, cfg: Any) -> None:
+    def check(cls, params: Any, cfg: RunConfig) -> None:
         """Reject parameters that cannot work with the run's config (raise ConfigError), before any run
         folder exists; rules that need the model are checked in `prepare`."""
 

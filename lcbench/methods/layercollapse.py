@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from .. import collapse
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..fields import option
 from ..measure import measure_model
 from . import METHODS
-from .base import Method
+from .base import Method, RunContext
 
 
 @dataclass
@@ -54,7 +55,7 @@ class LayerCollapse(Method):
     title = "LayerCollapse"
     Params = LayerCollapseParams
 
-    def __init__(self, params: LayerCollapseParams, ctx: Any) -> None:
+    def __init__(self, params: LayerCollapseParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.order: list[str] = []  # selected blocks, nearest the output first
         self.converted: list[str] = []  # converted and not folded (PReLUs in the model)
@@ -69,7 +70,7 @@ class LayerCollapse(Method):
     # -- set-up -----------------------------------------------------------------------------------------
 
     @classmethod
-    def check(cls, params: LayerCollapseParams, cfg: Any) -> None:
+    def check(cls, params: LayerCollapseParams, cfg: RunConfig) -> None:
         count = len(params.blocks) or params.k
         if params.schedule == "progressive" and cfg.epochs % count:
             raise ConfigError(
