@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .control import TRIGGERS, ControlChannel
 from .errors import ConfigError, RunStopped
-from .evaluation import evaluate
 from .rng import rng_state, set_rng_state
 from .train import Callback, Trainer
 
@@ -106,8 +105,7 @@ class LiveControl(Callback):
     def _evaluate(trainer: Trainer) -> dict:
         """Evaluate on the held-out set without disturbing the training RNG (replays stay exact)."""
         state = rng_state()
-        ctx = trainer.method.ctx
-        result = evaluate(trainer.model, ctx.val_loader, ctx.device, trainer.cfg.precision)
+        result = trainer.method.ctx.evaluate(trainer.model)
         set_rng_state(state)
         trainer.run.log("eval", step=trainer.progress.step, epoch=trainer.progress.epoch, **result)
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 
@@ -15,6 +16,7 @@ CHOICES = (*EXECUTORS, "auto")
 log = logging.getLogger("lcbench")
 
 
+@functools.cache
 def executor_named(name: str) -> Executor | None:
     """The executor that made a recorded submission, to ask about its jobs (None: not known here)."""
     cls = EXECUTORS.get(name)

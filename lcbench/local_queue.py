@@ -24,7 +24,15 @@ from .config import to_yaml
 from .errors import ConfigError
 from .queue_server import QUEUE_FILE, serve
 from .store import atomic_write_json, atomic_write_text, read_json
-from .submissions import Executor, Job, JobState, Submission, for_execution, record_submission
+from .submissions import (
+    Executor,
+    Job,
+    JobState,
+    LaunchOptions,
+    Submission,
+    for_execution,
+    record_submission,
+)
 from .sweep import Plan, PlannedRun
 
 
@@ -138,7 +146,7 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, options=None) -> None:
+    def __init__(self, options: LaunchOptions | None = None) -> None:
         super().__init__(options)
         self.slots: Slots | None = None
         if options is not None:  # a launch: its options are checked now, before anything is written
@@ -182,15 +190,16 @@ class LocalExecutor(Executor):
 
     def states(self, jobs: list[Job]) -> dict[str, JobState]:
         """From each queue's queue.json, read once per queue, while its supervisor lives."""
-        queues: dict[str, tuple[dict | None, bool]] = {}
+        queues: dict[str, tuple[dict | None, dict[str, dict], bool]] = {}
         states = {}
         for job in jobs:
             folder = job.submission.folder
             if folder not in queues:
                 queue = read_queue(folder)
                 pid = queue.get("supervisor_pid") if queue else job.submission.pid
-                queues[folder] = (queue, supervisor_alive(pid))
-            queue, alive = queues[folder]
+                entries = {r["run_id"]: r for r in (queue or {}).get("runs", [])}
+                queues[folder] = (queue, entries, supervisor_alive(pid))
+            queue, entries, alive = queues[folder]
             if not alive:
                 continue  # nothing holds its runs any more
             if queue is None:
@@ -200,7 +209,7 @@ class LocalExecutor(Executor):
                     f"supervisor (pid {job.submission.pid}) runs",
                 )
                 continue
-            entry = next((r for r in queue.get("runs", []) if r["run_id"] == job.run_id), None)
+            entry = entries.get(job.run_id)
             if entry and entry["state"] in ("pending", "running"):
                 states[job.run_id] = JobState(entry["state"], f"local queue ({entry['state']})")
         return states

@@ -26,7 +26,15 @@ from .pipeline import mark_preempted
 from .provenance import PACKAGE_DIR, SNAPSHOT_INFO, git_info
 from .resolve import make_config
 from .store import atomic_write_json
-from .submissions import Executor, Job, JobState, Submission, for_execution, record_submission
+from .submissions import (
+    Executor,
+    Job,
+    JobState,
+    LaunchOptions,
+    Submission,
+    for_execution,
+    record_submission,
+)
 from .sweep import Plan, PlannedRun
 
 PROFILE_DIR = PACKAGE_DIR.parent / "slurm"
@@ -206,7 +214,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
 
-    def __init__(self, options=None) -> None:
+    def __init__(self, options: LaunchOptions | None = None) -> None:
         super().__init__(options)
         self.profile = load_profile(self.options.profile) if options is not None else None
 
@@ -221,10 +229,11 @@ class SlurmExecutor(Executor):
         code = snapshot_code(folder)
         jobs: dict[str, str] = {}
         # compress tasks wait for the pretrain jobs still to finish (this submission's or an earlier one's)
+        needed = {r.depends_on for r in todo}
         waiting_on = {
             job.job_id.split("_")[0]
             for rid, job in held.items()
-            if job.submission.executor == self.name and rid in {r.depends_on for r in todo}
+            if job.submission.executor == self.name and rid in needed
         }
         accepted: list[str] = []
 

@@ -92,8 +92,13 @@ def summarize(statuses: list[RunStatus]) -> dict[str, int]:
 
 def cancel_sweep(plan: Plan) -> list[str]:
     """Withdraw every job of the sweep its executor still holds; returns the run ids cancelled."""
-    held = [s.job for s in sweep_status(plan) if s.status in ("pending", "running", "unknown") and s.job]
+    wanted = {run.run_id for run in plan.runs}
+    latest = [
+        job
+        for rid, job in latest_jobs(read_submissions(plan.output_root, plan.name)).items()
+        if rid in wanted
+    ]
     cancelled = []
-    for executor, jobs in _by_executor(held):
+    for executor, jobs in _by_executor(latest):  # each executor cancels only the jobs it still holds
         cancelled += executor.cancel(jobs)
     return cancelled

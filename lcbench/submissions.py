@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +25,6 @@ from .store import dumps
 
 if TYPE_CHECKING:
     from .sweep import Plan, PlannedRun
-
-JOB_STATES = ("pending", "running", "unknown")  # what an executor may say of a job it still holds
 
 
 @dataclass
@@ -102,7 +101,7 @@ class Job:
     job_id: str
 
 
-class Executor:
+class Executor(ABC):
     """Submits runs, reports the jobs it still holds, cancels them. Constructing one for a launch checks
     its options (a bad SLURM profile, a GPU that is not there) before anything is written."""
 
@@ -111,22 +110,23 @@ class Executor:
     def __init__(self, options: LaunchOptions | None = None) -> None:
         self.options = options or LaunchOptions()
 
+    @abstractmethod
     def submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
         """Submit `todo` (jobs still held for other runs of the sweep in `held`), using `folder` for
         configs and logs, and record the submission; nothing is left behind when it is refused."""
-        raise NotImplementedError
 
     def follow(self, submission: Submission) -> None:
         """Called once the launch lock is released (the local queue with --wait serves its runs here)."""
+        return None  # nothing to follow: the jobs run elsewhere
 
+    @abstractmethod
     def states(self, jobs: list[Job]) -> dict[str, JobState]:
         """run_id -> state, for the jobs this executor still holds (a job it no longer holds is absent)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cancel(self, jobs: list[Job]) -> list[str]:
         """Withdraw these jobs (queued ones never start; running ones are stopped and record themselves
         as interrupted); returns the run ids cancelled."""
-        raise NotImplementedError
 
     def log_path(self, job: Job) -> str:
         """Where the job's output goes."""

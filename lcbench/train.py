@@ -24,7 +24,7 @@ from .control import tunables
 from .cost import flops_per_sample, forward_flops
 from .durations import format_duration
 from .errors import TrainingDiverged
-from .evaluation import AMP_DTYPES, evaluate
+from .evaluation import AMP_DTYPES
 from .loaders import make_loader
 from .measure import count_macs
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -131,7 +131,7 @@ class Trainer:
                 self.rebuild_optimizer()
             seconds += time.perf_counter() - start
             self.progress.train_seconds += seconds
-            val = evaluate(self.model, self.method.ctx.val_loader, self.device, self.cfg.precision)
+            val = self.method.ctx.evaluate(self.model)
             method_metrics = self.method.epoch_metrics(self.model)
             metrics = dict(
                 epoch=self.progress.epoch,
