@@ -1,4 +1,4 @@
-"""Imported once by the local queue's fork server, so each run's process starts with everything loaded.
+"""Imported once by the local queue's fork server, so each worker starts with everything loaded.
 
 Nothing here touches CUDA or starts threads: a process forked from this state is safe and initialises its
 own device.
@@ -8,7 +8,7 @@ import sklearn.datasets  # noqa: F401 - the digits loader
 import timm  # noqa: F401
 import torch._dynamo  # noqa: F401 - imported lazily by the first optimizer otherwise (about a second)
 
-from lcbench import cli, pipeline, queue_server  # noqa: F401 - fixed for the queue's lifetime
+from lcbench import cli, pipeline, queue_worker  # noqa: F401 - fixed for the queue's lifetime
 from lcbench.methods import METHODS
 
 METHODS.names()  # discovers (imports) every method once, before the fork server forks runs

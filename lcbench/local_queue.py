@@ -1,4 +1,4 @@
-"""The local executor: a queue of at most N runs at once, one process per run, GPUs handed out in turn.
+"""The local executor: a queue of at most N runs at once in warm worker processes, GPUs handed out in turn.
 
 submitit's LocalExecutor starts every job at once; this queue keeps a sweep within the machine instead.
 Its state lives in `<folder>/queue.json` (rewritten atomically by the supervisor), so `lcbench status`

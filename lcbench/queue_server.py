@@ -1,31 +1,29 @@
 """The local queue's supervisor: runs a queue folder's runs to the end, at most N at once.
 
-Started detached by `lcbench launch` (or served in the foreground with `--wait`). Each run gets its own
-process forked from a server that has imported lcbench, torch and timm once; the supervisor rewrites
-`queue.json` atomically whenever a run starts or ends, so `lcbench status` can read it meanwhile.
+Started detached by `lcbench launch` (or served in the foreground with `--wait`). The runs execute in warm
+worker processes (`queue_worker.py`), one per slot, forked from a fork server that has imported lcbench,
+torch and timm once; a worker runs successive runs and is replaced after a run that did not succeed. The
+supervisor itself imports none of them (it starts in a fraction of a second, and the fork server starts at
+once). It rewrites `queue.json` atomically whenever a run starts or ends, so `lcbench status` can read it.
 """
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import signal
 import sys
 import time
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from .config import load_yaml, run_id
 from .errors import ConfigError
-from .exits import exit_code
-from .job import run_job
-from .resolve import make_config
 from .store import atomic_write_json, live_status, read_json
 
 QUEUE_FILE = "queue.json"
 
 
-def serve(folder: str | Path, poll_s: float = 0.2) -> int:
+def serve(folder: str | Path, poll_s: float = 1.0) -> int:
     """Run the queue in `folder` to the end; returns the number of runs that did not succeed."""
     folder = Path(folder)
     path = folder / QUEUE_FILE
@@ -35,47 +33,54 @@ def serve(folder: str | Path, poll_s: float = 0.2) -> int:
     state["supervisor_pid"] = os.getpid()
     atomic_write_json(path, state)
     slots = state["slots"]
-    runs = state["runs"]
-    procs: dict[str, RunProcess] = {}
-    free_gpus = list(slots["gpus"])
+    gpus = slots["gpus"] or [None] * slots["max_parallel"]
+    pool = [
+        Worker(gpu, slots["threads"], slots.get("cpu_only", False)) for gpu in gpus[: slots["max_parallel"]]
+    ]
 
     def stop(signum, frame):  # forward a stop to the runs, which record themselves as failed/interrupted
-        for proc in procs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc in procs.values():
-            proc.wait()
+        for worker in pool:
+            worker.send_signal(signal.SIGINT)
+        for worker in pool:
+            worker.join()
         sys.exit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _loop(runs, procs, slots, free_gpus, folder, path, state, poll_s)
+        _loop(state["runs"], pool, folder, path, state, poll_s)
     finally:
+        for worker in pool:
+            worker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     atomic_write_json(path, state)
-    return sum(1 for r in runs if r["returncode"] != 0)
+    return sum(1 for r in state["runs"] if r["returncode"] != 0)
 
 
-def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, poll_s: float) -> None:
+def _loop(runs: list[dict], pool: list[Worker], folder: Path, path: Path, state: dict, poll_s: float) -> None:
     by_id = {r["run_id"]: r for r in runs}
     while any(r["state"] != "done" for r in runs):
         changed = False
-        for rid, proc in list(procs.items()):
-            code = proc.poll()
+        for i, worker in enumerate(pool):
+            code = worker.result()
             if code is None:
                 continue
-            entry = by_id[rid]
+            entry = by_id[worker.run_id]
             entry.update(state="done", returncode=code, ended=time.time())
             ended = sum(r["state"] == "done" for r in runs)
-            verdict = "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / rid}.log)"
+            verdict = (
+                "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / worker.run_id}.log)"
+            )
             seconds = entry["ended"] - entry["started"]
-            _say(f"end   {rid} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
-            if entry["gpu"] is not None:
-                free_gpus.append(entry["gpu"])
-            del procs[rid]
+            _say(f"end   {worker.run_id} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
+            worker.run_id = None
+            if code != 0:  # the worker has ended (or crashed): a fresh one takes its slot
+                worker.close()
+                pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
             changed = True
         for entry in runs:
-            if len(procs) >= slots["max_parallel"]:
+            idle = [w for w in pool if w.run_id is None]
+            if not idle:
                 break
             if entry["state"] != "pending":
                 continue
@@ -84,16 +89,18 @@ def _loop(runs, procs, slots, free_gpus, folder: Path, path: Path, state: dict, 
                 continue
             if _run_elsewhere(entry):
                 continue
-            gpu = free_gpus.pop(0) if slots["gpus"] else None
-            procs[entry["run_id"]] = _start_run(
-                folder, entry, gpu, slots["threads"], slots.get("cpu_only", False)
-            )
-            entry.update(state="running", gpu=gpu, started=time.time())
-            _say(f"start {entry['run_id']}" + (f" on GPU {gpu}" if gpu is not None else ""))
+            worker = idle[0]
+            worker.start(entry["run_id"], entry["config"], folder / "logs" / f"{entry['run_id']}.log")
+            entry.update(state="running", gpu=worker.gpu, pid=worker.pid, started=time.time())
+            _say(f"start {entry['run_id']}" + (f" on GPU {worker.gpu}" if worker.gpu is not None else ""))
             changed = True
         if changed:
             atomic_write_json(path, state)
-        time.sleep(poll_s)
+        busy = [w for w in pool if w.run_id is not None]
+        if busy:  # wake as soon as a run ends; the timeout re-checks runs that wait for another process
+            wait([w.conn for w in busy] + [w.sentinel for w in busy], timeout=poll_s)
+        else:
+            time.sleep(poll_s)
 
 
 def _run_elsewhere(entry: dict) -> bool:
@@ -109,66 +116,67 @@ def _run_elsewhere(entry: dict) -> bool:
     return True
 
 
-class RunProcess:
-    """One run in its own process, forked from a server that has imported lcbench, torch and timm once
-    (a fresh interpreter per run would spend seconds importing them)."""
+class Worker:
+    """A warm worker process bound to one slot (its GPU, if any) that runs one run at a time; `run_id` is
+    the run it is running (None while idle)."""
 
     _context = None
 
-    def __init__(self, config: str, log: Path, gpu: int | None, threads: int, cpu_only: bool) -> None:
-        if RunProcess._context is None:
-            RunProcess._context = multiprocessing.get_context("forkserver")
-            RunProcess._context.set_forkserver_preload(["lcbench._preload"])
-        self.process = RunProcess._context.Process(
-            target=_run_in_child, args=(config, str(log), gpu, threads, cpu_only)
-        )
+    def __init__(self, gpu: int | None, threads: int, cpu_only: bool) -> None:
+        if Worker._context is None:
+            Worker._context = multiprocessing.get_context("forkserver")
+            Worker._context.set_forkserver_preload(["lcbench._preload"])
+        self.gpu, self.threads, self.cpu_only = gpu, threads, cpu_only
+        self.run_id: str | None = None
+        self.conn, child = Worker._context.Pipe()
+        self.process = Worker._context.Process(target=_worker_main, args=(child, gpu, threads, cpu_only))
         self.process.start()
+        child.close()
 
-    def poll(self) -> int | None:
-        return self.process.exitcode
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def start(self, run_id: str, config: str, log: Path) -> None:
+        self.conn.send((config, str(log)))
+        self.run_id = run_id
+
+    def result(self) -> int | None:
+        """The current run's exit code once it has ended (the process's, if the worker died during it)."""
+        if self.run_id is None:
+            return None
+        if self.conn.poll():
+            try:
+                return self.conn.recv()
+            except EOFError:  # the worker died without answering: a crash, a kill, the OOM killer
+                self.process.join()
+                return self.process.exitcode
+        if not self.process.is_alive():
+            return self.process.exitcode
+        return None
 
     def send_signal(self, signum: int) -> None:
         if self.process.pid and self.process.exitcode is None:
             os.kill(self.process.pid, signum)
 
-    def wait(self) -> int | None:
+    def join(self) -> None:
         self.process.join()
-        return self.process.exitcode
+
+    def close(self) -> None:
+        """End the worker once it is idle (its connection closed) and wait for it."""
+        self.conn.close()
+        self.process.join()
 
 
-def _run_in_child(config: str, log: str, gpu: int | None, threads: int, cpu_only: bool) -> None:
-    """The run's process: output to its log file, its GPU only, then the job (exit code = how it ended)."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    logging.basicConfig(level=logging.INFO, format="lcbench: %(message)s", force=True)
-    overrides = [f"threads={threads}"]
-    if gpu is not None:  # before anything initialises CUDA (the fork server never does)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        overrides.append("device=cuda")
-    elif cpu_only:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        overrides.append("device=cpu")
-    try:
-        cfg = make_config(load_yaml(config), overrides)
-        print(
-            f"run {run_id(cfg)}: {cfg.stage} {cfg.method} {cfg.model} {cfg.dataset} seed {cfg.seed}",
-            flush=True,
-        )
-        result = run_job(cfg)
-        print(f"run {result['run_id']}: {result['status']}", flush=True)
-        code = 0
-    except (Exception, KeyboardInterrupt) as e:
-        code = exit_code(e)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    sys.exit(code)
+def _worker_main(conn: Connection, gpu: int | None, threads: int, cpu_only: bool) -> None:
+    # imported here, in the worker: the fork server has it loaded already, the supervisor never needs it
+    from .queue_worker import serve_runs
 
-
-def _start_run(folder: Path, entry: dict, gpu: int | None, threads: int, cpu_only: bool) -> RunProcess:
-    return RunProcess(entry["config"], folder / "logs" / f"{entry['run_id']}.log", gpu, threads, cpu_only)
+    serve_runs(conn, gpu, threads, cpu_only)
 
 
 def main(folder: str) -> int:

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from .errors import LcbenchError, RunLockedError
@@ -167,6 +166,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """torch.save through a temp file + rename: the previous file stays valid if this write fails."""
+    import torch  # here, not at the top: the local queue's supervisor reads and writes JSON only
+
     _write_via_temp(path, lambda f: torch.save(obj, f))
 
 

@@ -1,0 +1,78 @@
+"""The local queue's warm workers: successive runs in one worker give the numbers the runs give alone; a
+failed run retires its worker; a worker killed mid-run fails that run only."""
+
+import json
+import os
+import shutil
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lcbench.cli import main
+from lcbench.local_queue import read_queue
+from lcbench.pipeline import execute
+from lcbench.status import sweep_status
+from lcbench.submissions import read_submissions
+from lcbench.sweep import plan_sweep
+from tests.conftest import wait_until
+from tests.test_runner import digits_sweep
+
+
+def numbers(run_dir: Path) -> tuple[list[dict], dict]:
+    """A run's numbers: every logged event's values and the final model's measurements (times left out)."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = [{k: v for k, v in line.items() if "seconds" not in k} for line in lines]
+    final = json.loads((run_dir / "result.json").read_text())["final"]
+    return events, {k: v for k, v in final.items() if "latency" not in k}
+
+
+@pytest.mark.slow
+def test_workers_run_successive_runs_alike_and_isolate_failures(tmp_path, capsys):
+    variants = {
+        "a_lc": {"method": "layercollapse", "k": 1},
+        "b_kd": {"method": "kd", "student": "collapsed:1"},
+        "c_prune": {"method": "magnitude_pruning", "target_compression": 1.5},
+        "d_bad": {"method": "magnitude_pruning", "target_compression": 1000.0},  # fails at its start
+        "e_ft": {"method": "finetune"},
+        "f_long": {"method": "finetune", "epochs": 400},  # killed while it trains
+    }
+    path = digits_sweep(tmp_path, variants, threads=1)
+    plan = plan_sweep(path)
+    ids = {r.variant or "pretrain": r.run_id for r in plan.runs}
+    assert [r.variant or "pretrain" for r in plan.runs] == [
+        "pretrain",
+        *variants,
+    ]  # the queue's order (sorted by name)
+    assert main(["launch", str(path), "--executor", "local", "--max-parallel", "1", "--threads", "1"]) == 0
+    (sub,) = read_submissions(tmp_path / "out", "t")
+
+    def running_long() -> dict | None:
+        entry = next(r for r in read_queue(sub.folder)["runs"] if r["run_id"] == ids["f_long"])
+        return entry if entry["state"] == "running" else None
+
+    wait_until(running_long, 300, "the long run to start")
+    os.kill(running_long()["pid"], signal.SIGKILL)  # the worker, as the OOM killer would
+    assert main(["status", str(path), "--wait", "--poll", "0.5"]) == 1
+    capsys.readouterr()
+
+    queue = {r["run_id"]: r for r in read_queue(sub.folder)["runs"]}
+    code = {name: queue[ids[name]]["returncode"] for name in ids}
+    assert code == {"pretrain": 0, "a_lc": 0, "b_kd": 0, "c_prune": 0, "d_bad": 2, "e_ft": 0, "f_long": -9}
+    pid = {name: queue[ids[name]]["pid"] for name in ids}
+    # successful runs follow each other in one warm worker; a failed run's worker is not reused
+    assert pid["pretrain"] == pid["a_lc"] == pid["b_kd"] == pid["c_prune"] == pid["d_bad"]
+    assert pid["e_ft"] != pid["d_bad"] and pid["f_long"] == pid["e_ft"]
+    status = {s.run.variant or "pretrain": s.status for s in sweep_status(plan)}
+    assert status["e_ft"] == "completed" and status["f_long"] != "completed"
+    supervisor_log = (Path(sub.folder) / "supervisor.log").read_text()
+    assert f"end   {ids['f_long']} FAILED (exit -9" in supervisor_log
+
+    # the runs that shared the worker give exactly the numbers they give executed alone in this process
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "out" / ids["pretrain"], alone / ids["pretrain"])
+    for run in plan.runs:
+        if run.variant in ("a_lc", "b_kd", "c_prune", "e_ft"):
+            execute(replace(run.cfg, output_root=str(alone)), progress_bar=False, require_pretrained=True)
+            assert numbers(alone / run.run_id) == numbers(tmp_path / "out" / run.run_id), run.variant
