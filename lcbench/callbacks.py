@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import distributed
 from .control import TRIGGERS, ControlChannel
 from .errors import ConfigError, RunStopped
 from .rng import rng_state, set_rng_state
@@ -38,17 +39,30 @@ class LiveControl(Callback):
 
     Every pending request is served in one look and made durable by one checkpoint. Any error while
     serving refuses that request alone (logged as `tune_rejected`, answered): a request never kills a run.
+    In a DDP run rank 0 looks and broadcasts what it found every `DDP_SYNC_STEPS` steps, and every rank
+    applies the same requests at the same step; only rank 0 answers them.
     """
+
+    DDP_SYNC_STEPS = 10
 
     def __init__(self, run_path: Path) -> None:
         self.channel = ControlChannel(run_path)
+        self.main, self.ranks = True, 1
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.main, self.ranks = trainer.world.main, trainer.world.size
 
     def wants_step(self, trainer: Trainer) -> bool:
-        return self.channel.due()
+        if self.ranks == 1:
+            return self.channel.due()
+        if trainer.progress.step % self.DDP_SYNC_STEPS:
+            return False
+        return bool(distributed.broadcast(self.channel.due() if self.main else None))
 
     def on_step(self, trainer: Trainer) -> None:
         accepted, stop = [], None
-        for path, request, problem in self.channel.pending():
+        pending = distributed.broadcast(list(self.channel.pending()) if self.main else None)
+        for path, request, problem in pending:
             ack = self._serve(trainer, path, request, problem)
             if ack is not None:
                 accepted.append((path, request, ack))
@@ -58,8 +72,9 @@ class LiveControl(Callback):
         if accepted:  # one checkpoint makes every accepted change durable (a killed run resumes with them)
             trainer.save_checkpoint()
             for path, request, ack in accepted:
-                self.channel.answer(path, request, {**ack, "checkpoint": str(trainer.run.checkpoint_path)})
-        self.channel.clean_acks()
+                self._answer(path, request, {**ack, "checkpoint": str(trainer.run.checkpoint_path)})
+        if self.main:
+            self.channel.clean_acks()
         if stop:
             raise RunStopped(stop)
 
@@ -75,8 +90,12 @@ class LiveControl(Callback):
                 problem = f"{type(e).__name__}: {e}"[:500]
         step = trainer.progress.step
         trainer.run.log("tune_rejected", step=step, reason=problem, requester=who, file=path.name)
-        self.channel.answer(path, request, {"accepted": False, "reason": problem})
+        self._answer(path, request, {"accepted": False, "reason": problem})
         return None
+
+    def _answer(self, path: Path, request: dict | None, ack: dict) -> None:
+        if self.main:
+            self.channel.answer(path, request, ack)
 
     def _apply(self, trainer: Trainer, request: dict, who: str) -> dict:
         checked = {key: self._check(trainer, key, value) for key, value in (request.get("set") or {}).items()}

@@ -36,7 +36,9 @@ class Checkpointer:
         self.run, self.path = run, run.checkpoint_path
 
     def save(self, target: Stateful) -> None:
-        state = target.state_dict()
+        state = target.state_dict()  # (on every rank of a DDP run: it gathers their RNG states)
+        if not self.run.writes:
+            return
         atomic_torch_save(
             self.path, {**state, "run_id": self.run.run_id, "metrics_size": self.run.metrics_size()}
         )

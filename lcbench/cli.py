@@ -43,6 +43,7 @@ def config_from_args(items: Sequence[str]):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import run_id
     from .pipeline import execute
     from .store import dumps
@@ -52,6 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .config import to_yaml
 
         print(f"# run {run_id(cfg)}\n{to_yaml(cfg)}", end="")
+        return 0
+    if cfg.nproc * cfg.nodes > 1 and not distributed.launched_as_rank():  # its ranks, started by torchrun
+        flags = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name)]
+        return distributed.torchrun(cfg, ["-m", "lcbench", "run", *args.items, *flags])
+    if not distributed.env_main():  # rank 0 reports; the other ranks train beside it
+        execute(cfg, force=args.force, progress_bar=False, require_pretrained=args.require_pretrained)
         return 0
     print(
         f"run {run_id(cfg)}: stage={cfg.stage} method={cfg.method} model={cfg.model} dataset={cfg.dataset} "
@@ -70,6 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = {**record.identity(), **record.summary(headline_only=True)}
     print(dumps(summary, indent=2))
     return 0
+
+
+RUN_FLAGS = ("force", "no_progress", "require_pretrained")  # passed on to each rank of a DDP run
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -79,6 +79,10 @@ class RunConfig:
     channels_last: bool = False
     threads: int = option(2, min=0, max=1024, help="torch CPU threads; 0 leaves torch's default")
     workers: int = option(0, min=0, max=256)
+    nproc: int = option(
+        1, min=1, max=1024, help="DDP processes per node (one per GPU; gloo on the CPU); batch_size is global"
+    )
+    nodes: int = option(1, min=1, max=4096, help="nodes of a DDP run (SLURM); nproc processes on each")
     latency_batch: int = option(32, min=1, max=MAX_BATCH, help="the large batch for latency measurement")
     latency_repeats: int = option(20, min=1)
     output_root: str = "outputs"
@@ -114,7 +118,17 @@ PretrainRecipe.__doc__ = (
 )
 
 # Fields that say where or how a run executes, not what it computes: excluded from the run id.
-EXECUTION_FIELDS = ("data_root", "download", "device", "threads", "workers", "output_root", "tracking")
+EXECUTION_FIELDS = (
+    "data_root",
+    "download",
+    "device",
+    "threads",
+    "workers",
+    "nproc",
+    "nodes",
+    "output_root",
+    "tracking",
+)
 
 
 # --------------------------------------------------------------------------------------------------------

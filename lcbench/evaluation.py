@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
+
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -28,9 +30,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
         correct5 += (top == targets[:, None]).any(dim=1).sum().item()
         total += targets.numel()
     model.train(was_training)
+    # a DDP run: each rank evaluated its own share of the held-out set; the sums cover every sample once
+    loss_sum, correct1, correct5, total = distributed.all_reduce_sum(
+        [loss_sum, correct1, correct5, total], device
+    )
     return {
         "top1": 100.0 * correct1 / total,
         "top5": 100.0 * correct5 / total,
         "loss": loss_sum / total,
-        "samples": total,
+        "samples": int(total),
     }

@@ -81,6 +81,23 @@ def plan_slots(
     return Slots(parallel, ids, max(1, cores // parallel), cpu_only)
 
 
+def check_fits(runs: list[PlannedRun], slots: Slots) -> None:
+    """Every DDP run fits this machine's slots (one process per slot) and one node."""
+    for run in runs:
+        cfg = run.cfg
+        if cfg.nodes > 1:
+            raise ConfigError(
+                f"run {run.run_id}: nodes={cfg.nodes}: the local queue runs on this machine only; use "
+                "--executor slurm for a multi-node run, or nodes=1"
+            )
+        if cfg.nproc > slots.max_parallel:
+            raise ConfigError(
+                f"run {run.run_id}: nproc={cfg.nproc} needs {cfg.nproc} slots (one process each) but the "
+                f"queue has {slots.max_parallel}; raise --max-parallel"
+                + (" (at most one per GPU)" if slots.gpus else "")
+            )
+
+
 def write_queue(folder: Path, entries: list[dict], slots: Slots, supervisor_pid: int | None = None) -> Path:
     """The queue's initial state; entries hold run_id, config (a YAML path), depends_on and run_dir.
     `supervisor_pid`: the process that will serve it, when known now (`launch --wait`)."""
@@ -156,6 +173,7 @@ class LocalExecutor(Executor):
     def submit(self, plan: Plan, todo: list[PlannedRun], held: dict[str, Job], folder: Path) -> Submission:
         """Write the queue and start its supervisor (detached; with --wait, `follow` serves it in this
         process). Returns once the submission is recorded and the queue is visible to `status`."""
+        check_fits(todo, self.slots)
         wait = self.options.wait
         try:
             (folder / "configs").mkdir()
@@ -171,6 +189,7 @@ class LocalExecutor(Executor):
                         "config": str(path),
                         "depends_on": run.depends_on,
                         "run_dir": run_dir,
+                        "nproc": cfg.nproc,  # a DDP run's ranks take as many slots
                     }
                 )
             write_queue(folder, entries, self.slots, supervisor_pid=os.getpid() if wait else None)

@@ -19,7 +19,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from . import measure
+from . import distributed, measure
 from .callbacks import LiveControl, Replay
 from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, pretrain_config, run_id, to_dict, to_yaml
@@ -188,22 +188,42 @@ def execute(
     """
     if not require_pretrained:  # started by hand: a bad config fails before its run folder exists
         check_data(cfg)  # (a sweep's job records it as a failed run instead, for `status` to show)
+    with distributed.joined(cfg.nproc * cfg.nodes, resolve_device(cfg.device)) as world:
+        result = _attempt(cfg, world, force, progress_bar, require_pretrained, replay_changes)
+        distributed.barrier()  # (rank 0's records are on disk before any rank goes on)
+    return result if world.main else RunDir(cfg.output_root, result["run_id"]).result()
+
+
+def _attempt(
+    cfg: RunConfig,
+    world: distributed.World,
+    force: bool,
+    progress_bar: bool,
+    require_pretrained: bool,
+    replay_changes: list[dict] | None,
+) -> dict:
+    """One attempt at the run on this process (rank 0 of a DDP run writes its folder; the others train
+    and evaluate their share beside it and write nothing)."""
     rid = run_id(cfg)
-    run = RunDir(cfg.output_root, rid)
-    run.create()
-    run.lock()
+    run = RunDir(cfg.output_root, rid, writes=world.main)
+    if world.main:
+        run.create()
+        run.lock()
     tracker = None
     try:
         if run.is_completed() and not force:
             log.info("run %s is already completed: %s", rid, run.path)
             return run.result()
-        _clear_for_a_new_attempt(run, cfg, force)
+        if world.main:
+            _clear_for_a_new_attempt(run, cfg, force)
         # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
         # (W&B keeps one run per process open: opening the pretrain's would finish this one).
         pre_run = (
             ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
         )
-        device = setup_runtime(cfg)
+        device = distributed.rank_device(setup_runtime(cfg))
+        if not world.main:
+            return {"run_id": rid, **_execute(cfg, run, device, progress_bar, None, pre_run, replay_changes)}
         atomic_write_json(run.env_path, environment(device))
         tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)
         _set_active_tracker(tracker)
@@ -212,19 +232,21 @@ def execute(
         )
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
         record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
-        atomic_write_json(run.result_path, record)
+        if world.main:
+            atomic_write_json(run.result_path, record)
         if tracker:
             tracker.finish(exit_code=0)
         return record
     except SystemExit:
-        if not _preempted:
+        if not _preempted and world.main:
             _write_failure(run, rid, cfg)
         else:  # preempted: the requeued job resumes from the last checkpoint under the same W&B id
             if tracker:
                 tracker.finish(exit_code=1, preempted=True)
         raise
     except BaseException:
-        _write_failure(run, rid, cfg)
+        if world.main:
+            _write_failure(run, rid, cfg)
         if tracker:
             tracker.finish(exit_code=1)
         raise
@@ -367,7 +389,10 @@ def _execute(
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     input_shape = tuple(data.val[0][0].shape)
-    val_loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
+    world = distributed.current()  # a DDP run: each rank evaluates its share of the held-out set
+    val_loader = make_loader(
+        data.val, cfg.eval_batch_size, False, cfg.workers, device=device, rank=world.rank, world=world.size
+    )
     original = copy.deepcopy(model).eval().requires_grad_(False)
     ctx = RunContext(cfg, run, device, data, original, input_shape, val_loader)
 
@@ -379,7 +404,10 @@ def _execute(
     model = trainer.fit()
 
     final = method.finalize(model).eval()
-    original_m, final_m = _measure_both(ctx, final, pretrain_record)
+    final_eval = ctx.evaluate(final)  # (on every rank: a DDP run's ranks evaluate together)
+    if not world.main:  # rank 0 measures, saves and records
+        return {}
+    original_m, final_m = _measure_both(ctx, final, final_eval, pretrain_record)
     save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
     cost = {
         "train_seconds": trainer.progress.train_seconds,
@@ -396,11 +424,13 @@ def _latency_batches(cfg: RunConfig) -> list[int]:
     return sorted({1, cfg.latency_batch})
 
 
-def _measure_both(ctx: RunContext, final: nn.Module, pretrain_record: dict | None) -> tuple[dict, dict]:
-    """Accuracy, parameters, MACs and latency of the final model and of the original (for a compress run;
-    a pretrain run's original is its final model). The original's accuracy is its pretrain run's."""
+def _measure_both(
+    ctx: RunContext, final: nn.Module, final_eval: dict, pretrain_record: dict | None
+) -> tuple[dict, dict]:
+    """Parameters, MACs and latency of the final model (evaluated: `final_eval`) and of the original (for
+    a compress run; a pretrain run's original is its final model). The original's accuracy is its
+    pretrain run's."""
     cfg, amp = ctx.cfg, AMP_DTYPES[ctx.cfg.precision]
-    final_eval = ctx.evaluate(final)
     batches = _latency_batches(cfg)
     final_m = {
         **measure.measure_model(final, ctx.input_shape, batches, cfg.latency_repeats, amp),

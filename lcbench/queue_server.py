@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from multiprocessing.connection import Connection, wait
@@ -34,20 +35,20 @@ def serve(folder: str | Path, poll_s: float = 1.0) -> int:
     atomic_write_json(path, state)
     slots = state["slots"]
     gpus = slots["gpus"] or [None] * slots["max_parallel"]
-    pool = [
-        Worker(gpu, slots["threads"], slots.get("cpu_only", False)) for gpu in gpus[: slots["max_parallel"]]
-    ]
+    cpu_only = slots.get("cpu_only", False)
+    pool = [Worker(gpu, slots["threads"], cpu_only) for gpu in gpus[: slots["max_parallel"]]]
+    active: dict[str, Worker | RankGroup] = {}
 
     def stop(signum, frame):  # forward a stop to the runs, which record themselves as failed/interrupted
-        for worker in pool:
-            worker.send_signal(signal.SIGINT)
-        for worker in pool:
-            worker.join()
+        for runner in [*pool, *active.values()]:
+            runner.send_signal(signal.SIGINT)
+        for runner in [*pool, *active.values()]:
+            runner.join()
         sys.exit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _loop(state["runs"], pool, folder, path, state, poll_s)
+        _loop(state, pool, active, folder, path, poll_s)
     finally:
         for worker in pool:
             worker.close()
@@ -57,31 +58,34 @@ def serve(folder: str | Path, poll_s: float = 1.0) -> int:
     return sum(1 for r in state["runs"] if r["returncode"] != 0)
 
 
-def _loop(runs: list[dict], pool: list[Worker], folder: Path, path: Path, state: dict, poll_s: float) -> None:
+def _loop(
+    state: dict,
+    pool: list[Worker],
+    active: dict[str, Worker | RankGroup],
+    folder: Path,
+    path: Path,
+    poll_s: float,
+) -> None:
+    """Start runs in queue order as slots free up (a DDP run takes `nproc` slots: later runs wait behind
+    it rather than starve it); record each end."""
+    runs = state["runs"]
     by_id = {r["run_id"]: r for r in runs}
     while any(r["state"] != "done" for r in runs):
         changed = False
-        for i, worker in enumerate(pool):
-            code = worker.result()
+        for rid, runner in list(active.items()):
+            code = runner.result()
             if code is None:
                 continue
-            entry = by_id[worker.run_id]
+            entry = by_id[rid]
             entry.update(state="done", returncode=code, ended=time.time())
             ended = sum(r["state"] == "done" for r in runs)
-            verdict = (
-                "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / worker.run_id}.log)"
-            )
+            verdict = "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / rid}.log)"
             seconds = entry["ended"] - entry["started"]
-            _say(f"end   {worker.run_id} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
-            worker.run_id = None
-            if code != 0:  # the worker has ended (or crashed): a fresh one takes its slot
-                worker.close()
-                pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
+            _say(f"end   {rid} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
+            del active[rid]
+            _free_slots(pool, rid, replace=code != 0 and isinstance(runner, Worker))
             changed = True
         for entry in runs:
-            idle = [w for w in pool if w.run_id is None]
-            if not idle:
-                break
             if entry["state"] != "pending":
                 continue
             dep = by_id.get(entry.get("depends_on") or "")
@@ -89,18 +93,44 @@ def _loop(runs: list[dict], pool: list[Worker], folder: Path, path: Path, state:
                 continue
             if _run_elsewhere(entry):
                 continue
-            worker = idle[0]
-            worker.start(entry["run_id"], entry["config"], folder / "logs" / f"{entry['run_id']}.log")
-            entry.update(state="running", gpu=worker.gpu, pid=worker.pid, started=time.time())
-            _say(f"start {entry['run_id']}" + (f" on GPU {worker.gpu}" if worker.gpu is not None else ""))
+            idle = [w for w in pool if w.run_id is None]
+            nproc = entry.get("nproc", 1)
+            if len(idle) < nproc:
+                break
+            rid, log = entry["run_id"], folder / "logs" / f"{entry['run_id']}.log"
+            if nproc == 1:
+                runner = idle[0]
+                runner.start(rid, entry["config"], log)
+            else:
+                runner = RankGroup(rid, entry["config"], log, idle[:nproc])
+            active[rid] = runner
+            entry.update(state="running", gpu=runner.gpu, pid=runner.pid, started=time.time())
+            _say(f"start {rid}" + _placement(runner.gpu))
             changed = True
         if changed:
             atomic_write_json(path, state)
-        busy = [w for w in pool if w.run_id is not None]
-        if busy:  # wake as soon as a run ends; the timeout re-checks runs that wait for another process
-            wait([w.conn for w in busy] + [w.sentinel for w in busy], timeout=poll_s)
+        waitables = [w for runner in active.values() for w in runner.waitables()]
+        if waitables:  # wake as soon as a run ends; the timeout re-checks runs that wait for another process
+            wait(waitables, timeout=poll_s)
         else:
             time.sleep(poll_s)
+
+
+def _free_slots(pool: list[Worker], run_id: str, replace: bool) -> None:
+    """The slots `run_id` held are free again; a worker whose run failed is replaced by a fresh one."""
+    for i, worker in enumerate(pool):
+        if worker.run_id == run_id:
+            worker.run_id = None
+            if replace:  # the worker has ended (or crashed): a fresh one takes its slot
+                worker.close()
+                pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
+
+
+def _placement(gpu: int | list | None) -> str:
+    """' on 2 processes', ' on GPU 1', ' on 2 processes on GPUs 0,1', or ''."""
+    gpus = gpu if isinstance(gpu, list) else [gpu]
+    text = f" on {len(gpus)} processes" if len(gpus) > 1 else ""
+    return text + (f" on GPU{'s' * (len(gpus) > 1)} {','.join(map(str, gpus))}" if None not in gpus else "")
 
 
 def _run_elsewhere(entry: dict) -> bool:
@@ -116,20 +146,27 @@ def _run_elsewhere(entry: dict) -> bool:
     return True
 
 
+def _context():
+    """The queue's fork server (started by the first process asked of it), with lcbench preloaded."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(["lcbench._preload"])
+    return _CONTEXT
+
+
+_CONTEXT = None
+
+
 class Worker:
     """A warm worker process bound to one slot (its GPU, if any) that runs one run at a time; `run_id` is
-    the run it is running (None while idle)."""
-
-    _context = None
+    the run holding its slot (None while idle): its own run, or a DDP run that borrowed the slot."""
 
     def __init__(self, gpu: int | None, threads: int, cpu_only: bool) -> None:
-        if Worker._context is None:
-            Worker._context = multiprocessing.get_context("forkserver")
-            Worker._context.set_forkserver_preload(["lcbench._preload"])
         self.gpu, self.threads, self.cpu_only = gpu, threads, cpu_only
         self.run_id: str | None = None
-        self.conn, child = Worker._context.Pipe()
-        self.process = Worker._context.Process(target=_worker_main, args=(child, gpu, threads, cpu_only))
+        self.conn, child = _context().Pipe()
+        self.process = _context().Process(target=_worker_main, args=(child, gpu, threads, cpu_only))
         self.process.start()
         child.close()
 
@@ -137,9 +174,8 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
-    @property
-    def sentinel(self) -> int:
-        return self.process.sentinel
+    def waitables(self) -> list:
+        return [self.conn, self.process.sentinel]
 
     def start(self, run_id: str, config: str, log: Path) -> None:
         self.conn.send((config, str(log)))
@@ -147,8 +183,6 @@ class Worker:
 
     def result(self) -> int | None:
         """The current run's exit code once it has ended (the process's, if the worker died during it)."""
-        if self.run_id is None:
-            return None
         if self.conn.poll():
             try:
                 return self.conn.recv()
@@ -172,11 +206,83 @@ class Worker:
         self.process.join()
 
 
+class RankGroup:
+    """A DDP run's ranks, one process each (forked from the fork server) with torchrun's environment, on
+    the slots (and GPUs) of the `workers` it borrows. When a rank fails the others are stopped, as torchrun
+    does, and the run's exit code is the first failure's."""
+
+    def __init__(self, run_id: str, config: str, log: Path, workers: list[Worker]) -> None:
+        self.gpu = [w.gpu for w in workers]
+        port = _free_port()
+        self.processes = []
+        for rank, worker in enumerate(workers):
+            worker.run_id = run_id
+            env = {
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(len(workers)),
+                "LOCAL_WORLD_SIZE": str(len(workers)),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            }
+            rank_log = log if rank == 0 else log.with_suffix(f".rank{rank}.log")
+            args = (config, str(rank_log), env, worker.gpu, worker.threads, worker.cpu_only)
+            process = _context().Process(target=_rank_main, args=args)
+            process.start()
+            self.processes.append(process)
+
+    @property
+    def pid(self) -> list[int | None]:
+        return [p.pid for p in self.processes]
+
+    def waitables(self) -> list:
+        return [p.sentinel for p in self.processes if p.exitcode is None]
+
+    def result(self) -> int | None:
+        codes = [p.exitcode for p in self.processes]
+        failed = next((c for c in codes if c not in (None, 0)), None)
+        if failed is not None:
+            self._stop_the_others()
+            return failed
+        return 0 if all(c == 0 for c in codes) else None
+
+    def _stop_the_others(self, grace_s: float = 30.0) -> None:
+        """Ranks blocked in a collective with the failed one: SIGTERM, then SIGKILL after `grace_s`."""
+        self.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in self.processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        self.send_signal(signal.SIGKILL)
+        self.join()
+
+    def send_signal(self, signum: int) -> None:
+        for p in self.processes:
+            if p.pid and p.exitcode is None:
+                os.kill(p.pid, signum)
+
+    def join(self) -> None:
+        for p in self.processes:
+            p.join()
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now, for a DDP run's rendezvous (as torchrun --standalone picks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _worker_main(conn: Connection, gpu: int | None, threads: int, cpu_only: bool) -> None:
     # imported here, in the worker: the fork server has it loaded already, the supervisor never needs it
     from .queue_worker import serve_runs
 
     serve_runs(conn, gpu, threads, cpu_only)
+
+
+def _rank_main(config: str, log: str, env: dict, gpu: int | None, threads: int, cpu_only: bool) -> None:
+    from .queue_worker import run_rank  # (as in _worker_main)
+
+    sys.exit(run_rank(config, log, env, gpu, threads, cpu_only))
 
 
 def main(folder: str) -> int:

@@ -25,15 +25,7 @@ from .resolve import make_config
 def serve_runs(conn: Connection, gpu: int | None, threads: int, cpu_only: bool) -> None:
     """Run each (config path, log path) received on `conn`, answering with the run's exit code; return at
     the end of the queue (the connection closed) or after a run that did not succeed."""
-    if gpu is not None:  # before anything initialises CUDA (the fork server never does)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    elif cpu_only:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    overrides = [f"threads={threads}"]
-    if gpu is not None:
-        overrides.append("device=cuda")
-    elif cpu_only:
-        overrides.append("device=cpu")
+    overrides = place(gpu, threads, cpu_only)
     while True:
         try:
             config, log = conn.recv()
@@ -43,6 +35,25 @@ def serve_runs(conn: Connection, gpu: int | None, threads: int, cpu_only: bool) 
         conn.send(code)
         if code != 0:
             return
+
+
+def run_rank(config: str, log: str, env: dict, gpu: int | None, threads: int, cpu_only: bool) -> int:
+    """One rank of a DDP run (a process of its own, with torchrun's environment `env`); its exit code."""
+    os.environ.update(env)
+    return run_one(config, log, place(gpu, threads, cpu_only))
+
+
+def place(gpu: int | None, threads: int, cpu_only: bool) -> list[str]:
+    """Pin this process to its slot (its GPU only, or the CPU only) before anything initialises CUDA (the
+    fork server never does); the config overrides that say so."""
+    overrides = [f"threads={threads}"]
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        overrides.append("device=cuda")
+    elif cpu_only:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        overrides.append("device=cpu")
+    return overrides
 
 
 def run_one(config: str, log: str, overrides: list[str]) -> int:

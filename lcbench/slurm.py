@@ -120,7 +120,10 @@ class RunJob(submitit.helpers.Checkpointable):
     """One run as a SLURM job; requeued (and resumed) on preemption or time limit."""
 
     def __call__(self, config: dict) -> dict:
-        result = run_job(make_config(config))
+        cfg = make_config(config)
+        if cfg.nproc * cfg.nodes > 1:  # one task per rank: RANK, WORLD_SIZE, MASTER_ADDR... from SLURM's
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        result = run_job(cfg)
         return {"run_id": result["run_id"], "status": result["status"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -147,10 +150,15 @@ def cancel_arrays(array_ids: list[str]) -> None:
 def submit_array(
     configs: list, profile: SlurmProfile, folder: Path, code: Path, name: str, dependency: str = ""
 ) -> ArrayJob:
-    """Submit one job array (one task per config); `dependency` is an sbatch dependency expression."""
+    """Submit one job array (one job per config, all with the same nproc and nodes: a DDP run is one job
+    of nproc tasks on each of its nodes, one GPU per task on a GPU profile); `dependency` is an sbatch
+    dependency expression."""
+    nproc, nodes = configs[0].nproc, configs[0].nodes
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params: dict[str, Any] = {
         "name": name,
+        "tasks_per_node": nproc,
+        "nodes": nodes,
         "timeout_min": profile.timeout_min,
         "cpus_per_task": profile.cpus_per_task,
         "mem_gb": profile.mem_gb,
@@ -160,7 +168,7 @@ def submit_array(
         "slurm_additional_parameters": {"chdir": str(code), **profile.additional},
     }
     if profile.gpus_per_node:
-        params["gpus_per_node"] = profile.gpus_per_node
+        params["gpus_per_node"] = max(profile.gpus_per_node, nproc)
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(profile, key):
             params[f"slurm_{key}"] = getattr(profile, key)
@@ -237,22 +245,30 @@ class SlurmExecutor(Executor):
         }
         accepted: list[str] = []
 
-        def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> str:
-            configs = [for_execution(r.cfg, threads=self.profile.cpus_per_task) for r in runs]
-            try:
-                array = submit_array(configs, self.profile, folder, code, f"{plan.name}-{stage}", dependency)
-            except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
-                cancel_arrays(accepted)
-                cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""
-                raise SubmissionRefused(f"{e}{cancelled}; nothing was submitted") from e
-            accepted.append(array.array_id)
-            jobs.update(zip([r.run_id for r in runs], array.job_ids))
-            return array.array_id
+        def submit_stage(runs: list[PlannedRun], stage: str, dependency: str = "") -> list[str]:
+            """One array per shape of job (nproc x nodes) in the stage; their array ids."""
+            shapes: dict[tuple[int, int], list[PlannedRun]] = {}
+            for r in runs:
+                shapes.setdefault((r.cfg.nproc, r.cfg.nodes), []).append(r)
+            ids = []
+            for (nproc, nodes), group in sorted(shapes.items()):
+                configs = [for_execution(r.cfg, threads=self.profile.cpus_per_task) for r in group]
+                name = f"{plan.name}-{stage}" + (f"-{nproc}x{nodes}" if nproc * nodes > 1 else "")
+                try:
+                    array = submit_array(configs, self.profile, folder, code, name, dependency)
+                except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
+                    cancel_arrays(accepted)
+                    cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""
+                    raise SubmissionRefused(f"{e}{cancelled}; nothing was submitted") from e
+                accepted.append(array.array_id)
+                jobs.update(zip([r.run_id for r in group], array.job_ids))
+                ids.append(array.array_id)
+            return ids
 
         pretrains = [r for r in todo if r.stage == "pretrain"]
         compress = [r for r in todo if r.stage == "compress"]
         if pretrains:
-            waiting_on.add(submit_stage(pretrains, "pretrain"))
+            waiting_on.update(submit_stage(pretrains, "pretrain"))
         if compress:
             # afterany, not afterok: one failed pretrain must not cancel the compress runs of the others;
             # a compress task whose own pretrain failed records that as its error without training

@@ -222,11 +222,13 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
 
 
 class RunDir:
-    """One run's folder: its files, its lock and its metrics log."""
+    """One run's folder: its files, its lock and its metrics log. `writes=False` (the other ranks of a DDP
+    run, whose rank 0 keeps the records): the same paths to read, and logging events writes nothing."""
 
-    def __init__(self, root: str | Path, run_id: str) -> None:
+    def __init__(self, root: str | Path, run_id: str, writes: bool = True) -> None:
         self.path = Path(root) / run_id
         self.run_id = run_id
+        self.writes = writes
         self._lock_file = None
 
     # paths
@@ -320,6 +322,8 @@ class RunDir:
     # metrics
     def log(self, event: str, **fields: Any) -> None:
         """Append one event to metrics.jsonl and flush it to disk."""
+        if not self.writes:
+            return
         line = dumps({"event": event, **fields}) + "\n"
         fd = open_no_follow(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         with os.fdopen(fd, "a") as f:
@@ -332,7 +336,7 @@ class RunDir:
 
     def truncate_metrics(self, size: int) -> None:
         """Drop events written after a checkpoint (used when resuming from that checkpoint)."""
-        if self.metrics_path.exists() and self.metrics_path.stat().st_size > size:
+        if self.writes and self.metrics_path.exists() and self.metrics_path.stat().st_size > size:
             fd = open_no_follow(self.metrics_path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, size)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import Checkpointer
 from .config import RunConfig
 from .control import tunables
@@ -90,14 +92,24 @@ class Trainer:
         self.cfg, self.run, self.device = ctx.cfg, ctx.run, ctx.device
         self.model, self.method, self.callbacks, self.tracker = model, method, list(callbacks), tracker
         self.progress_bar, self.input_shape = progress_bar, ctx.input_shape
-        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.world = distributed.current()  # a DDP run: this rank trains on its share of each batch
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)  # the same order on every rank
         self.epoch_start_generator = self.generator.get_state()
         self.train_loader = make_loader(
-            ctx.data.train, self.cfg.batch_size, True, self.cfg.workers, self.generator, self.device
+            ctx.data.train,
+            self.cfg.batch_size,
+            True,
+            self.cfg.workers,
+            self.generator,
+            self.device,
+            self.world.rank,
+            self.world.size,
         )
+        self.batches = self.train_loader.batch_sampler
         self.steps_per_epoch = len(self.train_loader)
         self.amp = AMP_DTYPES[self.cfg.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.forward_model: nn.Module = model  # the model, or its DDP wrapper (gradients all-reduced)
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.progress = Progress()
@@ -161,9 +173,10 @@ class Trainer:
         self.model.train()
         p = self.progress
         self.epoch_start_generator = self.generator.get_state()  # (a resume set it to this epoch's start)
-        self.train_loader.sampler.skip = p.batch * self.cfg.batch_size  # the batches already trained on
-        self._loss_sum = torch.tensor(p.epoch_loss_sum, device=self.device)  # on the device: no sync per step
-        self._correct = torch.tensor(p.epoch_correct, device=self.device, dtype=torch.long)
+        self.batches.skip = p.batch * self.cfg.batch_size  # the batches already trained on
+        # this rank's running sums, on the device (no sync per step); a resumed epoch's sums count once
+        self._loss_sum = torch.tensor(p.epoch_loss_sum if self.world.main else 0.0, device=self.device)
+        self._correct = torch.tensor(p.epoch_correct if self.world.main else 0, device=self.device)
         per_sample = flops_per_sample(
             self.forward_flops, self.original_flops, self.method.original_forward_passes
         )
@@ -171,7 +184,7 @@ class Trainer:
         for inputs, targets in self._with_progress_bar(self.train_loader):
             targets = targets.to(self.device, non_blocking=True)
             loss, logits = self.train_step(inputs, targets)
-            batch = targets.numel()
+            batch = self.batches.global_batch(p.batch)  # every rank's samples of this step
             p.step, p.batch, p.samples, p.epoch_seen = (
                 p.step + 1,
                 p.batch + 1,
@@ -179,7 +192,7 @@ class Trainer:
                 p.epoch_seen + batch,
             )
             p.train_flops += per_sample * batch
-            self._loss_sum += loss.detach() * batch
+            self._loss_sum += loss.detach() * targets.numel()
             self._correct += (logits.argmax(1) == targets).sum()
             due = [callback for callback in self.callbacks if callback.wants_step(self)]
             if due:
@@ -188,7 +201,11 @@ class Trainer:
                     callback.on_step(self)
                 self._clock = time.perf_counter()  # their time is not training time
         self._bring_epoch_counters_up_to_date()
-        loss = (self._loss_sum / p.epoch_seen).item()  # (in the device's precision, as it was logged before)
+        if self.world.size == 1:
+            loss = (self._loss_sum / p.epoch_seen).item()  # (in the device's precision, as logged before)
+        else:
+            loss = p.epoch_loss_sum / p.epoch_seen
+            distributed.sync_buffers(self.model)  # every rank evaluates (and rank 0 saves) rank 0's
         result = loss, 100.0 * p.epoch_correct / p.epoch_seen, p.epoch_seconds
         p.batch, p.epoch_loss_sum, p.epoch_correct, p.epoch_seen, p.epoch_seconds = 0, 0.0, 0, 0, 0.0
         return result
@@ -200,17 +217,21 @@ class Trainer:
         if self.cfg.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            logits = self.model(inputs)
+            logits = self.forward_model(inputs)
             task_loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
             loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
-        if not torch.isfinite(loss):
+        if not distributed.all_true(bool(torch.isfinite(loss)), self.device):  # all ranks stop together
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.progress.epoch + 1}, "
                 f"step {self.progress.step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
                 "lower lr, enable grad_clip, or use fp32"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if self.world.size > 1:  # DDP averages gradients over ranks: weigh each by its share of the batch
+            share = targets.numel() * self.world.size / self.batches.global_batch(self.progress.batch)
+            self.scaler.scale(loss * share).backward()
+        else:
+            self.scaler.scale(loss).backward()
         clip = self.live.get("grad_clip", self.cfg.grad_clip)
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -226,6 +247,9 @@ class Trainer:
         callbacks spend between steps is not training time, and a checkpoint now resumes exactly)."""
         p, now = self.progress, time.perf_counter()
         p.epoch_loss_sum, p.epoch_correct = self._loss_sum.item(), int(self._correct.item())
+        if self.world.size > 1:  # the sums over every rank (rank 0's include the resumed part)
+            loss_sum, correct = distributed.all_reduce_sum([p.epoch_loss_sum, p.epoch_correct], self.device)
+            p.epoch_loss_sum, p.epoch_correct = loss_sum, round(correct)
         p.epoch_seconds += now - self._clock
         self._clock = now
 
@@ -235,7 +259,7 @@ class Trainer:
             loader,
             desc=f"epoch {self.progress.epoch + 1}/{self.cfg.epochs}",
             leave=False,
-            disable=not self.progress_bar,
+            disable=not self.progress_bar or not self.world.main,
             mininterval=1.0,
             unit="img",
             unit_scale=self.cfg.batch_size,
@@ -257,6 +281,10 @@ class Trainer:
         cfg = replace(self.cfg, **{k: v for k, v in self.live.items() if k in TRAINER_TUNABLE})
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.progress.step)
+        self.forward_model = self.model
+        if self.world.size > 1:  # wrapped again for the current parameters (a method may change them)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
         self.forward_flops = forward_flops(count_macs(self.model, self.input_shape)["gmacs"])
 
     def save_checkpoint(self) -> None:
@@ -271,6 +299,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress),
             "rng": rng_state(),
+            **({"rng_ranks": distributed.gather(rng_state())} if self.world.size > 1 else {}),
             "loader_generator": self.epoch_start_generator if mid_epoch else self.generator.get_state(),
             "method": self.method.state_dict(),
             "live": dict(self.live),
@@ -288,7 +317,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")  # a DDP run's every rank (a different world size: rank 0's for all)
+        set_rng_state(ranks[self.world.rank] if ranks and len(ranks) == self.world.size else state["rng"])
         self.generator.set_state(state["loader_generator"])
 
     # -- values changed while training (live tuning, replay) --------------------------------------------

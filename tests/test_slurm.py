@@ -4,6 +4,7 @@ requeue, failed runs and `--only-failed`, W&B offline files. No mocked sbatch.""
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -202,3 +203,20 @@ def test_a_controller_that_does_not_answer_is_said_not_guessed(tmp_path, monkeyp
     assert "do not resubmit them" in out and "'unknown': 1" in out
     assert main(["launch", str(path), "--executor", "local"]) == 2  # it may still be queued: refused
     assert "is unknown" in capsys.readouterr().err
+
+
+def test_a_ddp_run_is_one_job_of_two_tasks(tmp_path):
+    path = write_spec(tmp_path, "ddp", {"model": "digits_mlp", "epochs": 1, "stage": "pretrain", "nproc": 2})
+    assert main(["launch", str(path), "--executor", "slurm", "--profile", "local"]) == 0
+    (sub,) = read_submissions(tmp_path / "out", "ddp")
+    (job,) = sub.jobs.values()
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "NumTasks=2" in shown  # one job, two tasks: the ranks
+    assert main(["status", str(path), "--wait", "--poll", "2"]) == 0
+    (run,) = plan_sweep(path).runs
+    record = RunDir(tmp_path / "out", run.run_id).result()
+    assert record["status"] == "completed" and record["final"]["samples"] == 360  # held-out set once
+    env = json.loads((tmp_path / "out" / run.run_id / "env.json").read_text())
+    assert env["scheduler"]["SLURM_JOB_ID"]
+    logs = sorted(p.name for p in Path(sub.folder).glob(f"{job}_*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # submitit's log of each task

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..config import RunConfig
 from ..data import DataSplits
@@ -55,14 +55,11 @@ class RunContext:
         return evaluate(model, self.val_loader, self.device, self.cfg.precision)
 
     def calibration_batch(self, size: int = 128) -> torch.Tensor:
-        """The first `size` held-out inputs (a fixed batch for measuring a fold's output error)."""
-        xs, n = [], 0
-        for inputs, _ in self.val_loader:
-            xs.append(inputs)
-            n += len(inputs)
-            if n >= size:
-                break
-        return torch.cat(xs)[:size].to(self.device)
+        """The first `size` held-out inputs (a fixed batch for measuring a fold's output error; the same
+        on every rank of a DDP run, whose held-out loader holds the rank's share only)."""
+        first = Subset(self.data.val, range(min(size, len(self.data.val))))
+        inputs = [x for x, _ in DataLoader(first, batch_size=self.val_loader.batch_size)]
+        return torch.cat(inputs).to(self.device)
 
 
 class Method:

@@ -137,7 +137,7 @@ def test_when_even_the_failed_record_cannot_be_written_the_error_is_kept(small_t
                     pass
             raise
 
-    monkeypatch.setattr(store.torch, "save", save_then_fill)
+    monkeypatch.setattr(torch, "save", save_then_fill)
     with caplog.at_level(logging.ERROR, logger="lcbench"), pytest.raises(StorageError, match="checkpoint"):
         execute(cfg, progress_bar=False)
     assert "failed record could not be written either" in caplog.text
@@ -159,7 +159,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(store.torch, "save", fill_disk_on_third_save)
+    monkeypatch.setattr(torch, "save", fill_disk_on_third_save)
     with pytest.raises(StorageError, match="No space left"):
         execute(cfg, progress_bar=False)
     assert run.result()["status"] == "failed" and "No space left" in run.result()["error"]["message"]
@@ -167,7 +167,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
     assert previous["progress"]["epoch"] == 2
     assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
 
-    monkeypatch.setattr(store.torch, "save", real_save)  # space is back: the run resumes and completes
+    monkeypatch.setattr(torch, "save", real_save)  # space is back: the run resumes and completes
     result = execute(cfg, progress_bar=False)
     assert result["status"] == "completed" and result["cost"]["epochs"] == 4
     assert run.events("resume")[0]["epoch"] == 2
