@@ -79,6 +79,12 @@ class RunConfig:
     channels_last: bool = False
     threads: int = option(2, min=0, max=1024, help="torch CPU threads; 0 leaves torch's default")
     workers: int = option(0, min=0, max=256)
+    decode: str = option(
+        "workers",
+        choices=["workers", "device"],
+        help="image folders: decode and augment JPEGs with PIL in the loader workers, or on the run's "
+        "device (torchvision decode_jpeg + transforms.v2; for CUDA)",
+    )
     nproc: int = option(
         1, min=1, max=1024, help="DDP processes per node (one per GPU; gloo on the CPU); batch_size is global"
     )
@@ -186,11 +192,20 @@ def to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Fields added after run ids were first published: hashed only when set away from their default, so every
+# earlier run keeps its id (its folder, its record, its row in the committed results).
+LATER_FIELDS = ("decode",)
+
+
 def identity(cfg: RunConfig) -> dict:
     """The part of the config that defines the result (the run id's content)."""
     data = to_dict(cfg)
     for key in EXECUTION_FIELDS:
         data.pop(key)
+    defaults = RunConfig()
+    for key in LATER_FIELDS:
+        if data[key] == getattr(defaults, key):
+            data.pop(key)
     if cfg.stage == "pretrain":  # the recipe for *another* pretrain run is irrelevant here
         data.pop("pretrain")
     return data

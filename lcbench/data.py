@@ -22,6 +22,8 @@ from torchvision.datasets import ImageFolder, ImageNet
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms import InterpolationMode
 
+from . import device_decode
+from .device_decode import DecodeBatch
 from .errors import DataError
 from .registry import Registry
 
@@ -59,6 +61,14 @@ class DataTransforms:
                 T.Normalize(self.mean, self.std),
             ]
         )
+
+    def device_train(self) -> DecodeBatch:
+        """`decode=device`: the training pipeline as a batch transform on the run's device."""
+        return device_decode.train_batch(self.img_size, self.mean, self.std, self._mode())
+
+    def device_eval(self) -> DecodeBatch:
+        resize = int(round(self.img_size / self.crop_pct))
+        return device_decode.eval_batch(self.img_size, resize, self.mean, self.std, self._mode())
 
     def _mode(self):
 
@@ -401,9 +411,14 @@ _register(
 
 
 def load_data(
-    name: str, root: str | Path, transforms: DataTransforms | None, download: bool = False
+    name: str,
+    root: str | Path,
+    transforms: DataTransforms | None,
+    download: bool = False,
+    decode: str = "workers",
 ) -> DataSplits:
-    """Load a zoo data set. `transforms` is required for natural-image data sets."""
+    """Load a zoo data set. `transforms` is required for natural-image data sets; `decode="device"` keeps
+    the images encoded, to be decoded and transformed batch by batch on the run's device."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
     if spec.natural_images:
@@ -415,6 +430,11 @@ def load_data(
         if transforms is None:
             raise ValueError(f"{name} needs image transforms")
         train, val = spec.load(root, transforms.train(), transforms.eval(), download)
+        if decode == "device":
+            train = device_decode.EncodedImages(train, transforms.device_train())
+            val = device_decode.EncodedImages(val, transforms.device_eval())
+    elif decode == "device":
+        raise DataError(f"decode=device decodes image files; {name} holds none: use decode=workers")
     else:
         train, val = spec.load(root, None, None, download)
     if len(train) == 0 or len(val) == 0:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from .device_decode import DeviceDecodeLoader, batch_transform_of, collate_encoded
+from .errors import ConfigError
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of a random permutation per epoch (from `generator`, the same on every rank) that can start
@@ -23,7 +26,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.rank, self.world, self.skip = rank, world, 0
         last = size % batch_size
         if world > 1 and 0 < last < world:
-            raise ValueError(
+            raise ConfigError(
                 f"the last batch of an epoch has {last} samples, fewer than the {world} DDP processes; "
                 f"choose a batch_size for which {size} % batch_size is 0 or at least {world}"
             )
@@ -55,26 +58,32 @@ def make_loader(
     """A training loader (`shuffle` with a `generator`: resumable batches, this rank's share of each) or a
     held-out loader (in order; with `world` > 1, this rank's contiguous share: each sample once overall)."""
     pin = device is not None and device.type == "cuda"
+    decoding = batch_transform_of(dataset)  # decode=device: the workers read bytes, the device decodes
+    collate = collate_encoded if decoding else None
     if shuffle and generator is not None:
         sampler = ResumableBatchSampler(len(dataset), batch_size, generator, rank, world)
-        return DataLoader(  # (the loader draws its workers' base seed from `generator` too, as before)
+        loader = DataLoader(  # (the loader draws its workers' base seed from `generator` too, as before)
             dataset,
             batch_sampler=sampler,
             num_workers=workers,
             generator=generator,
-            pin_memory=pin,
+            pin_memory=pin and not decoding,
             persistent_workers=workers > 0,
+            collate_fn=collate,
         )
-    if world > 1:
-        n = len(dataset)
-        dataset = Subset(dataset, range(rank * n // world, (rank + 1) * n // world))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        generator=generator,
-        pin_memory=pin,
-        drop_last=False,
-        persistent_workers=workers > 0,
-    )
+    else:
+        if world > 1:
+            n = len(dataset)
+            dataset = Subset(dataset, range(rank * n // world, (rank + 1) * n // world))
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            generator=generator,
+            pin_memory=pin and not decoding,
+            drop_last=False,
+            persistent_workers=workers > 0,
+            collate_fn=collate,
+        )
+    return DeviceDecodeLoader(loader, decoding, device or torch.device("cpu")) if decoding else loader

@@ -382,17 +382,18 @@ def _execute(
     check_data(cfg)
     model, pretrain_record = _starting_model(cfg, pre_run, spec.classes(root))
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
-    data = load_data(cfg.dataset, root, transforms, cfg.download)
+    data = load_data(cfg.dataset, root, transforms, cfg.download, cfg.decode)
     check_label_count(model, data, cfg)
 
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    input_shape = tuple(data.val[0][0].shape)
     world = distributed.current()  # a DDP run: each rank evaluates its share of the held-out set
     val_loader = make_loader(
         data.val, cfg.eval_batch_size, False, cfg.workers, device=device, rank=world.rank, world=world.size
     )
+    with torch.random.fork_rng(devices=[]):  # (a loader's iterator draws its seed from torch's generator)
+        input_shape = tuple(next(iter(val_loader))[0].shape[1:])  # as the model sees it (decoded)
     original = copy.deepcopy(model).eval().requires_grad_(False)
     ctx = RunContext(cfg, run, device, data, original, input_shape, val_loader)
 

@@ -48,8 +48,9 @@ def write_image_folder(
     per_class: int = 4,
     size: int = 20,
     splits: tuple[str, ...] = ("train", "val"),
+    suffix: str = ".png",
 ) -> Path:
-    """A tiny ImageFolder data set of random RGB PNGs: root/<split>/<class>/*.png."""
+    """A tiny ImageFolder data set of random RGB images: root/<split>/<class>/*.png (or `suffix`: .jpg)."""
     import numpy as np
     from PIL import Image
 
@@ -61,7 +62,7 @@ def write_image_folder(
             for i in range(per_class):
                 pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
                 pixels[..., c % 3] = 200  # a class-dependent colour so the task is learnable
-                Image.fromarray(pixels).save(folder / f"{i}.png")
+                Image.fromarray(pixels).save(folder / f"{i}{suffix}")
     return root
 
 

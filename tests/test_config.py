@@ -120,3 +120,21 @@ def test_parse_override_reads_yaml_scalars():
     assert parse_override("a=1") == ("a", 1)
     assert parse_override("a=[1, 2]") == ("a", [1, 2])
     assert parse_override("a=") == ("a", "")
+
+
+def test_fields_added_later_keep_every_published_run_id():
+    """The committed digits results were produced before `decode` (and nproc) existed: planning the same
+    sweep today gives the same run ids; a config that sets `decode` away from its default is another run."""
+    import csv
+    from pathlib import Path
+
+    from lcbench.sweep import plan_sweep
+
+    repo = Path(__file__).resolve().parents[1]
+    with open(repo / "results" / "digits" / "runs.csv") as f:
+        published = {row["run_id"] for row in csv.DictReader(f)}
+    planned = {run.run_id for run in plan_sweep(repo / "runs" / "digits.yaml").runs}
+    assert planned == published
+    cfg = make_config({}, [])
+    assert run_id(dataclasses.replace(cfg, nproc=2)) == run_id(cfg)  # where it runs, not what it computes
+    assert run_id(dataclasses.replace(cfg, decode="device")) != run_id(cfg)

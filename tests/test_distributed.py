@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lcbench.cli import main
+from lcbench.errors import ConfigError
 from lcbench.loaders import ResumableBatchSampler
 from lcbench.local_queue import read_queue
 from lcbench.pipeline import execute
@@ -44,7 +45,7 @@ def test_ranks_share_each_global_batch_once():
     resumed.skip = 4
     assert list(resumed) == ranks[1][1:]
     assert ResumableBatchSampler(10, 4, generator(), 0, 2).global_batch(2) == 2
-    with pytest.raises(ValueError, match="fewer than the 3 DDP processes"):
+    with pytest.raises(ConfigError, match="fewer than the 3 DDP processes"):
         ResumableBatchSampler(10, 4, generator(), 0, 3)
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lcbench.cli import main
@@ -92,7 +93,11 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(tmp_path, monkeyp
     rundir = RunDir(tmp_path / "out", run.run_id)
     (job,) = read_submissions(tmp_path / "out", "preempt")[0].jobs.values()
 
-    wait_until(lambda: len(rundir.events("epoch")) >= 2, 180, "two epochs")
+    def checkpointed_epochs() -> int:  # (an epoch is logged just before its checkpoint is written)
+        path = rundir.checkpoint_path
+        return torch.load(path, weights_only=True)["progress"]["epoch"] if path.exists() else 0
+
+    wait_until(lambda: checkpointed_epochs() >= 2, 180, "two epochs checkpointed")
     signalled = time.monotonic()
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     wait_until(lambda: rundir.events("resume"), 180, "the requeued job to resume")

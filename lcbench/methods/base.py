@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Subset
 from ..config import RunConfig
 from ..data import DataSplits
 from ..evaluation import evaluate
+from ..loaders import make_loader
 from ..store import RunDir
 
 
@@ -58,8 +59,8 @@ class RunContext:
         """The first `size` held-out inputs (a fixed batch for measuring a fold's output error; the same
         on every rank of a DDP run, whose held-out loader holds the rank's share only)."""
         first = Subset(self.data.val, range(min(size, len(self.data.val))))
-        inputs = [x for x, _ in DataLoader(first, batch_size=self.val_loader.batch_size)]
-        return torch.cat(inputs).to(self.device)
+        loader = make_loader(first, self.val_loader.batch_size, False, 0, device=self.device)
+        return torch.cat([x.to(self.device) for x, _ in loader])
 
 
 class Method:
