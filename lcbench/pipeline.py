@@ -188,7 +188,9 @@ def execute(
     """
     if not require_pretrained:  # started by hand: a bad config fails before its run folder exists
         check_data(cfg)  # (a sweep's job records it as a failed run instead, for `status` to show)
-    with distributed.joined(cfg.nproc * cfg.nodes, resolve_device(cfg.device)) as world:
+    processes = cfg.nproc * cfg.nodes  # (one process resolves its device inside, where a bad one is recorded)
+    device = resolve_device(cfg.device) if processes > 1 else torch.device("cpu")
+    with distributed.joined(processes, device) as world:
         result = _attempt(cfg, world, force, progress_bar, require_pretrained, replay_changes)
         distributed.barrier()  # (rank 0's records are on disk before any rank goes on)
     return result if world.main else RunDir(cfg.output_root, result["run_id"]).result()

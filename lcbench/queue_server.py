@@ -85,6 +85,7 @@ def _loop(
             del active[rid]
             _free_slots(pool, rid, replace=code != 0 and isinstance(runner, Worker))
             changed = True
+        _replace_dead_idle_workers(pool)
         for entry in runs:
             if entry["state"] != "pending":
                 continue
@@ -124,6 +125,14 @@ def _free_slots(pool: list[Worker], run_id: str, replace: bool) -> None:
             if replace:  # the worker has ended (or crashed): a fresh one takes its slot
                 worker.close()
                 pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
+
+
+def _replace_dead_idle_workers(pool: list[Worker]) -> None:
+    """An idle worker that died (killed from outside, the OOM killer) is replaced before it is given a run."""
+    for i, worker in enumerate(pool):
+        if worker.run_id is None and not worker.process.is_alive():
+            worker.close()
+            pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
 
 
 def _placement(gpu: int | list | None) -> str:
@@ -246,13 +255,9 @@ class RankGroup:
             return failed
         return 0 if all(c == 0 for c in codes) else None
 
-    def _stop_the_others(self, grace_s: float = 30.0) -> None:
-        """Ranks blocked in a collective with the failed one: SIGTERM, then SIGKILL after `grace_s`."""
+    def _stop_the_others(self) -> None:
+        """Ranks blocked in a collective with the failed one: SIGTERM, then SIGKILL (`join`)."""
         self.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for p in self.processes:
-            p.join(max(0.0, deadline - time.monotonic()))
-        self.send_signal(signal.SIGKILL)
         self.join()
 
     def send_signal(self, signum: int) -> None:
@@ -260,7 +265,13 @@ class RankGroup:
             if p.pid and p.exitcode is None:
                 os.kill(p.pid, signum)
 
-    def join(self) -> None:
+    def join(self, grace_s: float = 30.0) -> None:
+        """Wait for the ranks; after `grace_s` kill those still there (a rank waiting in a collective for a
+        rank that has exited would wait for the process group's timeout, half an hour)."""
+        deadline = time.monotonic() + grace_s
+        for p in self.processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        self.send_signal(signal.SIGKILL)
         for p in self.processes:
             p.join()
 

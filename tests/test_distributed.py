@@ -17,6 +17,7 @@ from lcbench.errors import ConfigError
 from lcbench.loaders import ResumableBatchSampler
 from lcbench.local_queue import read_queue
 from lcbench.pipeline import execute
+from lcbench.status import sweep_status
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
 from tests.conftest import fast_overrides, run_cli, wait_until
@@ -150,3 +151,23 @@ def test_lcbench_run_starts_its_ranks_with_torchrun(tmp_path):
 
     bad = run_cli("run", "dataset=digits", *overrides, "nodes=2", timeout=120)
     assert bad.returncode == 2 and "multi-node run is started by SLURM" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cancel_stops_every_rank_of_a_ddp_run(tmp_path, capsys):
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune", "epochs": 400}}, nproc=2)
+    assert main(["launch", str(path), "--executor", "local", "--max-parallel", "2", "--threads", "2"]) == 0
+    (sub,) = read_submissions(tmp_path / "out", "t")
+    ft = next(r for r in plan_sweep(path).runs if r.variant == "ft")
+    run_dir = tmp_path / "out" / ft.run_id
+
+    def training() -> bool:
+        return (run_dir / "metrics.jsonl").exists() and len(epochs(run_dir)) >= 1
+
+    wait_until(training, 300, "the DDP run to train")
+    ranks = next(r for r in read_queue(sub.folder)["runs"] if r["run_id"] == ft.run_id)["pid"]
+    assert main(["cancel", str(path)]) == 0
+    for pid in ranks:  # both ranks have ended (none left waiting in a collective)
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    status = {s.run.variant: s.status for s in sweep_status(plan_sweep(path))}
+    assert status["ft"] in ("failed", "missing")  # interrupted: a relaunch resumes it

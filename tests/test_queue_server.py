@@ -13,6 +13,7 @@ import pytest
 from lcbench.cli import main
 from lcbench.local_queue import read_queue
 from lcbench.pipeline import execute
+from lcbench.queue_server import Worker, _replace_dead_idle_workers
 from lcbench.status import sweep_status
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
@@ -76,3 +77,14 @@ def test_workers_run_successive_runs_alike_and_isolate_failures(tmp_path, capsys
         if run.variant in ("a_lc", "b_kd", "c_prune", "e_ft"):
             execute(replace(run.cfg, output_root=str(alone)), progress_bar=False, require_pretrained=True)
             assert numbers(alone / run.run_id) == numbers(tmp_path / "out" / run.run_id), run.variant
+
+
+def test_an_idle_worker_that_died_is_replaced_before_it_gets_a_run():
+    pool = [Worker(None, 1, True)]
+    dead = pool[0]
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.process.join()
+    _replace_dead_idle_workers(pool)
+    assert pool[0] is not dead and pool[0].process.is_alive()
+    pool[0].close()  # an idle worker ends when its queue closes its connection
+    assert pool[0].process.exitcode == 0
