@@ -2,8 +2,9 @@
 collectives the trainer and the evaluation need.
 
 A run with `nproc=N` (and `nodes=M`) is started as N x M processes with torchrun's environment (`RANK`,
-`WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`): by torchrun itself for `lcbench run` and the
-local queue, by SLURM tasks through submitit's `TorchDistributedEnvironment` on a cluster. NCCL on GPUs,
+`WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`): by torchrun for `lcbench run`, by the local
+queue (ranks forked with that environment), by SLURM tasks through submitit's `TorchDistributedEnvironment`
+on a cluster. NCCL on GPUs,
 gloo on the CPU. Rank 0 writes the run's records, checkpoints and W&B run; every rank trains and evaluates
 its share. A single-process run never touches any of this (`current()` is rank 0 of 1).
 """
