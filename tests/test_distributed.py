@@ -5,6 +5,7 @@ torchrun path."""
 import json
 import math
 import os
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -171,3 +172,42 @@ def test_cancel_stops_every_rank_of_a_ddp_run(tmp_path, capsys):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     status = {s.run.variant: s.status for s in sweep_status(plan_sweep(path))}
     assert status["ft"] in ("failed", "missing")  # interrupted: a relaunch resumes it
+
+
+@pytest.mark.slow
+def test_live_tuning_reaches_every_rank_at_the_same_step(tmp_path, capsys):
+    # the lr change and an eval trigger go to rank 0, which broadcasts them; had rank 1 kept the old lr,
+    # the ranks' weights would drift apart and the run would no longer replay in one process
+    path = digits_sweep(
+        tmp_path,
+        {"ft": {"method": "finetune", "epochs": 8}},
+        model="digits_mixer",
+        nproc=2,
+        optimizer="sgd",
+        lr=0.01,
+    )
+    assert main(["launch", str(path), "--executor", "local", "--max-parallel", "2", "--threads", "2"]) == 0
+    capsys.readouterr()
+    ft = next(r for r in plan_sweep(path).runs if r.variant == "ft")
+    run_dir = tmp_path / "out" / ft.run_id
+    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and len(epochs(run_dir)) >= 1, 300, "an epoch")
+    assert main(["tune", str(run_dir), "lr=0.03"]) == 0
+    ack = json.loads(capsys.readouterr().out)
+    assert ack["accepted"] and ack["step"] % 10 == 0  # rank 0 looks every 10 steps
+    assert main(["tune", str(run_dir), "--trigger", "eval"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval"]["samples"] == 360  # both ranks' shares, once
+    assert main(["status", str(path), "--wait", "--poll", "0.5"]) == 0
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (tune,) = [e for e in events if e["event"] == "tune"]  # logged once, by rank 0
+
+    alone = tmp_path / "alone"  # the same run in one process, the change replayed at its step
+    shutil.copytree(tmp_path / "out" / ft.depends_on, alone / ft.depends_on)
+    execute(
+        replace(ft.cfg, nproc=1, threads=1, output_root=str(alone)), progress_bar=False, replay_changes=[tune]
+    )
+    for d, o in zip(epochs(run_dir), epochs(alone / ft.run_id), strict=True):
+        assert math.isclose(d["val_loss"], o["val_loss"], rel_tol=LOSS_RTOL), (
+            d["epoch"],
+            d["val_loss"],
+            o["val_loss"],
+        )
