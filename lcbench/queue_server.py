@@ -123,16 +123,14 @@ def _free_slots(pool: list[Worker], run_id: str, replace: bool) -> None:
         if worker.run_id == run_id:
             worker.run_id = None
             if replace:  # the worker has ended (or crashed): a fresh one takes its slot
-                worker.close()
-                pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
+                pool[i] = worker.replaced()
 
 
 def _replace_dead_idle_workers(pool: list[Worker]) -> None:
     """An idle worker that died (killed from outside, the OOM killer) is replaced before it is given a run."""
     for i, worker in enumerate(pool):
         if worker.run_id is None and not worker.process.is_alive():
-            worker.close()
-            pool[i] = Worker(worker.gpu, worker.threads, worker.cpu_only)
+            pool[i] = worker.replaced()
 
 
 def _placement(gpu: int | list | None) -> str:
@@ -213,6 +211,11 @@ class Worker:
         """End the worker once it is idle (its connection closed) and wait for it."""
         self.conn.close()
         self.process.join()
+
+    def replaced(self) -> Worker:
+        """A fresh worker for this one's slot (this one closed: it has ended, or died)."""
+        self.close()
+        return Worker(self.gpu, self.threads, self.cpu_only)
 
 
 class RankGroup:
