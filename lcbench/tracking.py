@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import time
@@ -83,6 +84,24 @@ class Tracker:
                 self.run.mark_preempting()
             self.run.finish(exit_code=exit_code)
             self.run = None
+            _wait_for_wandb_files()
+
+
+def _wait_for_wandb_files() -> None:
+    """Block until wandb's service has written and closed the run's files.
+
+    `run.finish()` only tells the service the run is over: the transaction log (`run-<id>.wandb`, what
+    `wandb sync` uploads) is flushed when the service closes the stream, later. wandb does that at exit,
+    which a queue worker forked from the fork server, or a job killed after its run, may never reach.
+    """
+    import wandb
+
+    try:
+        wandb.teardown()
+    except SystemExit as exc:  # wandb exits the process when its service failed: the run itself did not
+        logging.getLogger(__name__).warning(
+            "W&B's service ended with code %s; its files may be incomplete", exc.code
+        )
 
 
 _EPOCH_KEYS = {

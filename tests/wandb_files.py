@@ -44,8 +44,10 @@ def records(path: str | Path) -> list:
 def run_info(path: str | Path) -> dict:
     """The run record's id, group, job_type, tags; every history row; the final summary."""
     info: dict = {"history": [], "summary": {}}
-    for record in records(path):
-        kind = record.WhichOneof("record_type")
+    logged = records(path)
+    kinds = [record.WhichOneof("record_type") for record in logged]
+    assert "run" in kinds, f"no run record in {path} ({Path(path).stat().st_size} bytes; records: {kinds})"
+    for record, kind in zip(logged, kinds):
         if kind == "run":
             run = record.run
             info.update(id=run.run_id, group=run.run_group, job_type=run.job_type, tags=list(run.tags))
