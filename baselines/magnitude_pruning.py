@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.fields import option
-from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters
+from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters, example_input
 from lcbench.methods import METHODS, Method
 from lcbench.models import last_linear
 
@@ -104,11 +104,10 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, ...], target: flo
     import torch_pruning as tp  # only for scope=structured: importing it costs about a second
 
     macs0 = count_macs(model, input_shape)["gmacs"]
-    device = next(model.parameters()).device
 
     def pruned_at(ratio: float) -> nn.Module:
         candidate = copy.deepcopy(model)
-        example = torch.randn(1, *input_shape, device=device)
+        example = example_input(candidate, input_shape, 1)
         pruner = tp.pruner.MagnitudePruner(
             candidate,
             example,

@@ -1,10 +1,14 @@
 """LayerCollapse's math (Shabgahi, Shariff, Koushanfar, arXiv 2311.17943), no training code.
 
 A *collapsible block* is a chain Linear(W1, b1) -> activation -> [Dropout] -> [BatchNorm1d] -> Linear(W2, b2)
-inside an `nn.Sequential` or a timm `Mlp` (whose children run in registration order). The torchvision VGG
-classifier holds two such blocks (its two activations), so folding both turns three Linears into one.
-Blocks are named by their activation's module path (`blocks.3.mlp.act`, `classifier.4`) and ordered as the
-modules are registered, so "the last k blocks" are those nearest the output.
+inside an `nn.Sequential` or a timm `Mlp` (whose children run in registration order), or the feed-forward
+block of a Hugging Face transformer layer: BERT's `intermediate.dense -> intermediate_act_fn ->
+output.dense` (the output's dropout, residual and LayerNorm stay) and GPT-2's `c_fc -> act -> c_proj` (its
+Conv1D layers are turned into `nn.Linear` when the zoo builds the model: `text_models`). The torchvision VGG
+classifier holds two blocks (its two activations), so folding both turns three Linears into one.
+Blocks are named by their activation's module path (`blocks.3.mlp.act`, `classifier.4`,
+`lm.transformer.h.11.mlp.act`) and ordered as the modules are registered, so "the last k blocks" are those
+nearest the output.
 
 Conversion replaces the activation with `nn.PReLU(num_parameters=1)`: PReLU(z) = a*z + (1-a)*relu(z), the
 identity at a = 1. Folding replaces the chain by ONE Linear:
@@ -26,18 +30,32 @@ from .errors import ConfigError
 from .measure import count_macs, count_parameters
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.PReLU)
+# Hugging Face's own activation modules (`transformers.activations`), recognised by name: no import needed
+HF_ACTIVATIONS = {
+    "GELUActivation",
+    "NewGELUActivation",
+    "FastGELUActivation",
+    "QuickGELUActivation",
+    "GELUTanh",
+}
 MATCH_TOLERANCE = 0.02  # a "matched" point lies within 2% of its target compression
 BETWEEN = (nn.Dropout, nn.BatchNorm1d)
 DEFAULT_INIT_SLOPE = {nn.GELU: 0.01, nn.ReLU: 0.0}
 LOOKED_FOR = (
     "Linear -> ReLU/GELU -> [Dropout] -> [BatchNorm1d] -> Linear inside an nn.Sequential or a "
-    "timm Mlp (ViT/DeiT/Mixer MLPs, the torchvision VGG classifier)"
+    "timm Mlp (ViT/DeiT/Mixer MLPs, the torchvision VGG classifier), or a BERT/GPT-2 feed-forward block"
+)
+# Feed-forward blocks of transformers' layers: (first Linear, activation, second Linear) relative to the
+# module that holds them. BERT and its relatives (RoBERTa, ELECTRA): BertLayer; GPT-2: GPT2MLP.
+LAYER_PATTERNS = (
+    ("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense"),
+    ("c_fc", "act", "c_proj"),
 )
 
 
 @dataclass(frozen=True)
 class Block:
-    """One collapsible chain inside `container` (child names of its parts)."""
+    """One collapsible chain inside `container` (paths of its parts relative to the container)."""
 
     container: str
     first: str
@@ -62,12 +80,47 @@ def _containers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Sequential) or type(m) is Mlp]
 
 
+def _is_hf_activation(m: nn.Module) -> bool:
+    return type(m).__module__ == "transformers.activations" and type(m).__name__ in HF_ACTIVATIONS
+
+
 def _is_activation(m: nn.Module) -> bool:
+    if _is_hf_activation(m):
+        return True
     return isinstance(m, ACTIVATIONS) and (not isinstance(m, nn.PReLU) or m.num_parameters == 1)
 
 
 def find_blocks(model: nn.Module) -> list[Block]:
     """Every collapsible block, in module registration order (the last ones are nearest the output)."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules(remove_duplicate=False))}
+    blocks = _chain_blocks(model) + _layer_blocks(model)
+    return sorted(blocks, key=lambda b: order[b.name])
+
+
+def _layer_blocks(model: nn.Module) -> list[Block]:
+    """The feed-forward blocks of transformers' layers (`LAYER_PATTERNS`), unfolded ones only."""
+    blocks = []
+    for cname, module in model.named_modules():
+        for first, act, second in LAYER_PATTERNS:
+            parts = [_find(module, path) for path in (first, act, second)]
+            if (
+                isinstance(parts[0], nn.Linear)
+                and _is_activation(parts[1])
+                and isinstance(parts[2], nn.Linear)
+            ):
+                blocks.append(Block(cname, first, act, (), second))
+    return blocks
+
+
+def _find(module: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _chain_blocks(model: nn.Module) -> list[Block]:
+    """Linear-activation-Linear chains among the children of Sequential and timm Mlp containers."""
     blocks = []
     for cname, container in _containers(model):
         children = [(n, c) for n, c in container.named_children() if not isinstance(c, nn.Identity)]
@@ -126,6 +179,16 @@ def _parent(model: nn.Module, block: Block) -> nn.Module:
     return model.get_submodule(block.container) if block.container else model
 
 
+def _part(model: nn.Module, block: Block, path: str) -> nn.Module:
+    return _parent(model, block).get_submodule(path)
+
+
+def _replace(model: nn.Module, block: Block, path: str, module: nn.Module) -> None:
+    holder, _, child = path.rpartition(".")
+    parent = _parent(model, block)
+    setattr(parent.get_submodule(holder) if holder else parent, child, module)
+
+
 def block_by_name(model: nn.Module, name: str) -> Block:
     for b in find_blocks(model):
         if b.name == name:
@@ -139,20 +202,20 @@ def block_by_name(model: nn.Module, name: str) -> Block:
 
 def convert(model: nn.Module, block: Block, init_slope: float | None = None) -> nn.PReLU:
     """Replace the block's activation by a one-slope PReLU (0.01 for GELU, 0.0 for ReLU by default)."""
-    parent = _parent(model, block)
-    act = getattr(parent, block.act)
+    act = _part(model, block, block.act)
     if isinstance(act, nn.PReLU):
         return act
     if init_slope is None:
-        init_slope = next((s for t, s in DEFAULT_INIT_SLOPE.items() if isinstance(act, t)), 0.0)
-    ref = getattr(parent, block.first).weight
+        default = 0.01 if _is_hf_activation(act) else 0.0  # Hugging Face's are all GELU variants
+        init_slope = next((s for t, s in DEFAULT_INIT_SLOPE.items() if isinstance(act, t)), default)
+    ref = _part(model, block, block.first).weight
     prelu = nn.PReLU(num_parameters=1, init=init_slope).to(device=ref.device, dtype=ref.dtype)
-    setattr(parent, block.act, prelu)
+    _replace(model, block, block.act, prelu)
     return prelu
 
 
 def slope(model: nn.Module, block: Block) -> float:
-    act = getattr(_parent(model, block), block.act)
+    act = _part(model, block, block.act)
     if not isinstance(act, nn.PReLU):
         raise ConfigError(f"block {block.name} has not been converted to a PReLU")
     return float(act.weight.detach().reshape(-1)[0])
@@ -170,8 +233,7 @@ def regularizer(prelus: list[nn.PReLU]) -> torch.Tensor:
 @torch.no_grad()
 def folded_linear(model: nn.Module, block: Block) -> nn.Linear:
     """The single Linear equal to the block with its activation taken as the identity (float64 math)."""
-    parent = _parent(model, block)
-    first, second = getattr(parent, block.first), getattr(parent, block.second)
+    first, second = _part(model, block, block.first), _part(model, block, block.second)
     w1 = first.weight.double()
     b1 = (
         first.bias.double()
@@ -181,7 +243,7 @@ def folded_linear(model: nn.Module, block: Block) -> nn.Linear:
     s = torch.ones_like(b1)
     shift = b1
     for n in block.between:
-        bn = getattr(parent, n)
+        bn = _part(model, block, n)
         if isinstance(bn, nn.BatchNorm1d):
             s = torch.rsqrt(bn.running_var.double() + bn.eps)
             if bn.affine:
@@ -204,11 +266,10 @@ def folded_linear(model: nn.Module, block: Block) -> nn.Linear:
 
 def fold(model: nn.Module, block: Block) -> None:
     """Replace the block by its folded Linear in place (the parts after the first Linear become Identity)."""
-    parent = _parent(model, block)
     fused = folded_linear(model, block)
-    setattr(parent, block.first, fused)
+    _replace(model, block, block.first, fused)
     for n in (block.act, *block.between, block.second):
-        setattr(parent, n, nn.Identity())
+        _replace(model, block, n, nn.Identity())
 
 
 @torch.no_grad()

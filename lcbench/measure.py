@@ -44,7 +44,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return dense, nonzero
 
 
-def _example_input(model: nn.Module, input_shape: Sequence[int], batch: int) -> torch.Tensor:
+def example_input(model: nn.Module, input_shape: Sequence[int], batch: int) -> torch.Tensor:
+    """A random batch of the model's input: standard normal images, or what the model's own
+    `example_input(batch, shape)` gives (the text models: token ids)."""
+    if hasattr(model, "example_input"):
+        return model.example_input(batch, tuple(input_shape))
     ref = next(model.parameters())
     dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
     return torch.randn(batch, *input_shape, device=ref.device, dtype=dtype)
@@ -56,7 +60,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> dict:
     model.eval()
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     with torch.no_grad(), counter:
-        model(_example_input(model, input_shape, 1))
+        model(example_input(model, input_shape, 1))
     model.train(was_training)
     total = counter.get_total_flops() / 2
     per_module = counter.get_flop_counts()
@@ -87,7 +91,7 @@ def executed_depth(model: nn.Module, input_shape: Sequence[int]) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            model(_example_input(model, input_shape, 1))
+            model(example_input(model, input_shape, 1))
     finally:
         for h in handles:
             h.remove()
@@ -112,7 +116,7 @@ def latency_ms(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = _example_input(model, input_shape, batch)
+    x = example_input(model, input_shape, batch)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     times = []
     with torch.inference_mode(), autocast:

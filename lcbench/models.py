@@ -18,6 +18,7 @@ from timm.models.vision_transformer import VisionTransformer, init_weights_vit_t
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
+from . import text_models
 from .errors import CheckpointError, ConfigError
 from .registry import Registry
 
@@ -33,14 +34,18 @@ class ModelSpec:
     # collapsible MLPs in what the LayerCollapse paper calls one "block" (a Mixer block holds a token MLP
     # and a channel MLP: 2; a ViT block or a VGG classifier activation: 1)
     mlps_per_block: int = 1
+    # `build(..., pretrained=FOLDER|hub)` loads the weights itself (transformers' `from_pretrained`)
+    loads_pretrained: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def _register(name: str, source: str, description: str = "", mlps_per_block: int = 1) -> Callable:
+def _register(
+    name: str, source: str, description: str = "", mlps_per_block: int = 1, loads_pretrained: bool = False
+) -> Callable:
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS.register(name)(ModelSpec(name, build, source, description, mlps_per_block))
+        MODELS.register(name)(ModelSpec(name, build, source, description, mlps_per_block, loads_pretrained))
         return build
 
     return decorator
@@ -204,13 +209,41 @@ MODELS.add_fallback(_timm_lookup, _timm_names)
 
 
 # --------------------------------------------------------------------------------------------------------
+# transformers BERT and GPT-2 (`text_models`)
+
+for _name in text_models.GPT2_SHAPES:
+    _register(_name, "transformers", f"transformers GPT-2 {_name} (causal LM)", loads_pretrained=True)(
+        text_models.build_gpt2(_name)
+    )
+for _name in text_models.BERT_SHAPES:
+    _register(_name, "transformers", f"transformers {_name} sequence classifier", loads_pretrained=True)(
+        text_models.build_bert(_name)
+    )
+_register(
+    "text_gpt2",
+    "transformers",
+    "byte-level GPT-2: 4 layers of 96, 256-token vocabulary (embedded text)",
+    loads_pretrained=True,
+)(text_models.build_gpt2("text_gpt2"))
+_register(
+    "gpt2-tiny", "transformers", "GPT-2: 3 layers of 32, 1000 tokens (test fixtures)", loads_pretrained=True
+)(text_models.build_gpt2("gpt2-tiny"))
+_register(
+    "bert-tiny", "transformers", "BERT: 3 layers of 32, 1000 tokens (test fixtures)", loads_pretrained=True
+)(text_models.build_bert("bert-tiny"))
+
+
+# --------------------------------------------------------------------------------------------------------
 
 
 def create_model(
     name: str, num_classes: int, in_chans: int = 3, img_size: int | None = None, pretrained: str = ""
 ) -> nn.Module:
-    """Build a zoo model; `pretrained` is '' (random init), 'hub' or a weights file."""
+    """Build a zoo model; `pretrained` is '' (random init), 'hub', a weights file or (transformers models)
+    a `save_pretrained` folder."""
     spec = MODELS.get(name)
+    if spec.loads_pretrained and pretrained and not Path(pretrained).expanduser().is_file():
+        return spec.build(num_classes=num_classes, pretrained=pretrained)  # a from_pretrained folder, or hub
     model = spec.build(num_classes=num_classes, in_chans=in_chans, img_size=img_size, hub=pretrained == "hub")
     if pretrained and pretrained != "hub":
         load_weights(model, pretrained, name)
@@ -221,12 +254,15 @@ def create_model(
 def fresh_init(model: nn.Module, path: str) -> None:
     """Re-initialise the layer at `path` as the model's own constructor initialises its layers.
 
-    timm ViTs: truncated normal (std 0.02); timm Mixers: their per-name scheme; torchvision VGG: N(0, 0.01)
-    with zero bias; anything else: the layer's own `reset_parameters` (torch's default).
+    transformers models: their `_init_weights`; timm ViTs: truncated normal (std 0.02); timm Mixers: their
+    per-name scheme; torchvision VGG: N(0, 0.01) with zero bias; anything else: the layer's own
+    `reset_parameters` (torch's default).
     """
 
     layer = model.get_submodule(path)
-    if isinstance(model, VisionTransformer):
+    if isinstance(model, (text_models.CausalLM, text_models.SequenceClassifier)):
+        next(model.children())._init_weights(layer)  # transformers' own scheme: N(0, 0.02), zero bias
+    elif isinstance(model, VisionTransformer):
         init_weights_vit_timm(layer, path)
     elif isinstance(model, MlpMixer):
         mixer_init(layer, path)

@@ -15,7 +15,18 @@ import torch
 
 from .measure import device_name
 
-PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "torch-pruning", "wandb", "submitit")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "scikit-learn",
+    "torch-pruning",
+    "wandb",
+    "submitit",
+    "transformers",
+    "datasets",
+)
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
