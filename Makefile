@@ -7,9 +7,11 @@ STAMP  := $(VENV)/.installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 OUT    ?= outputs
 DATA   ?=
+MODELS ?=
+ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install test test-fast reproduce reproduce-imagenet bench lint clean
+.PHONY: install test test-fast reproduce reproduce-imagenet reproduce-glue reproduce-wikitext bench lint clean
 
 install: $(STAMP)
 
@@ -33,14 +35,21 @@ DRY      ?=
 # local: the digits sweep on the CPU, PARALLEL runs at once sharing the cores; slurm: job arrays (PROFILE)
 LAUNCH_ARGS = $(if $(filter slurm,$(EXECUTOR)),--executor slurm --profile $(PROFILE),--executor $(EXECUTOR))
 
-# plan, launch, wait, report: runs/digits.yaml (every method, four models, three levels, three seeds)
+# plan, launch, wait, report: runs/digits.yaml (every method, four models, two levels, three seeds) and
+# runs/text.yaml (every method on a byte-level GPT-2 trained on the standard library's source), launched
+# side by side so that neither sweep's first (pretrain) runs leave a core idle
+REPRODUCE_SPECS ?= digits text
+
 reproduce: install
-	$(LCBENCH) plan runs/digits.yaml output_root=$(OUT) | tail -n 3
-	$(LCBENCH) launch runs/digits.yaml output_root=$(OUT) $(LAUNCH_ARGS) \
-		$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL))
-	$(LCBENCH) status runs/digits.yaml output_root=$(OUT) --wait --poll 5 | tail -n 3 || true
-	$(LCBENCH) measure runs/digits.yaml output_root=$(OUT) --threads 1 | tail -n 1
-	$(LCBENCH) report runs/digits.yaml output_root=$(OUT) --out results/digits
+	@for spec in $(REPRODUCE_SPECS); do $(LCBENCH) plan runs/$$spec.yaml output_root=$(OUT) | tail -n 2; done
+	@for spec in $(REPRODUCE_SPECS); do \
+		$(LCBENCH) launch runs/$$spec.yaml output_root=$(OUT) $(LAUNCH_ARGS) \
+			$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL)) || exit 1; done
+	@for spec in $(REPRODUCE_SPECS); do \
+		$(LCBENCH) status runs/$$spec.yaml output_root=$(OUT) --wait --poll 5 | tail -n 3; done
+	@for spec in $(REPRODUCE_SPECS); do \
+		$(LCBENCH) measure runs/$$spec.yaml output_root=$(OUT) --threads 1 | tail -n 1 && \
+		$(LCBENCH) report runs/$$spec.yaml output_root=$(OUT) --out results/$$spec || exit 1; done
 
 # The paper's models on ImageNet: DATA=/path/to/imagenet (train/<wnid>/, val/<wnid>/); DRY=1 plans only
 reproduce-imagenet: install
@@ -51,6 +60,20 @@ reproduce-imagenet: install
 		$(LCBENCH) status runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --wait --poll 60 | tail -n 3; \
 		$(LCBENCH) measure runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --device $(MEASURE_DEVICE); \
 		$(LCBENCH) report runs/imagenet.yaml data_root=$(DATA) output_root=$(OUT) --out results/imagenet; \
+	fi
+
+# The language half: DATA holds glue/<task>/ and wikitext-103-raw-v1/ (save_to_disk folders or the hub's
+# parquet files), MODELS holds save_pretrained folders (bert-base-uncased/, gpt2/, distilgpt2/) with their
+# tokenizers; DRY=1 plans only (with GPU-hours); ARGS adds overrides (e.g. ARGS="dataset=wikitext2")
+reproduce-glue reproduce-wikitext: reproduce-%: install
+	@test -n "$(DRY)" || test -n "$(DATA)" -a -n "$(MODELS)" || { echo "$@: set DATA=/path/to/data and MODELS=/path/to/models (see runs/$*.yaml), e.g. make $@ DATA=/datasets MODELS=/models EXECUTOR=slurm PROFILE=gpu; DRY=1 prints the plan and its GPU-hours"; exit 2; }
+	$(LCBENCH) plan runs/$*.yaml $(if $(DATA),data_root=$(DATA)) $(if $(MODELS),pretrain.pretrained=$(MODELS)/{model}) output_root=$(OUT) $(ARGS)
+	@if [ -z "$(DRY)" ]; then \
+		LC="runs/$*.yaml data_root=$(DATA) pretrain.pretrained=$(MODELS)/{model} output_root=$(OUT) $(ARGS)"; \
+		$(LCBENCH) launch $$LC $(LAUNCH_ARGS) && \
+		$(LCBENCH) status $$LC --wait --poll 60 | tail -n 3; \
+		$(LCBENCH) measure $$LC --device $(MEASURE_DEVICE); \
+		$(LCBENCH) report $$LC --out results/$*; \
 	fi
 
 bench: install

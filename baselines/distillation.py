@@ -2,7 +2,8 @@
 (Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531).
 
 loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), with the frozen teacher
-in eval mode (one forward per batch, no gradients). Students:
+in eval mode (one forward per batch, no gradients); on a language model, per token (token-level KD, as
+DistilGPT-2's); on a regression (STS-B), the squared error to the teacher's output. Students:
 - `collapsed:K`: exactly the architecture LayerCollapse produces with its last K blocks folded;
 - any zoo model name.
 Initialisation (`init`):
@@ -40,10 +41,15 @@ def kd_loss(
     alpha: float,
     temperature: float,
 ) -> torch.Tensor:
-    """(1 - alpha) * task + alpha * T^2 * KL(p_teacher || p_student) at temperature T (batch mean)."""
+    """(1 - alpha) * task + alpha * T^2 * KL(p_teacher || p_student) at temperature T, averaged over the
+    predictions: samples, or every token of a language model's (B, T, vocab) logits (token-level KD). A
+    regression's single output is distilled with the squared error to the teacher's (no distribution)."""
+    if student_logits.shape[-1] == 1:
+        return (1 - alpha) * task_loss + alpha * F.mse_loss(student_logits.float(), teacher_logits.float())
+    classes = student_logits.shape[-1]
     kl = F.kl_div(
-        F.log_softmax(student_logits.float() / temperature, dim=1),
-        F.log_softmax(teacher_logits.float() / temperature, dim=1),
+        F.log_softmax(student_logits.float().reshape(-1, classes) / temperature, dim=1),
+        F.log_softmax(teacher_logits.float().reshape(-1, classes) / temperature, dim=1),
         log_target=True,
         reduction="batchmean",
     )
@@ -90,7 +96,7 @@ class KnowledgeDistillation(Method):
             if p.init == "teacher":
                 _copy_matching(self.teacher, student)
         _, head = last_linear(student)
-        if head.out_features != self.ctx.data.num_classes:
+        if self.ctx.task != "language_modeling" and head.out_features != self.ctx.data.num_classes:
             raise ConfigError(
                 f"student {p.student} predicts {head.out_features} classes but "
                 f"{cfg.dataset} has {self.ctx.data.num_classes}"

@@ -89,10 +89,14 @@ def prune_unstructured(model: nn.Module, target: float, scope: str) -> dict:
 
 
 def count_parameters_effective(model: nn.Module) -> int:
-    """Nonzero parameters with pruning masks applied (weight_orig * mask counts as the weight)."""
-    total = 0
+    """Nonzero parameters with pruning masks applied (weight_orig * mask counts as the weight); a tensor
+    shared by several layers (GPT-2's tied embedding and output layer) counted once."""
+    total, seen = 0, set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
             if name.endswith("_orig"):
                 p = getattr(module, name[: -len("_orig")])
             total += int(torch.count_nonzero(p.detach()))

@@ -192,7 +192,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     unknown = f"; {len(todo) - len(known)} runs of unknown data size" if len(known) < len(todo) else ""
     print(
         f"to run: {len(todo)} runs, {total / 1e15:.4g} PFLOP of training "
-        f"(3 x forward FLOPs, plus a KD teacher's forward, x images x epochs{unknown})"
+        f"(3 x forward FLOPs, plus a KD teacher's forward, x training samples x epochs{unknown})"
         f" = {total / (args.tflops * 1e12) / 3600:.3g} GPU-hours at {args.tflops:g} TFLOP/s sustained"
         f" (--tflops), {total / (args.cpu_gflops * 1e9) / 3600:.3g} CPU-hours at {args.cpu_gflops:g} GFLOP/s"
     )

@@ -49,9 +49,12 @@ class RunConfig:
     data_root: str = "data"
     download: bool = False
     pretrained: str = option(
-        "", help="'' (train from scratch), 'hub' (timm/torchvision cache) or a weights file (pretrain runs)"
+        "",
+        help="'' (train from scratch), 'hub' (timm/torchvision/Hugging Face cache), a weights file, or a "
+        "transformers save_pretrained folder (its tokenizer too) (pretrain runs)",
     )
     img_size: int | None = option(None, min=1, help="override the model's input size")
+    seq_len: int | None = option(None, min=2, help="text: tokens per sample (default: the data set's)")
     seed: int = option(0, min=0)
     epochs: int = option(40, min=0)
     batch_size: int = option(64, min=1, max=MAX_BATCH)
@@ -60,7 +63,9 @@ class RunConfig:
     lr: float = option(3e-3, min_exclusive=0, max=10.0, tunable=True)
     momentum: float = option(0.9, min=0, max=1, tunable=True, help="SGD only (live: with optimizer=sgd)")
     weight_decay: float = option(0.1, min=0, max=10.0, tunable=True)
-    lr_schedule: str = option("cosine", choices=["cosine", "step", "constant"])
+    lr_schedule: str = option(
+        "cosine", choices=["cosine", "linear", "step", "constant"], help="after the warm-up (linear: to zero)"
+    )
     lr_cycle_epochs: int = option(
         0,
         min=0,
@@ -68,8 +73,12 @@ class RunConfig:
         "e.g. epochs/k for progressive LayerCollapse",
     )
     step_epochs: int = option(10, min=1, help="lr_schedule=step: epochs between lr decays")
+    step_steps: int = option(
+        0, min=0, help="lr_schedule=step: optimizer steps between decays (overrides step_epochs)"
+    )
     step_gamma: float = option(0.1, min_exclusive=0, max=1)
     warmup_epochs: int = option(2, min=0)
+    warmup_steps: int = option(0, min=0, help="optimizer steps of linear warm-up (overrides warmup_epochs)")
     label_smoothing: float = option(0.1, min=0, max=0.99)
     grad_clip: float = option(
         0.0, min=0, max=1e6, tunable=True, help="max gradient norm; 0 disables clipping"
@@ -107,7 +116,9 @@ RECIPE_FIELDS = (
     "weight_decay",
     "lr_schedule",
     "warmup_epochs",
+    "warmup_steps",
     "label_smoothing",
+    "grad_clip",
     "seed",
 )
 PretrainRecipe = dataclasses.make_dataclass(
@@ -194,7 +205,11 @@ def to_dict(cfg: RunConfig) -> dict:
 
 # Fields added after run ids were first published: hashed only when set away from their default, so every
 # earlier run keeps its id (its folder, its record, its row in the committed results).
-LATER_FIELDS = ("decode",)
+LATER_FIELDS = ("decode", "seq_len", "step_steps", "warmup_steps")
+LATER_RECIPE_FIELDS = (
+    "warmup_steps",
+    "grad_clip",
+)  # added to `pretrain.*` later (grad_clip itself is not new)
 
 
 def identity(cfg: RunConfig) -> dict:
@@ -203,9 +218,10 @@ def identity(cfg: RunConfig) -> dict:
     for key in EXECUTION_FIELDS:
         data.pop(key)
     defaults = RunConfig()
-    for key in LATER_FIELDS:
-        if data[key] == getattr(defaults, key):
-            data.pop(key)
+    for part, later in ((data, LATER_FIELDS), (data["pretrain"], LATER_RECIPE_FIELDS)):
+        for key in later:
+            if part[key] == getattr(defaults, key):
+                part.pop(key)
     if cfg.stage == "pretrain":  # the recipe for *another* pretrain run is irrelevant here
         data.pop("pretrain")
     return data
@@ -223,6 +239,7 @@ INHERITED_BY_PRETRAIN = (
     "model",
     "dataset",
     "img_size",
+    "seq_len",
     "precision",
     "channels_last",
     "eval_batch_size",

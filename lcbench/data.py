@@ -94,6 +94,13 @@ class DatasetSpec:
     natural_images: bool = True
     how_to_get: str = ""
     train_size: int | None = None  # nominal training images, for cost estimates (None: unknown)
+    task: str = "classification"  # `tasks.TASKS`: the loss and the held-out metrics
+    metric: str = "top1"  # the headline metric (`tasks.QUALITIES`): tables, plots and claims compare it
+    seq_len: int = 0  # text: tokens per sample (the MACs and latency are stated at this length)
+
+    @property
+    def is_text(self) -> bool:
+        return self.seq_len > 0
 
     def classes(self, root: Path) -> int:
         if self.num_classes is not None:
@@ -109,7 +116,13 @@ class DataSplits:
     in_chans: int
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+def _discover_text() -> None:
+    from . import text_data  # (text_data builds on this module)
+
+    text_data.register()
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=_discover_text)
 
 
 def _register(spec: DatasetSpec) -> DatasetSpec:
@@ -416,12 +429,21 @@ def load_data(
     transforms: DataTransforms | None,
     download: bool = False,
     decode: str = "workers",
+    tokenizer: Any = None,
+    seq_len: int | None = None,
 ) -> DataSplits:
     """Load a zoo data set. `transforms` is required for natural-image data sets; `decode="device"` keeps
-    the images encoded, to be decoded and transformed batch by batch on the run's device."""
+    the images encoded, to be decoded and transformed batch by batch on the run's device. Text data sets
+    take the model's `tokenizer` and `seq_len` tokens per sample (default: the data set's)."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
-    if spec.natural_images:
+    if decode == "device" and not spec.natural_images:
+        raise DataError(f"decode=device decodes image files; {name} holds none: use decode=workers")
+    if spec.is_text:
+        if tokenizer is None:
+            raise ValueError(f"{name} needs the model's tokenizer")
+        train, val = spec.load(root, tokenizer, seq_len or spec.seq_len, download)
+    elif spec.natural_images:
         if not root.exists() and not download:
             raise DataError(
                 f"{name}: data root {root} does not exist. {spec.how_to_get} "
@@ -433,8 +455,6 @@ def load_data(
         if decode == "device":
             train = device_decode.EncodedImages(train, transforms.device_train())
             val = device_decode.EncodedImages(val, transforms.device_eval())
-    elif decode == "device":
-        raise DataError(f"decode=device decodes image files; {name} holds none: use decode=workers")
     else:
         train, val = spec.load(root, None, None, download)
     if len(train) == 0 or len(val) == 0:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .measure import _sync, device_name
+from .measure import _sync, device_name, example_input
 from .pipeline import load_model
 from .store import RunDir, atomic_write_json, read_json
 
@@ -125,7 +125,7 @@ def measure_run(
         "batches": {},
     }
     for batch in batches:
-        x = torch.randn(batch, *shape, device=device)
+        x = example_input(original, shape, batch)  # images: N(0, 1); text: token ids of the model
         result["batches"][str(batch)] = interleaved(original, final, x, device, rel=rel)
     atomic_write_json(run.path / LATENCY_FILE, result)
     return result

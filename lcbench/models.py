@@ -222,7 +222,7 @@ for _name in text_models.BERT_SHAPES:
 _register(
     "text_gpt2",
     "transformers",
-    "byte-level GPT-2: 4 layers of 96, 256-token vocabulary (embedded text)",
+    "byte-level GPT-2: 4 layers of 64, 256-token vocabulary (embedded text)",
     loads_pretrained=True,
 )(text_models.build_gpt2("text_gpt2"))
 _register(

@@ -23,20 +23,23 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
-    """Multiplier of the base lr at `step`: linear warm-up, then cosine to zero, step decay or constant.
+    """Multiplier of the base lr at `step`: linear warm-up, then cosine or linear decay to zero, step decay
+    (every `step_steps` steps or `step_epochs` epochs) or constant.
 
     With `lr_cycle_epochs` the warm-up and cosine restart every that many epochs.
     """
     cycle = (cfg.lr_cycle_epochs or cfg.epochs) * steps_per_epoch
     pos = step % cycle if cfg.lr_cycle_epochs else step
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    warmup = cfg.warmup_steps or cfg.warmup_epochs * steps_per_epoch
     if pos < warmup:
         return (pos + 1) / warmup
+    total = max(cycle - warmup, 1)
     if cfg.lr_schedule == "cosine":
-        total = max(cycle - warmup, 1)
         return 0.5 * (1 + math.cos(math.pi * min(pos - warmup, total) / total))
+    if cfg.lr_schedule == "linear":
+        return max(0.0, 1 - (pos - warmup) / total)
     if cfg.lr_schedule == "step":
-        return cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
+        return cfg.step_gamma ** (step // (cfg.step_steps or cfg.step_epochs * steps_per_epoch))
     return 1.0
 
 

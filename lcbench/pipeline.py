@@ -19,7 +19,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from . import distributed, measure
+from . import distributed, measure, text_models
 from .callbacks import LiveControl, Replay
 from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, pretrain_config, run_id, to_dict, to_yaml
@@ -42,6 +42,7 @@ from .record import RunRecord
 from .resolve import method_params
 from .rng import seed_everything
 from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, live_status
+from .tasks import TASKS
 from .tracking import Tracker
 from .train import Trainer
 
@@ -384,7 +385,8 @@ def _execute(
     check_data(cfg)
     model, pretrain_record = _starting_model(cfg, pre_run, spec.classes(root))
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
-    data = load_data(cfg.dataset, root, transforms, cfg.download, cfg.decode)
+    tokenizer = _tokenizer(cfg, model) if spec.is_text else None
+    data = load_data(cfg.dataset, root, transforms, cfg.download, cfg.decode, tokenizer, cfg.seq_len)
     check_label_count(model, data, cfg)
 
     model.to(device)
@@ -442,7 +444,8 @@ def _measure_both(
     if cfg.stage != "compress":
         return dict(final_m), final_m
     original_m = measure.measure_model(ctx.original, ctx.input_shape, batches, cfg.latency_repeats, amp)
-    original_m.update({k: pretrain_record["final"][k] for k in ("top1", "top5", "loss")})
+    scores = [k for k in final_eval if k not in ("samples", "tokens")]  # the task's metrics and its loss
+    original_m.update({k: pretrain_record["final"][k] for k in scores})
     return original_m, final_m
 
 
@@ -463,7 +466,9 @@ def _record(
         "original": original_m,
         "final": final_m,
         **compared,
-        "delta_top1": final_m["top1"] - original_m["top1"],
+        # final - original of each of the task's metrics (delta_top1, delta_perplexity, ...)
+        **{f"delta_{k}": final_m[k] - original_m[k] for k in TASKS[ctx.task].metrics if k in final_m},
+        "metric": ctx.quality,  # the data set's headline metric (`tasks.QUALITIES`)
         "match": match_record(method.match_target(), compared["compression"], original_m, final_m),
         "input_shape": list(ctx.input_shape),
         "latency": {
@@ -491,8 +496,26 @@ def match_record(target: dict | None, compression: float, original: dict, final:
     }
 
 
+def _tokenizer(cfg: RunConfig, model: nn.Module):
+    """The text model's tokenizer, from where its weights came (a compress run: its pretrain run's source)."""
+    if not isinstance(model, (text_models.CausalLM, text_models.SequenceClassifier)):
+        raise ConfigError(
+            f"{cfg.dataset} is text; {cfg.model} is not a language model (`lcbench list models`)"
+        )
+    source = cfg.pretrained or (cfg.pretrain.pretrained if cfg.stage == "compress" else "")
+    return text_models.load_tokenizer(cfg.model, source, text_models.vocab_size(model))
+
+
 def check_label_count(model: nn.Module, data: DataSplits, cfg: RunConfig) -> None:
-    """The model's output width must equal the data set's number of classes."""
+    """The model's output width must equal the data set's number of classes (a language model: none)."""
+    is_lm = isinstance(model, text_models.CausalLM)
+    if is_lm != (DATASETS.get(cfg.dataset).task == "language_modeling"):
+        raise ConfigError(
+            f"{cfg.model} and {cfg.dataset} do not match: a causal language model goes with a language "
+            "modelling data set (text_stdlib, wikitext2, wikitext103), a classifier with a labelled one"
+        )
+    if is_lm:
+        return
     _, head = last_linear(model)
     if head.out_features != data.num_classes:
         raise DataError(

@@ -39,6 +39,25 @@ SUMMARY: dict[str, Metric] = {
     "depth": Metric("final.depth", "layers with weights on the longest path of the final model"),
     "val_samples": Metric("final.samples", "held-out samples evaluated"),
     "top1_prefold": Metric("method_report.regularized.top1", "LayerCollapse: top-1 before the fold (%)"),
+    **{  # text tasks' headline metrics (`tasks.QUALITIES`): the final, the original's, the change
+        name: metric
+        for key, doc in (
+            ("perplexity", "perplexity of the final model on the held-out text (exp of the token loss)"),
+            ("f1", "F1 of class 1, two-class tasks (%)"),
+            ("mcc", "Matthews correlation x 100, two-class tasks"),
+            ("pearson", "Pearson correlation x 100 (regression)"),
+            ("spearman", "Spearman correlation x 100 (regression)"),
+        )
+        for name, metric in (
+            (key, Metric(f"final.{key}", doc)),
+            (f"base_{key}", Metric(f"original.{key}", f"{key} of the model the run started from")),
+            (f"delta_{key}", Metric(f"delta_{key}", f"{key} - base_{key}")),
+            (
+                f"{key}_prefold",
+                Metric(f"method_report.regularized.{key}", f"LayerCollapse: {key} before the fold"),
+            ),
+        )
+    },
     "mlps_folded": Metric("method_report.folded", "LayerCollapse: MLPs folded into one layer", count=True),
     "match_target": Metric("match.target", "the compression (or MAC ratio) the method was asked to match"),
     "match_achieved": Metric("match.achieved", "the compression (or MAC ratio) it reached"),

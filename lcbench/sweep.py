@@ -17,6 +17,9 @@ A level counts collapsible MLPs (LayerCollapse's `k`). `{blocks: [1, 2]}` gives 
 instead: one paper "block" of an MLP-Mixer is its token MLP plus its channel MLP (`mlps_per_block` of the
 model zoo), so `mixer_b16_224: {blocks: [1, 2]}` plans k = 2 and 4, the paper's 55.64M and 51.39M models.
 
+Any string value may hold `{model}`, the run's model name: `pretrain: {pretrained: /models/{model}}` gives
+every model of the grid its own `save_pretrained` folder (the language sweeps).
+
 A variant may carry `only: {model: [...], level: [...]}`: it is planned at those grid points and levels
 only (e.g. KD's 2x and 5x budgets on the transformer models, to keep a CPU sweep short).
 
@@ -59,6 +62,7 @@ SPEC_KEYS = {
 }
 LEVEL_UNITS = ("blocks", "mlps")
 LEVEL = "{level}"
+MODEL = "{model}"  # in any string value: the run's model (e.g. `pretrain.pretrained: /models/{model}`)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class Plan:
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
-    """Read and check a spec; `key=value` overrides go into `base` (a grid key's override replaces it)."""
+    """Read and check a spec; `key=value` overrides go into `base` (a grid key's override replaces it;
+    `seeds=[0,1]` and `levels=[2]` replace the spec's)."""
     spec = load_yaml(path)
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
@@ -116,8 +121,8 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         spec[key] = value
     for text in overrides:
         key, value = parse_override(text)
-        if key == "seeds":
-            spec["seeds"] = value
+        if key in ("seeds", "levels"):
+            spec[key] = value
         elif key == "name":
             spec["name"] = str(value)
         elif key in spec["grid"]:
@@ -243,9 +248,18 @@ def _at_levels(source: str, vname: str, variant: dict, levels: Any) -> list[tupl
     return out
 
 
+def _with_model(value: Any, model: str) -> Any:
+    """'{model}' in a string (nested ones too) replaced by the grid point's model name."""
+    if isinstance(value, str):
+        return value.replace(MODEL, model)
+    if isinstance(value, dict):
+        return {k: _with_model(v, model) for k, v in value.items()}
+    return value
+
+
 def _config(source: str, values: dict, where: str) -> RunConfig:
     try:
-        return make_config(values)
+        return make_config(_with_model(values, str(values.get("model", ""))))
     except ConfigError as e:
         point = ", ".join(f"{k}={values[k]}" for k in ("model", "dataset", "seed") if k in values)
         raise ConfigError(f"{source}: {where + ', ' if where else ''}{point}: {e}") from None
@@ -260,10 +274,14 @@ def plan_sweep(path: str | Path, overrides: list[str] = ()) -> Plan:
 
 
 def forward_gmacs(cfg: RunConfig) -> float:
-    """GMACs of one forward pass of the run's original model (built on the meta device: no memory)."""
+    """GMACs of one forward pass of the run's original model (built on the meta device: no memory; a
+    transformers model, whose forward reads values (position ids, masks), is built on the CPU)."""
 
     spec = DATASETS.get(cfg.dataset)
-    num_classes = spec.num_classes or 1000
+    num_classes = spec.num_classes if spec.num_classes is not None else 1000
+    if spec.is_text:
+        model = create_model(cfg.model, num_classes)
+        return count_macs(model, model.input_shape(cfg.seq_len or spec.seq_len))["gmacs"]
     with torch.device("meta"):
         model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size)
     size = data_transforms(model, cfg.img_size).img_size if spec.natural_images else spec.img_size
@@ -271,7 +289,7 @@ def forward_gmacs(cfg: RunConfig) -> float:
 
 
 def training_flops(plan: Plan) -> dict[str, float | None]:
-    """Estimated training FLOPs per run (`cost.flops_per_sample` of the original model x images x epochs,
+    """Estimated training FLOPs per run (`cost.flops_per_sample` of the original model x samples x epochs,
     a KD teacher included; None: data set size unknown)."""
 
     macs: dict[tuple, float] = {}
@@ -282,7 +300,15 @@ def training_flops(plan: Plan) -> dict[str, float | None]:
         if size is None:
             estimates[run.run_id] = None
             continue
-        key = (cfg.model, cfg.dataset, cfg.img_size)
+        spec = DATASETS.get(cfg.dataset)  # what the forward pass depends on (GLUE's tasks share one)
+        key = (
+            cfg.model,
+            cfg.img_size,
+            cfg.seq_len or spec.seq_len,
+            spec.num_classes,
+            spec.in_chans,
+            spec.img_size,
+        )
         if key not in macs:
             macs[key] = forward_gmacs(cfg)
         original = forward_flops(macs[key])

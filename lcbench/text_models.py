@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 BYTE_VOCAB = 256  # the embedded text models read raw bytes: token = byte value
 
@@ -35,6 +35,10 @@ class CausalLM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids, use_cache=False).logits
+
+    @staticmethod
+    def input_shape(seq_len: int) -> tuple[int, ...]:
+        return (seq_len,)
 
     def example_input(self, batch: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Random token ids of `shape` (the sequence length) for counting MACs and timing."""
@@ -51,6 +55,10 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=x[:, 0], token_type_ids=x[:, 1], attention_mask=x[:, 2]).logits
+
+    @staticmethod
+    def input_shape(seq_len: int) -> tuple[int, ...]:
+        return (3, seq_len)
 
     def example_input(self, batch: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Random ids, one segment, no padding: the full sequence length is computed."""
@@ -77,6 +85,52 @@ def linears_from_conv1d(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+class ByteTokenizer:
+    """The embedded models' tokenizer: a text's UTF-8 bytes are its tokens (the `tokenizers` call shape)."""
+
+    vocab_size = BYTE_VOCAB
+
+    def __call__(self, texts: list[str], *_, **__) -> dict[str, list[list[int]]]:
+        return {"input_ids": [list(text.encode("utf-8")) for text in texts]}
+
+    def __len__(self) -> int:
+        return BYTE_VOCAB
+
+
+def load_tokenizer(model: str, pretrained: str, vocab_size: int):
+    """The tokenizer of `model`: raw bytes for the byte-level models, else the one saved with its pretrained
+    weights (`pretrained=FOLDER`, or `hub`: the offline Hugging Face cache)."""
+    if vocab_size == BYTE_VOCAB:
+        return ByteTokenizer()
+    if not pretrained or Path(pretrained).expanduser().is_file():
+        raise ConfigError(
+            f"{model} reads text through its tokenizer: set pretrained=FOLDER (a save_pretrained folder with "
+            "the tokenizer files; pretrain.pretrained=FOLDER for a compress run) or pretrained=hub"
+        )
+    from transformers import AutoTokenizer
+
+    source = model if pretrained == "hub" else str(Path(pretrained).expanduser())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"pretrained={pretrained}: no tokenizer of {model} there ({e})") from e
+    if len(tokenizer) > vocab_size:
+        raise ConfigError(
+            f"the tokenizer at {pretrained} has {len(tokenizer)} tokens but {model} embeds {vocab_size}: "
+            "not this model's tokenizer"
+        )
+    return tokenizer
+
+
+def vocab_size(model: nn.Module) -> int:
+    inner = next(model.children())
+    return inner.config.vocab_size
+
+
+# --------------------------------------------------------------------------------------------------------
 # Architectures: the published configurations, and small ones (the embedded default, tests)
 
 GPT2_SHAPES = {  # n_layer, n_embd, n_head (vocab 50257, 1024 positions)
@@ -93,8 +147,11 @@ BERT_SHAPES = {  # num_hidden_layers, hidden_size, num_attention_heads, vocab (i
     "bert-large-cased": (24, 1024, 16, 28996),
 }
 # small models built here: the embedded byte-level GPT-2 (trained from scratch) and the test fixtures'
-TINY_GPT2 = {"text_gpt2": dict(vocab_size=BYTE_VOCAB, n_positions=256, n_embd=96, n_layer=4, n_head=4)}
-TINY_GPT2["gpt2-tiny"] = dict(vocab_size=1000, n_positions=128, n_embd=32, n_layer=3, n_head=2)
+NO_SPECIAL = dict(bos_token_id=None, eos_token_id=None)  # (GPT-2's 50256 lies outside a small vocabulary)
+TINY_GPT2 = {
+    "text_gpt2": dict(vocab_size=BYTE_VOCAB, n_positions=128, n_embd=64, n_layer=4, n_head=4, **NO_SPECIAL),
+    "gpt2-tiny": dict(vocab_size=1000, n_positions=128, n_embd=32, n_layer=3, n_head=2, **NO_SPECIAL),
+}
 TINY_BERT = {
     "bert-tiny": dict(
         vocab_size=1000,
@@ -209,17 +266,18 @@ def build_gpt2(name: str) -> Callable[..., nn.Module]:
 
 def build_bert(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 2, pretrained: str = "", **_) -> nn.Module:
-        from transformers import BertForSequenceClassification
+        from transformers import BertConfig, BertForSequenceClassification
 
         config = bert_config(name, num_classes)
         if pretrained:
             source = _checked_folder(name, pretrained, config, BERT_ARCH_FIELDS)
+            saved = BertConfig.from_pretrained(source, local_files_only=True)  # dropout etc. as saved
+            saved.num_labels, saved.problem_type = num_classes, config.problem_type  # the task's head
             model = _from_pretrained(
                 BertForSequenceClassification,
                 source,
                 head="classifier",
-                num_labels=num_classes,
-                problem_type=config.problem_type,
+                config=saved,
                 ignore_mismatched_sizes=True,  # a classifier fine-tuned for another label count
             )
         else:

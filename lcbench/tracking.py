@@ -120,4 +120,8 @@ _EPOCH_KEYS = {
 
 
 def _namespaced(key: str, method_keys: set[str]) -> str:
-    return f"method/{key}" if key in method_keys else _EPOCH_KEYS.get(key, f"train/{key}")
+    if key in method_keys:
+        return f"method/{key}"
+    if key in _EPOCH_KEYS:
+        return _EPOCH_KEYS[key]
+    return f"val/{key.removeprefix('val_')}" if key.startswith("val_") else f"train/{key}"

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -31,6 +30,7 @@ from .loaders import make_loader
 from .measure import count_macs
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .rng import rng_state, set_rng_state
+from .tasks import TASKS
 
 if TYPE_CHECKING:
     from .methods import Method
@@ -53,7 +53,7 @@ class Progress:
     train_seconds: float = 0.0
     batch: int = 0  # batches done in the current epoch (a mid-epoch checkpoint resumes after them)
     epoch_loss_sum: float = 0.0
-    epoch_correct: int = 0
+    epoch_correct: float = 0  # samples right (a language model: the fraction of each sample's tokens)
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
 
@@ -92,6 +92,7 @@ class Trainer:
         self.cfg, self.run, self.device = ctx.cfg, ctx.run, ctx.device
         self.model, self.method, self.callbacks, self.tracker = model, method, list(callbacks), tracker
         self.progress_bar, self.input_shape = progress_bar, ctx.input_shape
+        self.task, self.quality = TASKS[ctx.task], ctx.quality
         self.world = distributed.current()  # a DDP run: this rank trains on its share of each batch
         self.generator = torch.Generator().manual_seed(self.cfg.seed)  # the same order on every rank
         self.epoch_start_generator = self.generator.get_state()
@@ -151,9 +152,7 @@ class Trainer:
                 lr=self.optimizer.param_groups[0]["lr"],
                 train_loss=train_loss,
                 train_top1=train_top1,
-                val_top1=val["top1"],
-                val_top5=val["top5"],
-                val_loss=val["loss"],
+                **{f"val_{key}": value for key, value in val.items() if key not in ("samples", "tokens")},
                 samples_seen=self.progress.samples,
                 train_flops=self.progress.train_flops,  # cumulative, a KD teacher's forward included
                 epoch_seconds=seconds,
@@ -167,7 +166,7 @@ class Trainer:
             self.save_checkpoint()
         return self.model
 
-    def train_epoch(self) -> tuple[float, float, float]:
+    def train_epoch(self) -> tuple[float, float | None, float]:
         """One epoch (or what is left of it after a mid-epoch resume): (train loss, train top-1, seconds
         spent training in it, across resumes)."""
         self.model.train()
@@ -176,7 +175,9 @@ class Trainer:
         self.batches.skip = p.batch * self.cfg.batch_size  # the batches already trained on
         # this rank's running sums, on the device (no sync per step); a resumed epoch's sums count once
         self._loss_sum = torch.tensor(p.epoch_loss_sum if self.world.main else 0.0, device=self.device)
-        self._correct = torch.tensor(p.epoch_correct if self.world.main else 0, device=self.device)
+        self._correct = torch.tensor(
+            p.epoch_correct if self.world.main else 0, dtype=self.task.correct_dtype, device=self.device
+        )
         per_sample = flops_per_sample(
             self.forward_flops, self.original_flops, self.method.original_forward_passes
         )
@@ -192,8 +193,10 @@ class Trainer:
                 p.epoch_seen + batch,
             )
             p.train_flops += per_sample * batch
-            self._loss_sum += loss.detach() * targets.numel()
-            self._correct += (logits.argmax(1) == targets).sum()
+            self._loss_sum += loss.detach() * len(targets)  # (a language model's loss is per token)
+            correct = self.task.correct(logits, targets)
+            if correct is not None:
+                self._correct += correct
             due = [callback for callback in self.callbacks if callback.wants_step(self)]
             if due:
                 self._bring_epoch_counters_up_to_date()
@@ -206,7 +209,8 @@ class Trainer:
         else:
             loss = p.epoch_loss_sum / p.epoch_seen
             distributed.sync_buffers(self.model)  # every rank evaluates (and rank 0 saves) rank 0's
-        result = loss, 100.0 * p.epoch_correct / p.epoch_seen, p.epoch_seconds
+        accuracy = 100.0 * p.epoch_correct / p.epoch_seen if self.task.has_accuracy else None
+        result = loss, accuracy, p.epoch_seconds
         p.batch, p.epoch_loss_sum, p.epoch_correct, p.epoch_seen, p.epoch_seconds = 0, 0.0, 0, 0, 0.0
         return result
 
@@ -218,7 +222,7 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             logits = self.forward_model(inputs)
-            task_loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
+            task_loss = self.task.loss(logits, targets, self.cfg.label_smoothing)
             loss = self.method.loss(task_loss, logits, inputs, targets, self.model)
         if not distributed.all_true(bool(torch.isfinite(loss)), self.device):  # all ranks stop together
             raise TrainingDiverged(
@@ -228,7 +232,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         if self.world.size > 1:  # DDP averages gradients over ranks: weigh each by its share of the batch
-            share = targets.numel() * self.world.size / self.batches.global_batch(self.progress.batch)
+            share = len(targets) * self.world.size / self.batches.global_batch(self.progress.batch)
             self.scaler.scale(loss * share).backward()
         else:
             self.scaler.scale(loss).backward()
@@ -246,10 +250,11 @@ class Trainer:
         """Copy the epoch's running sums into `progress` and bank the time since the last call (so what
         callbacks spend between steps is not training time, and a checkpoint now resumes exactly)."""
         p, now = self.progress, time.perf_counter()
-        p.epoch_loss_sum, p.epoch_correct = self._loss_sum.item(), int(self._correct.item())
+        p.epoch_loss_sum, p.epoch_correct = self._loss_sum.item(), self._correct.item()
         if self.world.size > 1:  # the sums over every rank (rank 0's include the resumed part)
             loss_sum, correct = distributed.all_reduce_sum([p.epoch_loss_sum, p.epoch_correct], self.device)
-            p.epoch_loss_sum, p.epoch_correct = loss_sum, round(correct)
+            whole = self.task.correct_dtype == torch.long
+            p.epoch_loss_sum, p.epoch_correct = loss_sum, round(correct) if whole else correct
         p.epoch_seconds += now - self._clock
         self._clock = now
 
@@ -269,9 +274,13 @@ class Trainer:
         """One line per epoch whatever the output (terminal, queue log, SLURM log), as timm's train.py."""
         return (
             f"{self.run.run_id} epoch {m['epoch']}/{self.cfg.epochs}  lr {m['lr']:.3g}  "
-            f"train loss {m['train_loss']:.4f}  val top-1 {m['val_top1']:.2f}%  {m['epoch_seconds']:.1f}s  "
+            f"train loss {m['train_loss']:.4f}  {self._score_text(m[f'val_{self.quality}'])}  "
+            f"{m['epoch_seconds']:.1f}s  "
             f"ETA {format_duration(eta)}"
         )
+
+    def _score_text(self, score: float) -> str:
+        return f"val top-1 {score:.2f}%" if self.quality == "top1" else f"val {self.quality} {score:.2f}"
 
     # -- state ------------------------------------------------------------------------------------------
 

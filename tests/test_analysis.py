@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from lcbench.analysis import plots
+from lcbench.analysis.headline import add_scores
 from lcbench.analysis.records import sweep_frame
 from lcbench.analysis.report import load_paper, paper_comparison, write_report
 from lcbench.analysis.tables import aggregate, matched_table, per_method_table, write_table
@@ -65,7 +66,7 @@ def fixed_frame() -> pd.DataFrame:
     frame["val_samples"] = 360.0
     frame["speedup_quiet_b1"], frame["speedup_quiet_b1_low"], frame["speedup_quiet_b1_high"] = 1.3, 1.2, 1.4
     frame["train_flops"] = frame["train_seconds"] * 1e9
-    return frame
+    return add_scores(frame)  # (as sweep_frame does: the headline metric as `score`)
 
 
 def test_aggregate_means_and_sample_stds_are_exact():
@@ -182,7 +183,7 @@ def test_latex_renders_bold_and_fits_the_line(tmp_path, pdflatex):
 
 def test_plots_hold_the_series_of_the_table():
     agg = aggregate(fixed_frame())
-    fig = plots.top1_against(agg, "compression")
+    fig = plots.score_against(agg, "compression")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
@@ -195,7 +196,7 @@ def test_plots_hold_the_series_of_the_table():
     # the original is a hollow star beneath the methods (a fine-tuned point at x=1 stays visible)
     assert lines["original"].get_markerfacecolor() == "none"
     assert lines["original"].get_zorder() < containers["KD"].lines[0].get_zorder()
-    cost = plots.top1_against(agg, "train_flops").axes[0]
+    cost = plots.score_against(agg, "train_flops").axes[0]
     x, _ = {c.get_label(): c for c in cost.containers}["KD"].lines[0].get_data()
     assert list(x) == [40.0] and cost.get_xlabel() == "training FLOPs (counted) (GFLOPs)"  # 40e9
 
@@ -205,9 +206,13 @@ def test_plots_pick_a_unit_per_panel_keep_error_bars_positive_and_flag_off_scale
     big = frame.copy()
     big["model"], big["gmacs"] = "vit_big", frame["gmacs"] * 1e6  # 0.004 GMACs and 4000 GMACs panels
     kd = (frame["method"] == "kd") & (frame["status"] == "completed")
-    frame.loc[kd, "top1"] = [10.0, 12.0, 11.0]  # near chance: would flatten the panel
+    frame.loc[kd, ["top1", "score"]] = [
+        [10.0] * 2,
+        [12.0] * 2,
+        [11.0] * 2,
+    ]  # near chance: would flatten the panel
     frame.loc[kd, "gmacs"] = [0.0001, 0.0058, 0.0001]  # std larger than the mean
-    fig = plots.top1_against(aggregate(pd.concat([frame, big], ignore_index=True)), "gmacs")
+    fig = plots.score_against(aggregate(pd.concat([frame, big], ignore_index=True)), "gmacs")
     small_ax, big_ax = fig.axes[:2]
     assert small_ax.get_xlabel() == "dense MACs per image (MMACs)"
     assert big_ax.get_xlabel() == "dense MACs per image (TMACs)"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .headline import headline, sign, unit
 from .names import method_name, variant_label
 from .stats import POINT, is_matched, mean_ci, pooled_difference
 
-MINIMAL_LOSS = 1.0  # pp: "minimal accuracy loss" = the 95% CI of the drop stays within 1 pp
-FOLD_TOLERANCE = 0.5  # pp: "the fold keeps accuracy" = the CI of (after - before) stays above -0.5 pp
+# In the sweep's headline metric (top-1 pp for images; perplexity or a GLUE metric's points for text),
+# oriented so that a loss is negative:
+MINIMAL_LOSS = 1.0  # "minimal accuracy loss" = the 95% CI of the change stays above -1
+FOLD_TOLERANCE = 0.5  # "the fold keeps accuracy" = the CI of (after - before) stays above -0.5
 
 
 def _fmt(ci: dict, unit: str = " pp") -> str:
@@ -24,6 +27,17 @@ def _fmt(ci: dict, unit: str = " pp") -> str:
     return f"{ci['mean']:+.2f}{unit} [{ci['low']:+.2f}, {ci['high']:+.2f}] (n={ci['n']})"
 
 
+def _change(quality) -> str:
+    return "top-1 change" if quality.key == "top1" else f"{quality.key} change (oriented: + is better)"
+
+
+def _oriented(difference: str, quality) -> str:
+    """`A - B` in the headline metric; where lower is better (perplexity) the sign is flipped and said."""
+    if quality.higher_is_better:
+        return difference if quality.key == "top1" else f"{difference} ({quality.key})"
+    return f"{difference} ({quality.key}, sign flipped: + means lower {quality.key})"
+
+
 def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
     done = frame[(frame["status"] == "completed") & (frame["variant"] == reference)]
     return done[done["matched"].map(is_matched).astype(bool)]
@@ -31,10 +45,10 @@ def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 def compression_claim(frame: pd.DataFrame, reference: str) -> dict:
     """Up to 74% post-training compression with minimal accuracy loss."""
-    lc = _lc_runs(frame, reference)
+    lc, quality = _lc_runs(frame, reference), headline(frame)
     points = []
     for point, group in lc.groupby(POINT, sort=False):
-        drop = mean_ci(group["top1"] - group["base_top1"])
+        drop = mean_ci(sign(quality) * (group["score"] - group["base_score"]))
         reduction = 1 - 1 / group["compression"].mean()
         points.append((reduction, drop, point))
     if not points:
@@ -44,8 +58,8 @@ def compression_claim(frame: pd.DataFrame, reference: str) -> dict:
     best = max(points, key=lambda p: p[0])
     shown = max(minimal, key=lambda p: p[0]) if minimal else best
     measured = (
-        f"largest reduction {shown[0]:.0%} ({shown[2][1]}, level {int(shown[2][2])}): top-1 change "
-        f"{_fmt(shown[1])}; {len(big)} of {len(points)} points reach 74%"
+        f"largest reduction {shown[0]:.0%} ({shown[2][1]}, level {int(shown[2][2])}): {_change(quality)} "
+        f"{_fmt(shown[1], unit(quality))}; {len(big)} of {len(points)} points reach 74%"
     )
     if minimal:
         verdict = "supported"
@@ -58,16 +72,19 @@ def compression_claim(frame: pd.DataFrame, reference: str) -> dict:
 
 def fold_claim(frame: pd.DataFrame, reference: str) -> dict:
     """Folding needs no fine-tuning: top-1 after the fold equals top-1 of the regularised model."""
-    lc = _lc_runs(frame, reference).dropna(subset=["top1_prefold"])
+    lc, quality = _lc_runs(frame, reference).dropna(subset=["score_prefold"]), headline(frame)
     worst = None
     for point, group in lc.groupby(POINT, sort=False):
-        ci = mean_ci(group["top1"] - group["top1_prefold"])
+        ci = mean_ci(sign(quality) * (group["score"] - group["score_prefold"]))
         if worst is None or (ci["low"] if not pd.isna(ci["low"]) else ci["mean"]) < worst[0]["low"]:
             worst = (ci, point)
     if worst is None:
         return {"measured": "no folded LayerCollapse run", "verdict": "inconclusive at this scale"}
     ci, point = worst
-    measured = f"least favourable point {point[1]} level {int(point[2])}: after - before fold {_fmt(ci)}"
+    measured = (
+        f"least favourable point {point[1]} level {int(point[2])}: "
+        f"{_oriented('after - before fold', quality)} {_fmt(ci, unit(quality))}"
+    )
     if pd.isna(ci["low"]):
         verdict = "inconclusive at this scale"
     elif ci["low"] >= -FOLD_TOLERANCE:
@@ -81,8 +98,11 @@ def fold_claim(frame: pd.DataFrame, reference: str) -> dict:
 
 def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
     """+8 pt over KD into the same target network (one KD variant at LayerCollapse's budget)."""
-    ci = pooled_difference(frame, reference, variant)
-    measured = f"LayerCollapse - {variant}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
+    ci, quality = pooled_difference(frame, reference, variant), headline(frame)
+    measured = (
+        f"{_oriented(f'LayerCollapse - {variant}', quality)}, averaged over {ci.get('points', 0)} points: "
+        f"{_fmt(ci, unit(quality))}"
+    )
     inits = frame.loc[frame["variant"] == variant, "init"]
     if len(inits) and inits.iloc[0] == "random":
         measured += (
@@ -101,8 +121,9 @@ def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict
     return {"measured": measured, "verdict": verdict}
 
 
-def kd_cost_claim(flops: pd.DataFrame, init: str) -> dict:
-    """5x computational efficiency over KD: KD needs >= 5x LayerCollapse's FLOPs to reach its top-1."""
+def kd_cost_claim(flops: pd.DataFrame, init: str, metric: str = "top-1") -> dict:
+    """5x computational efficiency over KD: KD needs >= 5x LayerCollapse's FLOPs to reach its top-1 (or the
+    sweep's headline `metric`)."""
     rows = flops[flops["init"] == init] if len(flops) else flops
     if rows.empty:
         return {"measured": "no KD budget runs", "verdict": "inconclusive at this scale"}
@@ -111,7 +132,7 @@ def kd_cost_claim(flops: pd.DataFrame, init: str) -> dict:
     at_least = rows[rows["reached"] & (rows["ratio"] >= 5)]
     ratios = rows.loc[rows["reached"], "ratio"]
     measured = (
-        f"KD (init={init}) reached LayerCollapse's top-1 at {int(rows['reached'].sum())} of "
+        f"KD (init={init}) reached LayerCollapse's {metric} at {int(rows['reached'].sum())} of "
         f"{len(rows)} points"
         + (f", needing {ratios.min():.2f}x to {ratios.max():.2f}x its FLOPs" if len(ratios) else "")
         + f"; not within 5x at {len(beyond)}; largest budget tried {rows['largest_budget'].max():g}x epochs"
@@ -138,22 +159,29 @@ def _advantage_verdict(ci: dict) -> str:
 
 def regularisation_claim(frame: pd.DataFrame, reference: str, control: str) -> dict:
     """LayerCollapse regularises: the compressed model beats the same epochs of plain fine-tuning."""
-    ci = pooled_difference(frame, reference, control)
-    measured = f"LayerCollapse - {control}, averaged over {ci.get('points', 0)} points: {_fmt(ci)}"
+    ci, quality = pooled_difference(frame, reference, control), headline(frame)
+    measured = (
+        f"{_oriented(f'LayerCollapse - {control}', quality)}, averaged over {ci.get('points', 0)} points: "
+        f"{_fmt(ci, unit(quality))}"
+    )
     return {"measured": measured, "verdict": _advantage_verdict(ci)}
 
 
 def matched_comparison_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
     """The reference against one more method at matched compression (no claim of the paper names it)."""
-    ci = pooled_difference(frame, reference, variant)
-    measured = f"{reference} - {variant}, averaged over {ci.get('points', 0)} matched points: {_fmt(ci)}"
+    ci, quality = pooled_difference(frame, reference, variant), headline(frame)
+    measured = (
+        f"{_oriented(f'{reference} - {variant}', quality)}, averaged over {ci.get('points', 0)} matched "
+        f"points: {_fmt(ci, unit(quality))}"
+    )
     return {"measured": measured, "verdict": _advantage_verdict(ci)}
 
 
 def other_methods(frame: pd.DataFrame, reference: str) -> list[tuple[str, str]]:
     """(method, variant) of every compression method in the records that no claim above names."""
     named = {*frame.loc[frame["variant"] == reference, "method"], "kd", "finetune", "none"}
-    done = frame[(frame["status"] == "completed") & ~frame["method"].isin(named)]
+    compressed = (frame["status"] == "completed") & (frame["stage"] == "compress")  # (not the originals)
+    done = frame[compressed & ~frame["method"].isin(named)]
     return list(dict.fromkeys(zip(done["method"], done["variant"])))
 
 
@@ -165,17 +193,20 @@ def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "lay
         .agg(lambda v: sorted(v, key=len)[0])  # each init's base budget: the shortest variant name
     )
     control = frame.loc[frame["method"] == "finetune", "variant"]
+    quality = headline(frame)
     rows = [
         {
             "claim": "Up to 74% post-training compression with minimal accuracy loss",
-            "rule": f"supported if a point with >= 74% fewer parameters keeps the 95% CI of its top-1 change "
-            f"above -{MINIMAL_LOSS:g} pp; not supported if every such point loses more",
+            "rule": "supported if a point with >= 74% fewer parameters keeps the 95% CI of its "
+            f"{_change(quality)} above -{MINIMAL_LOSS:g}{unit(quality)}; not supported if every such "
+            "point loses more",
             **compression_claim(frame, reference),
         },
         {
             "claim": "The fold itself needs no fine-tuning (accuracy kept)",
-            "rule": f"supported if at every point the CI of (after fold - before fold) stays above "
-            f"-{FOLD_TOLERANCE:g} pp",
+            "rule": "supported if at every point the CI of "
+            f"{_oriented('(after fold - before fold)', quality)} stays above "
+            f"-{FOLD_TOLERANCE:g}{unit(quality)}",
             **fold_claim(frame, reference),
         },
     ]
@@ -193,9 +224,9 @@ def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "lay
             {
                 "claim": f"5x computational efficiency over KD (KD init={init})",
                 "rule": "KD at 1x/2x/5x LayerCollapse's epochs: supported if at most points KD needs >= 5x "
-                "LayerCollapse's training FLOPs (or never reaches its top-1); not supported if at most "
-                "points it needs less",
-                **kd_cost_claim(flops, init),
+                f"LayerCollapse's training FLOPs (or never reaches its {quality.key}); not supported if at "
+                "most points it needs less",
+                **kd_cost_claim(flops, init, "top-1" if quality.key == "top1" else quality.key),
             }
         )
     if len(control):

@@ -1,6 +1,6 @@
-"""Plots (matplotlib, PNG and PDF): top-1 against compression, GMACs, latency and training cost (one line
-per method over its levels, error bars over seeds, the original marked); LayerCollapse slope trajectories;
-accuracy against blocks folded beside the paper's vit_tiny row.
+"""Plots (matplotlib, PNG and PDF): the headline metric (top-1, perplexity) against compression, GMACs
+and training cost (one line per method over its levels, error bars over seeds, the original marked);
+LayerCollapse slope trajectories; accuracy against blocks folded beside the paper's vit_tiny row.
 
 Each function returns its figure so tests can read the data behind the axes.
 """
@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E
 
 from ..methods import method_order  # noqa: E402
 from ..store import RunDir  # noqa: E402
+from ..tasks import QUALITIES, Quality  # noqa: E402
 from .names import variant_label  # noqa: E402
 from .tables import si_prefix  # noqa: E402
 
@@ -74,11 +75,22 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def top1_against(agg: pd.DataFrame, x: str):
-    """One panel per (data set, model); one line per method variant through its levels; the original as a
-    hollow star beneath them. Counted units are scaled per panel (MMACs for a tiny model, GMACs for a
-    ViT); a point far below the rest is drawn at the panel's floor with its value, so it does not
-    flatten the others."""
+def _axis_label(quality: Quality, prefix: str = "") -> str:
+    text = (
+        "top-1 (%)"
+        if quality.key == "top1"
+        else quality.label.lower()
+        if quality.key != "score"
+        else quality.label
+    )
+    return f"{prefix}{text}"
+
+
+def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"]):
+    """The headline metric (`score`: top-1, perplexity, ...) against `x`. One panel per (data set, model);
+    one line per method variant through its levels; the original as a hollow star beneath them. Counted
+    units are scaled per panel (MMACs for a tiny model, GMACs for a ViT); where higher is better, a point
+    far below the rest is drawn at the panel's floor with its value, so it does not flatten the others."""
     label, log, count, stored = AXES[x]
     panels = list(agg.groupby(["dataset", "model"], sort=False).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -90,7 +102,7 @@ def top1_against(agg: pd.DataFrame, x: str):
             for part in ("mean", "std"):
                 rows[f"{x}_{part}"] = rows[f"{x}_{part}"] * stored / factor
             xlabel = f"{label} ({prefix}{count})"
-        floor = _off_scale_floor(rows["top1_mean"])
+        floor = _off_scale_floor(rows["score_mean"]) if quality.higher_is_better else None
         _draw_original(ax, rows[rows["method"] == "original"], x)
         compressed = rows[rows["method"] != "original"]
         for method, by_method in compressed.groupby("method", sort=True):
@@ -98,9 +110,9 @@ def top1_against(agg: pd.DataFrame, x: str):
                 group = group.sort_values(f"{x}_mean")
                 ax.errorbar(
                     group[f"{x}_mean"],
-                    group["top1_mean"],
+                    group["score_mean"],
                     xerr=_positive_errors(group[f"{x}_mean"], group[f"{x}_std"]),
-                    yerr=_positive_errors(group["top1_mean"], group["top1_std"]),
+                    yerr=_positive_errors(group["score_mean"], group["score_std"]),
                     marker=method_marker(method),
                     ls=LINESTYLES[i % len(LINESTYLES)],
                     capsize=3,
@@ -109,17 +121,22 @@ def top1_against(agg: pd.DataFrame, x: str):
                     zorder=3,
                 )
                 _flag_off_scale(
-                    ax, group[f"{x}_mean"], group["top1_mean"], floor, method_color(method), rows[f"{x}_mean"]
+                    ax,
+                    group[f"{x}_mean"],
+                    group["score_mean"],
+                    floor,
+                    method_color(method),
+                    rows[f"{x}_mean"],
                 )
         if floor is not None:
-            ax.set_ylim(bottom=floor - 1.5, top=rows["top1_mean"].max() + 1.5)
+            ax.set_ylim(bottom=floor - 1.5, top=rows["score_mean"].max() + 1.5)
         if log:
             _log_axis(ax, rows[f"{x}_mean"])
         else:
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_title(f"{model} ({dataset})")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel(_axis_label(quality))
         ax.grid(alpha=0.3)
     handles = {}
     for ax in axes[0]:
@@ -135,7 +152,7 @@ def _draw_original(ax, original: pd.DataFrame, x: str) -> None:
     if len(original):
         ax.plot(
             original[f"{x}_mean"],
-            original["top1_mean"],
+            original["score_mean"],
             "*",
             color="k",
             markersize=15,
@@ -263,9 +280,11 @@ def blocks_folded_vs_paper(agg: pd.DataFrame, paper: pd.DataFrame, model: str = 
     return fig
 
 
-def top1_vs_train_flops(curves: pd.DataFrame, reference: str = "layercollapse"):
-    """Held-out top-1 after each epoch against cumulative training FLOPs (mean over seeds), one panel per
-    (model, level), one line per variant; the reference variant's final top-1 as a dashed line."""
+def score_vs_train_flops(
+    curves: pd.DataFrame, reference: str = "layercollapse", quality: Quality = QUALITIES["top1"]
+):
+    """The held-out headline metric after each epoch against cumulative training FLOPs (mean over seeds),
+    one panel per (model, level), one line per variant; the reference variant's final value dashed."""
     leveled = curves[curves["level"].notna()]
     panels = list(leveled.groupby(["dataset", "model", "level"], sort=False).groups)
     cols = min(len(panels), 4) or 1
@@ -274,28 +293,28 @@ def top1_vs_train_flops(curves: pd.DataFrame, reference: str = "layercollapse"):
     for ax, (_, model, level) in zip(axes.flat, panels):
         here = curves[(curves["model"] == model) & ((curves["level"] == level) | curves["level"].isna())]
         for i, (variant, runs) in enumerate(here.groupby("variant", sort=True)):
-            mean = runs.groupby("epoch")[["train_flops", "top1"]].mean()
+            mean = runs.groupby("epoch")[["train_flops", "score"]].mean()
             method = runs["method"].iloc[0]
             ax.plot(
                 mean["train_flops"],
-                mean["top1"],
+                mean["score"],
                 marker=".",
                 label=variant_label(method, variant),
                 color=method_color(method),
                 ls=["-", "--", ":", "-."][i % 4],
             )
             if variant == reference:
-                ax.axhline(mean["top1"].iloc[-1], color=method_color(method), lw=0.8, ls="--")
-        floor = _off_scale_floor(here["top1"])
+                ax.axhline(mean["score"].iloc[-1], color=method_color(method), lw=0.8, ls="--")
+        floor = _off_scale_floor(here["score"]) if quality.higher_is_better else None
         if floor is not None:  # clipped, and said so
-            ax.set_ylim(bottom=floor, top=here["top1"].max() + 1.5)
+            ax.set_ylim(bottom=floor, top=here["score"].max() + 1.5)
             ax.text(
                 0.02, 0.02, f"clipped below {floor:.0f}%", transform=ax.transAxes, fontsize=7, color="0.3"
             )
         ax.set_xscale("log")
         ax.set_title(f"{model}, k={int(level)}")
         ax.set_xlabel("cumulative training FLOPs")
-        ax.set_ylabel("held-out top-1 (%)")
+        ax.set_ylabel(_axis_label(quality, "held-out "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels) :]:

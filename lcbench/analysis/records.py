@@ -15,6 +15,7 @@ from ..models import mlps_per_block
 from ..record import SUMMARY, RunRecord, number_at
 from ..status import sweep_status
 from ..sweep import Plan
+from .headline import add_scores
 
 # the quiet latency pass (`lcbench measure`, latency.json in the run folder): batch-1 speed-up with its CI
 LATENCY = {
@@ -53,7 +54,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         for key, column in LATENCY.items():
             row[column] = number_at(quiet or {}, f"batches.1.{key}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return add_scores(pd.DataFrame(rows))
 
 
 def _paper_blocks(model: str, level: float) -> float:

@@ -11,17 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data import DATASETS
 from ..store import atomic_write_text
 from ..sweep import Plan
+from ..tasks import QUALITIES, Quality
 from . import plots
 from .claims import claims_table
 from .cost import epoch_curves, flops_to_reach
+from .headline import headline, metric_of
 from .names import method_name
 from .records import sweep_frame
 from .stats import paired_differences
 from .tables import aggregate, matched_table, per_method_table, write_table
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper" / "layercollapse_imagenet.csv"
+PAPER_LANGUAGE_CSV = PAPER_CSV.with_name("layercollapse_language.csv")
 
 
 def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -72,21 +76,65 @@ def paper_comparison(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def language_comparison(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Our GLUE / WikiText numbers next to the official notebooks' (`layercollapse_language.csv`), joined on
+    the data set and the structure (equal parameter count: the original's, or the folded model's), never on
+    a bare k. The reference's protocol (its own fine-tuned originals, its perplexity's sliding window) goes
+    with every row: where it differs from ours, compare changes rather than values."""
+    rows = []
+    for _, ref in paper.iterrows():
+        mine = agg[agg["dataset"] == ref["dataset"]]
+        for setting, method, params, value in (
+            ("original", "original", ref["params_before"], ref["value_before"]),
+            ("folded", "layercollapse", ref["params_after"], ref["value_after"]),
+        ):
+            if pd.isna(params) or pd.isna(value):
+                continue
+            same = mine[mine["method"] == method]
+            found = same[(same["params_dense_mean"] - params).abs() <= PARAMS_RTOL * params]
+            for _, r in found.iterrows():
+                ours = r.get(f"{ref['metric']}_mean")
+                rows.append(
+                    {
+                        "model": r["model"],
+                        "dataset": ref["dataset"],
+                        "metric": ref["metric"],
+                        "setting": setting,
+                        "params_paper": int(params),
+                        "params_ours": int(r["params_dense_mean"]),
+                        "paper": value,
+                        "ours": ours,
+                        "n": r["n"],
+                        "difference": ours - value,
+                        "paper_original": ref["original_checkpoint"],
+                        "paper_protocol": ref["protocol"],
+                        "source": f"{ref['source_repo']}: {ref['source_file']}, {ref['source_cell']}",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def _pm(row: pd.Series, column: str, decimals: int = 2) -> str:
     mean, std = row[f"{column}_mean"], row[f"{column}_std"]
     return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
 
 
+def _score(row: pd.Series) -> str:
+    """The row's headline metric with its spread: `81.23 ± 0.40%` (top-1) or `perplexity 12.31 ± 0.05`."""
+    metric = metric_of(row["dataset"])
+    return f"{_pm(row, 'score')}%" if metric == "top1" else f"{metric} {_pm(row, 'score')}"
+
+
 def findings(agg: pd.DataFrame) -> list[str]:
-    """One line per (model, level): every method's top-1 at its compression; points that missed their
-    matched compression are labelled "not matched" (and left out of the differences and claims)."""
+    """One line per (model, level): every method's headline metric at its compression; points that missed
+    their matched compression are labelled "not matched" (and left out of the differences and claims)."""
     lines = []
     for (dataset, model, level), group in matched_table(agg).groupby(
         ["dataset", "model", "level"], sort=False
     ):
         parts = []
         for _, row in group.iterrows():
-            text = f"{row['variant']} {_pm(row, 'top1')}% at {row['compression_mean']:.2f}x"
+            text = f"{row['variant']} {_score(row)} at {row['compression_mean']:.2f}x"
             if row.get("matched") is False:
                 text += " (**not matched**: missed its target compression by more than 2%; not counted)"
             parts.append(text)
@@ -94,9 +142,7 @@ def findings(agg: pd.DataFrame) -> list[str]:
         unit = f"k={int(level)} MLPs" + (f" = {blocks:g} paper blocks" if blocks != level else "")
         lines.append(f"- **{model}** ({dataset}), {unit}: " + "; ".join(parts) + ".")
     for _, row in agg[agg["method"] == "finetune"].iterrows():
-        lines.append(
-            f"- **{row['model']}** finetune control (no compression): {_pm(row, 'top1')}% (n={row['n']})."
-        )
+        lines.append(f"- **{row['model']}** finetune control (no compression): {_score(row)} (n={row['n']}).")
     return lines
 
 
@@ -106,15 +152,19 @@ def _ci_text(row: pd.Series) -> str:
     return f"{row['difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
-def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse") -> str:
+def differences_markdown(
+    diffs: pd.DataFrame, reference: str = "LayerCollapse", quality: Quality = QUALITIES["top1"]
+) -> str:
     if diffs.empty:
         return (
             f"No paired runs (none of the sweep's completed runs pairs a {reference} level with another "
             "method at the same seed).\n"
         )
-    column = f"{reference} - method (pp, 95% CI)"
+    column = f"{reference} - method ({quality.unit or quality.key}, 95% CI)"
+    several = diffs["dataset"].nunique() > 1
     shown = diffs.assign(**{column: diffs.apply(_ci_text, axis=1)})[
         [
+            *(["dataset"] if several else []),
             "model",
             "level",
             "paper_blocks",
@@ -177,6 +227,10 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
     if len(comparison):
         atomic_write_text(out / "paper_comparison.csv", comparison.to_csv(index=False))
         atomic_write_text(out / "paper_comparison.md", comparison.to_markdown(index=False) + "\n")
+    language = language_comparison(agg, load_paper(PAPER_LANGUAGE_CSV))
+    if len(language):
+        atomic_write_text(out / "paper_comparison_language.csv", language.to_csv(index=False))
+        atomic_write_text(out / "paper_comparison_language.md", language.to_markdown(index=False) + "\n")
     return {
         "diffs": diffs,
         "curves": curves,
@@ -184,6 +238,7 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         "claims": claims,
         "paper": paper,
         "comparison": comparison,
+        "language": language,
     }
 
 
@@ -191,8 +246,9 @@ def _readme(
     plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, counts: dict, parts: dict, written: list, out: Path
 ) -> list[str]:
     """The README's lines: claims, paired differences, cost, findings, tables, plots, runs not done."""
-    reference_name = method_name(plan.reference)
+    reference_name, quality = method_name(plan.reference), headline(frame)
     diffs, flops, claims, comparison = parts["diffs"], parts["flops"], parts["claims"], parts["comparison"]
+    metric = "top-1" if quality.key == "top1" else quality.key
     return [
         *_header(plan, frame, counts),
         "## Claims",
@@ -205,18 +261,19 @@ def _readme(
         "",
         f"## Paired differences against {reference_name}",
         "",
-        f"Same seed, same data order; top-1 of {reference_name} minus the method's, mean over seeds with its "
-        "95% t-interval. An interval containing 0 is no significant difference.",
+        f"Same seed, same data order; {metric} of {reference_name} minus the method's"
+        + ("" if quality.higher_is_better else " with the sign flipped (+: lower, i.e. better)")
+        + ", mean over seeds with its 95% t-interval. An interval containing 0 is no significant difference.",
         "",
-        differences_markdown(diffs, reference_name),
+        differences_markdown(diffs, reference_name, quality),
         "## Cost to accuracy",
         "",
         "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
         f"KD ran at 1x, 2x and 5x {reference_name}'s epochs where the spec asks for it "
-        "(`top1_vs_train_flops.png`).",
+        f"(`{quality.key}_vs_train_flops.png`).",
         "",
         (
-            flops[["model", "level", "init", "reference_top1", "budgets", "text"]].to_markdown(
+            flops[["model", "level", "init", "reference_score", "budgets", "text"]].to_markdown(
                 index=False, floatfmt=".2f"
             )
             if len(flops)
@@ -237,6 +294,13 @@ def _readme(
             ["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
             * bool(len(comparison))
         ),
+        *(
+            [
+                "- `paper_comparison_language.{csv,md}`: ours next to the official GLUE / WikiText notebooks"
+                "' numbers (with their originals and protocol)"
+            ]
+            * bool(len(parts["language"]))
+        ),
         "",
         (out / "matched.md").read_text(),
         "## Plots",
@@ -256,7 +320,7 @@ def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
         "",
         f"Generated by `lcbench report {plan.source}` on {time.strftime('%Y-%m-%d %H:%M')} from "
         f"{len(frame)} planned runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
-        "Mean ± sample std over seeds (n seeds); top-1 of the last epoch on the held-out split. Speed-ups "
+        "Mean ± sample std over seeds (n seeds); metrics of the last epoch on the held-out split. Speed-ups "
         f"come from the quiet latency pass (`lcbench measure`; {measured} runs measured), never from "
         "timings taken while other runs trained.",
         "",
@@ -267,12 +331,16 @@ def _plots(frame, agg, curves, paper, plan: Plan, out: Path, reference: str) -> 
     written = []
     if agg.empty:  # no completed run yet: nothing to draw (the tables and README still say so)
         return written
+    quality = headline(frame)
     for x in plots.AXES:
-        written += plots.save(plots.top1_against(agg, x), out / f"top1_vs_{x}")
+        written += plots.save(plots.score_against(agg, x, quality), out / f"{quality.key}_vs_{x}")
     if len(curves):
-        written += plots.save(plots.top1_vs_train_flops(curves, reference), out / "top1_vs_train_flops")
+        written += plots.save(
+            plots.score_vs_train_flops(curves, reference, quality), out / f"{quality.key}_vs_train_flops"
+        )
     written += plots.save(plots.slope_trajectories(frame, plan.output_root), out / "slopes")
-    if (agg["method"] == "layercollapse").any():
+    images = not any(DATASETS.get(d).is_text for d in agg["dataset"].unique())
+    if images and (agg["method"] == "layercollapse").any():  # (the paper's figure is of ImageNet models)
         model = "digits_vit" if (agg["model"] == "digits_vit").any() else agg["model"].iloc[0]
         written += plots.save(plots.blocks_folded_vs_paper(agg, paper, model), out / "blocks_folded_vs_paper")
     return written

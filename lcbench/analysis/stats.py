@@ -1,9 +1,10 @@
 """Paired comparisons over seeds: every method against the reference method (LayerCollapse by default).
 
 Runs of the same seed see the same data order (the trainer's loader generator is seeded by the run's
-seed), so differences are paired per seed. A difference is reported with its 95% t-interval; one whose
-interval contains 0 is "no significant difference". Points where either run missed its matched
-compression are left out and counted.
+seed), so differences are paired per seed. A difference is the reference's advantage in the sweep's
+headline metric (`headline.py`: top-1 points; a lower perplexity of the reference counts positive). It is
+reported with its 95% t-interval; one whose interval contains 0 is "no significant difference". Points
+where either run missed its matched compression are left out and counted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .headline import headline, sign
 
 POINT = ["dataset", "model", "level"]
 
@@ -49,11 +52,13 @@ def _completed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["status"] == "completed") & (frame["stage"] == "compress")]
 
 
-def pairs(frame: pd.DataFrame, reference: str, metric: str = "top1") -> pd.DataFrame:
-    """One row per (point, other variant, seed): the reference's value minus the other's.
+def pairs(frame: pd.DataFrame, reference: str, metric: str = "score") -> pd.DataFrame:
+    """One row per (point, other variant, seed): the reference's advantage, its value minus the other's
+    (the other's minus its own where lower is better: perplexity).
 
     A variant without levels (the finetune control) is paired with the reference at every level.
     """
+    orient = sign(headline(frame)) if metric == "score" else 1
     done = _completed(frame)
     ref = done[(done["variant"] == reference) & done["level"].notna()]
     rows = []
@@ -70,14 +75,14 @@ def pairs(frame: pd.DataFrame, reference: str, metric: str = "top1") -> pd.DataF
                     "variant": o["variant"],
                     "method": o["method"],
                     "seed": r["seed"],
-                    "difference": r[metric] - o[metric],
+                    "difference": orient * (r[metric] - o[metric]),
                     "matched": is_matched(r["matched"]) and is_matched(o["matched"]),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def paired_differences(frame: pd.DataFrame, reference: str = "layercollapse", metric: str = "top1"):
+def paired_differences(frame: pd.DataFrame, reference: str = "layercollapse", metric: str = "score"):
     """Per (point, variant): mean reference - variant over matched seed pairs, 95% CI and a verdict."""
     table = pairs(frame, reference, metric)
     if table.empty:
@@ -105,7 +110,7 @@ def paired_differences(frame: pd.DataFrame, reference: str = "layercollapse", me
     return pd.DataFrame(rows)
 
 
-def pooled_difference(frame: pd.DataFrame, reference: str, variant: str, metric: str = "top1") -> dict:
+def pooled_difference(frame: pd.DataFrame, reference: str, variant: str, metric: str = "score") -> dict:
     """The reference's advantage averaged over every matched point, per seed, then a t-interval over
     seeds: one paired estimate for the whole sweep (points missing for a seed are left out of its mean)."""
     table = pairs(frame, reference, metric)

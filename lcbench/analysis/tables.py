@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import DATASETS
 from ..store import atomic_write_text
+from ..tasks import QUALITIES, Quality
 from .names import variant_label
 from .stats import is_matched
 
@@ -38,10 +40,31 @@ class Shown:
     count: str | None = None
 
 
+def _quality_columns(quality: Quality) -> dict[str, Shown]:
+    """base_<metric> (Markdown only: LaTeX has the Original row), <metric> and delta_<metric>."""
+    better = "max" if quality.higher_is_better else "min"
+    name = "top-1" if quality.key == "top1" else quality.key
+    delta_unit = f" ({quality.unit})" if quality.unit else ""
+    return {
+        f"base_{quality.key}": Shown(
+            f"Base {quality.label[0].lower()}{quality.label[1:]}", ("", ""), None, 2
+        ),
+        quality.key: Shown(quality.label, quality.latex, better, 2),
+        f"delta_{quality.key}": Shown(
+            f"Δ {name}{delta_unit}",
+            (f"$\\Delta$ {name}", f"({quality.unit})" if quality.unit else ""),
+            better,
+            2,
+        ),
+    }
+
+
+# every metric a task can headline (the tables show those of the sweep's data sets: `shown_metrics`)
+QUALITY_COLUMNS = {
+    key: shown for quality in QUALITIES.values() for key, shown in _quality_columns(quality).items()
+}
 SHOWN = {
-    "base_top1": Shown("Base top-1 (%)", ("", ""), None, 2),  # Markdown only (LaTeX: the Original row)
-    "top1": Shown("Top-1 (%)", ("Top-1", "(\\%)"), "max", 2),
-    "delta_top1": Shown("Δ top-1 (pp)", ("$\\Delta$ top-1", "(pp)"), "max", 2),
+    **QUALITY_COLUMNS,
     "compression": Shown("Compression (×)", ("Compr.", "($\\times$)"), "max", 2),
     "gmacs": Shown("Dense MACs", ("MACs", "dense"), "min", 2, "MACs"),
     "gmacs_effective": Shown("Effective MACs", ("MACs", "eff."), "min", 2, "MACs"),
@@ -50,9 +73,10 @@ SHOWN = {
 }
 GROUP = ["dataset", "model", "method", "variant", "level"]
 MEASURES = [
-    "base_top1",
-    "top1",
-    "delta_top1",
+    *QUALITY_COLUMNS,
+    "score",
+    "base_score",
+    "score_prefold",
     "compression",
     "gmacs",
     "gmacs_effective",
@@ -72,11 +96,23 @@ PREFIXES = (("", 1.0), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e
 STORED_SCALE = {"MACs": 1e9, "FLOPs": 1.0}
 
 
+def shown_metrics(frame: pd.DataFrame) -> list[str]:
+    """The metrics a sweep's tables show: its data sets' headline metrics, and top-1 (accuracy) wherever a
+    data set is a classification (GLUE reports accuracy beside F1 and MCC)."""
+    datasets = list(dict.fromkeys(frame["dataset"])) if len(frame) else []
+    shown = [DATASETS.get(d).metric for d in datasets]
+    if any(DATASETS.get(d).task == "classification" for d in datasets):
+        shown.insert(0, "top1")
+    return list(dict.fromkeys(shown)) or ["top1"]
+
+
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1) and n over seeds of every completed (data set, model, method, variant, level)."""
+    """Mean, std (ddof=1) and n over seeds of every completed (data set, model, method, variant, level); of
+    the quality metrics, only those the sweep shows (`shown_metrics`)."""
     done = frame[frame["status"] == "completed"].copy()
     done["level"] = done["level"].fillna(-1)  # groupby drops NaN keys; -1 = no shared level
-    grouped = done.groupby(GROUP, sort=False)[MEASURES]
+    hidden = {c for m in QUALITIES if m not in shown_metrics(frame) for c in (f"base_{m}", m, f"delta_{m}")}
+    grouped = done.groupby(GROUP, sort=False)[[m for m in MEASURES if m not in hidden]]
     mean, std = grouped.mean(), grouped.std(ddof=1)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n"] = grouped.size()
@@ -166,8 +202,8 @@ def _cells(table: pd.DataFrame, column: str, latex: bool) -> list[str | None]:
     """One column's text: mean ± std, or the quiet speed-up with its interval († where it contains 1)."""
     shown = SHOWN[column]
     means, stds, ns = table[f"{column}_mean"], table[f"{column}_std"], table["n"]
-    if column == "delta_top1" and "base_top1_std" in table:  # one original: its std is top-1's, not shown
-        stds = stds.where(table["base_top1_std"].fillna(0).round(shown.decimals) != 0)
+    if column.startswith("delta_") and f"base_{column[6:]}_std" in table:  # one original: its std isn't shown
+        stds = stds.where(table[f"base_{column[6:]}_std"].fillna(0).round(shown.decimals) != 0)
     if column != "speedup_quiet_b1":
         pm = " \\pm " if latex else " ± "
         return [_value(m, s, int(n), decimals_of(m, shown), pm) for m, s, n in zip(means, stds, ns)]
@@ -258,7 +294,7 @@ def _latex_frame(table: pd.DataFrame, mask: pd.DataFrame) -> tuple[pd.DataFrame,
     unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
     methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "")
     body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
-    for column in [c for c in headers if c != "base_top1"]:
+    for column in [c for c in headers if not c.startswith("base_")]:
         shown, cells = SHOWN[column], _cells(table, column, latex=True)
         quantity, unit = shown.latex
         if shown.count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..config import RunConfig
-from ..data import DataSplits
+from ..data import DATASETS, DataSplits
 from ..evaluation import evaluate
 from ..loaders import make_loader
 from ..store import RunDir
@@ -53,7 +53,16 @@ class RunContext:
     val_loader: DataLoader  # the held-out set
 
     def evaluate(self, model: nn.Module) -> dict:
-        return evaluate(model, self.val_loader, self.device, self.cfg.precision)
+        return evaluate(model, self.val_loader, self.device, self.cfg.precision, self.task)
+
+    @property
+    def task(self) -> str:
+        return DATASETS.get(self.cfg.dataset).task
+
+    @property
+    def quality(self) -> str:
+        """The data set's headline metric (`top1`, `perplexity`, ...): what a method compares."""
+        return DATASETS.get(self.cfg.dataset).metric
 
     def calibration_batch(self, size: int = 128) -> torch.Tensor:
         """The first `size` held-out inputs (a fixed batch for measuring a fold's output error; the same

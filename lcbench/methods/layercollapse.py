@@ -139,13 +139,15 @@ class LayerCollapse(Method):
         self._convert(model, self.order[started])
         return True
 
-    def _fold(self, model: nn.Module, names: list[str], top1_before: float | None = None) -> None:
+    def _fold(self, model: nn.Module, names: list[str], score_before: float | None = None) -> None:
+        """Fold `names`, recording the data set's headline metric (top-1, perplexity) before and after."""
         calibration = self.ctx.calibration_batch(self.params.calibration_size)
-        before = self.ctx.evaluate(model)["top1"] if top1_before is None else top1_before
+        metric = self.ctx.quality
+        before = self.ctx.evaluate(model)[metric] if score_before is None else score_before
         reports = collapse.collapse(model, names, self.params.threshold, self.params.force, calibration)
-        after = self.ctx.evaluate(model)["top1"] if any(r["folded"] for r in reports) else before
+        after = self.ctx.evaluate(model)[metric] if any(r["folded"] for r in reports) else before
         for r in reports:
-            r.update(top1_before_fold=before, top1_after_fold=after)
+            r.update({f"{metric}_before_fold": before, f"{metric}_after_fold": after})
             if r["folded"]:
                 self.converted.remove(r["block"])
                 self.folded.append(r["block"])
@@ -159,7 +161,7 @@ class LayerCollapse(Method):
             **measure_model(model, self.ctx.input_shape, (1,), repeats=self.ctx.cfg.latency_repeats),
             **self.ctx.evaluate(model),
         }
-        self._fold(model, list(self.converted), top1_before=regularized["top1"])
+        self._fold(model, list(self.converted), score_before=regularized[self.ctx.quality])
         reports = [self.fold_reports[n] for n in self.order if n in self.fold_reports]
         self.report = {
             "schedule": self.params.schedule,
