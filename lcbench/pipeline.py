@@ -385,7 +385,7 @@ def _execute(
     check_data(cfg)
     model, pretrain_record = _starting_model(cfg, pre_run, spec.classes(root))
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
-    tokenizer = _tokenizer(cfg, model) if spec.is_text else None
+    tokenizer = tokenizer_for(cfg, model) if spec.is_text else None
     data = load_data(cfg.dataset, root, transforms, cfg.download, cfg.decode, tokenizer, cfg.seq_len)
     check_label_count(model, data, cfg)
 
@@ -496,7 +496,7 @@ def match_record(target: dict | None, compression: float, original: dict, final:
     }
 
 
-def _tokenizer(cfg: RunConfig, model: nn.Module):
+def tokenizer_for(cfg: RunConfig, model: nn.Module):
     """The text model's tokenizer, from where its weights came (a compress run: its pretrain run's source)."""
     if not isinstance(model, (text_models.CausalLM, text_models.SequenceClassifier)):
         raise ConfigError(

@@ -13,14 +13,22 @@ from .evaluation import evaluate
 from .fields import build_dataclass
 from .loaders import make_loader
 from .measure import count_parameters
-from .pipeline import MODEL_FORMAT, build_model, data_transforms, read_model_file, resolve_device
+from .pipeline import (
+    MODEL_FORMAT,
+    build_model,
+    data_transforms,
+    read_model_file,
+    resolve_device,
+    tokenizer_for,
+)
 from .store import atomic_torch_save, atomic_write_json, read_json
 
 
 def collapse_run(
     run_dir: str | Path, threshold: float = 0.05, force: bool = False, out: str | None = None
 ) -> dict:
-    """Fold the converted blocks of `run_dir/model.pt`; report accuracy before and after on its data set."""
+    """Fold the converted blocks of `run_dir/model.pt`; report the data set's headline metric (top-1,
+    perplexity, ...) before and after on its held-out split."""
     run_dir = Path(run_dir)
     model_path = run_dir / "model.pt"
     if not model_path.exists():
@@ -39,14 +47,18 @@ def collapse_run(
     model = build_model(saved, model_path).to(device).eval()
     spec = DATASETS.get(cfg.dataset)
     data = load_data(
-        cfg.dataset, cfg.data_root, data_transforms(model, cfg.img_size) if spec.natural_images else None
+        cfg.dataset,
+        cfg.data_root,
+        data_transforms(model, cfg.img_size) if spec.natural_images else None,
+        tokenizer=tokenizer_for(cfg, model) if spec.is_text else None,
+        seq_len=cfg.seq_len,
     )
     loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
     calibration = next(iter(loader))[0][:128].to(device)
-    before = evaluate(model, loader, device)
+    before = evaluate(model, loader, device, task=spec.task)
     params_before = count_parameters(model)[0]
     blocks = collapse.collapse(model, converted, threshold, force, calibration)
-    after = evaluate(model, loader, device)
+    after = evaluate(model, loader, device, task=spec.task)
     folded = [b["block"] for b in blocks if b["folded"]]
     structure = {
         "converted": [n for n in converted if n not in folded],
@@ -62,8 +74,9 @@ def collapse_run(
         "threshold": threshold,
         "force": force,
         "blocks": blocks,
-        "top1_before": before["top1"],
-        "top1_after": after["top1"],
+        "metric": spec.metric,  # the data set's headline metric: top1, perplexity, ...
+        f"{spec.metric}_before": before[spec.metric],
+        f"{spec.metric}_after": after[spec.metric],
         "params_before": params_before,
         "params_after": count_parameters(model)[0],
         "source_result": (read_json(run_dir / "result.json") or {}).get("run_id"),

@@ -136,6 +136,32 @@ def test_post_training_collapse_command(tmp_path, capsys):
     assert main(["collapse", str(tmp_path / "nope")]) == 2
 
 
+def test_post_training_collapse_of_a_language_model_reports_perplexity(tmp_path, capsys):
+    cfg = lc_config(
+        tmp_path,
+        "model=text_gpt2",
+        "dataset=text_stdlib",
+        "k=2",
+        "threshold=1e-9",  # nothing qualifies during training
+        "label_smoothing=0",
+        "pretrain.epochs=1",
+        "pretrain.label_smoothing=0",
+        "latency_batch=2",
+        epochs=1,
+    )
+    result = execute(cfg, progress_bar=False)
+    assert result["method_report"]["folded"] == [] and result["metric"] == "perplexity"
+    run_dir = RunDir(tmp_path, run_id(cfg)).path
+    assert main(["collapse", str(run_dir), "--force"]) == 0
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert report["metric"] == "perplexity" and report["perplexity_before"] > 1
+    assert (
+        report["params_before"] - report["params_after"] == 2 * (64 * 256 * 2 + 256 + 64 - (64 * 64 + 64)) + 2
+    )
+    mlp = load_model(run_dir / "collapsed.pt").lm.transformer.h[3].mlp
+    assert isinstance(mlp.c_proj, nn.Identity) and mlp.c_fc.out_features == 64
+
+
 def _slope_distance(tmp_path, lam: float, regularizer: str = "auto") -> float:
     from lcbench.pipeline import execute
     from lcbench.resolve import make_config

@@ -254,8 +254,8 @@ def _readme(
         "## Claims",
         "",
         "Each claim of the paper against this sweep's numbers (95% intervals over seeds; the rule behind "
-        "each verdict is in `claims.csv`). A digits-scale verdict says what happens at this scale, not "
-        "on ImageNet.",
+        "each verdict is in `claims.csv`). A verdict on a small embedded sweep (digits, the byte-level "
+        "GPT-2) says what happens at its scale, not on ImageNet, GLUE or WikiText.",
         "",
         claims[["claim", "measured", "verdict"]].to_markdown(index=False),
         "",
