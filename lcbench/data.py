@@ -6,6 +6,7 @@ looked and how to obtain the data.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +118,8 @@ class DataSplits:
 
 
 def _discover_text() -> None:
-    from . import text_data  # (text_data builds on this module)
-
-    text_data.register()
+    """The text data sets (`text_data` builds on this module, so it is found at the first lookup)."""
+    importlib.import_module(f"{__package__}.text_data").register()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=_discover_text)

@@ -106,8 +106,15 @@ class RunRecord:
         return number_at(self.data, metric.path)
 
     def summary(self, headline_only: bool = False) -> dict[str, float]:
-        """The summary metrics this record holds (absent ones left out)."""
-        values = {name: self.value(name) for name, m in SUMMARY.items() if m.headline or not headline_only}
+        """The summary metrics this record holds (absent ones left out); the headline ones include the data
+        set's own metric (`metric` in the record: perplexity for a language model) and its change."""
+        metric = self.data.get("metric")
+        own = {metric, f"delta_{metric}"} if metric else set()
+        values = {
+            name: self.value(name)
+            for name, m in SUMMARY.items()
+            if m.headline or not headline_only or name in own
+        }
         return {name: value for name, value in values.items() if not math.isnan(value)}
 
 

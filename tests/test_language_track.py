@@ -36,6 +36,18 @@ TINY = [  # what shrinks a language spec to a CPU test (the recipe's other keys 
 ]
 
 
+def _local(tmp_path, data, model: str, *extra: str) -> list[str]:
+    """TINY, the model, its fixture folder (MODELS/{model}, as the make targets pass it), data and output."""
+    return [
+        *TINY,
+        f"model={model}",
+        *extra,
+        f"data_root={data}",
+        f"pretrain.pretrained={tmp_path / 'models'}/{{model}}",
+        f"output_root={tmp_path / 'out'}",
+    ]
+
+
 def _run(spec: str, overrides: list[str], out) -> pd.DataFrame:
     assert main(["launch", spec, *overrides, "--executor", "local", "--cpu", "--wait", "--poll", "0.5"]) == 0
     assert main(["measure", spec, *overrides, "--threads", "1"]) == 0
@@ -47,16 +59,9 @@ def _run(spec: str, overrides: list[str], out) -> pd.DataFrame:
 def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(tmp_path):
     data = text_fixtures.write_glue(tmp_path / "data", {"sst2": 2, "stsb": 1}, rows=160)
     text_fixtures.bert_folder(tmp_path / "models" / "bert-tiny")
-    overrides = [
-        *TINY,
-        "model=bert-tiny",
-        "dataset=[glue_sst2, glue_stsb]",
-        "levels=[2]",
-        f"data_root={data}",
-        f"pretrain.pretrained={tmp_path / 'models'}/{{model}}",
-        "pretrain.epochs=2",
-        f"output_root={tmp_path / 'out'}",
-    ]
+    overrides = _local(
+        tmp_path, data, "bert-tiny", "dataset=[glue_sst2, glue_stsb]", "levels=[2]", "pretrain.epochs=2"
+    )
     spec = str(REPO / "runs" / "glue.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
     assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (1 + 7 * 3)
@@ -81,17 +86,9 @@ def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(t
 def test_wikitext_spec_reports_perplexity_with_its_direction(tmp_path):
     data = text_fixtures.write_wikitext(tmp_path / "data")
     text_fixtures.gpt2_folder(tmp_path / "models" / "gpt2-tiny")
-    overrides = [
-        *TINY,
-        "model=gpt2-tiny",
-        "dataset=wikitext2",
-        "levels=[2]",
-        "seeds=[0, 1]",
-        f"data_root={data}",
-        f"pretrain.pretrained={tmp_path / 'models'}/{{model}}",
-        "pretrain.epochs=3",
-        f"output_root={tmp_path / 'out'}",
-    ]
+    overrides = _local(
+        tmp_path, data, "gpt2-tiny", "dataset=wikitext2", "levels=[2]", "seeds=[0, 1]", "pretrain.epochs=3"
+    )
     spec = str(REPO / "runs" / "wikitext.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
     assert (runs["status"] == "completed").all(), runs.loc[runs["status"] != "completed", "error"].tolist()

@@ -42,3 +42,21 @@ def test_every_summary_metric_has_its_own_path():
     paths = [m.path for m in SUMMARY.values()]
     assert len(paths) == len(set(paths))
     assert "final.top1" in summary_paths() and "method_report.folded" not in summary_paths(False)
+
+
+def test_a_language_models_headline_summary_holds_its_perplexity():
+    record = RunRecord(
+        {
+            "status": "completed",
+            "metric": "perplexity",
+            "final": {"perplexity": 16.5, "top1": 40.0},
+            "original": {"perplexity": 16.7},
+            "delta_perplexity": -0.2,
+        }
+    )
+    headline = record.summary(headline_only=True)
+    assert (
+        headline["perplexity"] == 16.5 and headline["delta_perplexity"] == -0.2 and headline["top1"] == 40.0
+    )
+    assert "base_perplexity" not in headline and record.summary()["base_perplexity"] == 16.7
+    assert "perplexity" not in RunRecord(RECORD).summary(headline_only=True)  # an image run: top-1 only

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
+from ..data import DATASETS  # noqa: E402
 from ..methods import method_order  # noqa: E402
 from ..store import RunDir  # noqa: E402
 from ..tasks import QUALITIES, Quality  # noqa: E402
@@ -96,7 +97,7 @@ def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (dataset, model) in zip(axes[0], panels):
         rows = agg[(agg["dataset"] == dataset) & (agg["model"] == model)].copy()
-        xlabel = label
+        xlabel = label.replace("per image", "per sequence") if DATASETS.get(dataset).is_text else label
         if count:  # one unit per panel
             prefix, factor = si_prefix(rows[f"{x}_mean"] * stored)
             for part in ("mean", "std"):

@@ -247,7 +247,7 @@ def _readme(
 ) -> list[str]:
     """The README's lines: claims, paired differences, cost, findings, tables, plots, runs not done."""
     reference_name, quality = method_name(plan.reference), headline(frame)
-    diffs, flops, claims, comparison = parts["diffs"], parts["flops"], parts["claims"], parts["comparison"]
+    diffs, flops, claims = parts["diffs"], parts["flops"], parts["claims"]
     metric = "top-1" if quality.key == "top1" else quality.key
     return [
         *_header(plan, frame, counts),
@@ -286,21 +286,7 @@ def _readme(
         "",
         "## Tables",
         "",
-        "- `matched.{csv,md,tex}`: methods side by side at each level (same LayerCollapse target)",
-        "- `per_method.{csv,md,tex}`: every method and level, the original model first",
-        "- `differences.csv`, `claims.csv`, `flops_to_reach.csv`, `cost_to_accuracy.csv` (per epoch)",
-        "- `runs.csv`: every planned run with its status and metrics",
-        *(
-            ["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
-            * bool(len(comparison))
-        ),
-        *(
-            [
-                "- `paper_comparison_language.{csv,md}`: ours next to the official GLUE / WikiText notebooks"
-                "' numbers (with their originals and protocol)"
-            ]
-            * bool(len(parts["language"]))
-        ),
+        *_table_list(parts),
         "",
         (out / "matched.md").read_text(),
         "## Plots",
@@ -310,6 +296,23 @@ def _readme(
         "## Failed or missing runs",
         "",
         *_not_done(frame),
+    ]
+
+
+def _table_list(parts: dict) -> list[str]:
+    """The README's list of the table files, the paper comparisons where there are any."""
+    return [
+        "- `matched.{csv,md,tex}`: methods side by side at each level (same LayerCollapse target)",
+        "- `per_method.{csv,md,tex}`: every method and level, the original model first",
+        "- `differences.csv`, `claims.csv`, `flops_to_reach.csv`, `cost_to_accuracy.csv` (per epoch)",
+        "- `runs.csv`: every planned run with its status and metrics",
+        *["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
+        * bool(len(parts["comparison"])),
+        *[
+            "- `paper_comparison_language.{csv,md}`: ours next to the official GLUE / WikiText notebooks' "
+            "numbers (with their originals and protocol)"
+        ]
+        * bool(len(parts["language"])),
     ]
 
 
