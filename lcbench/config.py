@@ -55,6 +55,12 @@ class RunConfig:
     )
     img_size: int | None = option(None, min=1, help="override the model's input size")
     seq_len: int | None = option(None, min=2, help="text: tokens per sample (default: the data set's)")
+    eval_stride: int | None = option(
+        None,
+        min=1,
+        help="language modelling: score the held-out text in windows of seq_len tokens every eval_stride "
+        "tokens, each token once (transformers' strided perplexity); default: non-overlapping blocks",
+    )
     seed: int = option(0, min=0)
     epochs: int = option(40, min=0)
     batch_size: int = option(64, min=1, max=MAX_BATCH)
@@ -205,7 +211,7 @@ def to_dict(cfg: RunConfig) -> dict:
 
 # Fields added after run ids were first published: hashed only when set away from their default, so every
 # earlier run keeps its id (its folder, its record, its row in the committed results).
-LATER_FIELDS = ("decode", "seq_len", "step_steps", "warmup_steps")
+LATER_FIELDS = ("decode", "seq_len", "eval_stride", "step_steps", "warmup_steps")
 LATER_RECIPE_FIELDS = (
     "warmup_steps",
     "grad_clip",
@@ -240,6 +246,7 @@ INHERITED_BY_PRETRAIN = (
     "dataset",
     "img_size",
     "seq_len",
+    "eval_stride",
     "precision",
     "channels_last",
     "eval_batch_size",

@@ -431,10 +431,12 @@ def load_data(
     decode: str = "workers",
     tokenizer: Any = None,
     seq_len: int | None = None,
+    eval_stride: int | None = None,
 ) -> DataSplits:
     """Load a zoo data set. `transforms` is required for natural-image data sets; `decode="device"` keeps
     the images encoded, to be decoded and transformed batch by batch on the run's device. Text data sets
-    take the model's `tokenizer` and `seq_len` tokens per sample (default: the data set's)."""
+    take the model's `tokenizer` and `seq_len` tokens per sample (default: the data set's); a language
+    modelling set's held-out text is scored in windows every `eval_stride` tokens when it is given."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
     if decode == "device" and not spec.natural_images:
@@ -443,6 +445,10 @@ def load_data(
         if tokenizer is None:
             raise ValueError(f"{name} needs the model's tokenizer")
         train, val = spec.load(root, tokenizer, seq_len or spec.seq_len, download)
+        if eval_stride:
+            if spec.task != "language_modeling":
+                raise DataError(f"eval_stride scores a language model's held-out text; {name} is {spec.task}")
+            val = importlib.import_module(f"{__package__}.text_data").strided_windows(val, eval_stride)
     elif spec.natural_images:
         if not root.exists() and not download:
             raise DataError(

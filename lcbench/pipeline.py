@@ -386,7 +386,9 @@ def _execute(
     model, pretrain_record = _starting_model(cfg, pre_run, spec.classes(root))
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
     tokenizer = tokenizer_for(cfg, model) if spec.is_text else None
-    data = load_data(cfg.dataset, root, transforms, cfg.download, cfg.decode, tokenizer, cfg.seq_len)
+    data = load_data(
+        cfg.dataset, root, transforms, cfg.download, cfg.decode, tokenizer, cfg.seq_len, cfg.eval_stride
+    )
     check_label_count(model, data, cfg)
 
     model.to(device)

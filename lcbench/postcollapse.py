@@ -52,6 +52,7 @@ def collapse_run(
         data_transforms(model, cfg.img_size) if spec.natural_images else None,
         tokenizer=tokenizer_for(cfg, model) if spec.is_text else None,
         seq_len=cfg.seq_len,
+        eval_stride=cfg.eval_stride,
     )
     loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
     calibration = next(iter(loader))[0][:128].to(device)

@@ -10,9 +10,10 @@ import pytest
 
 from lcbench.analysis.report import PAPER_LANGUAGE_CSV, language_comparison, load_paper
 from lcbench.cli import main
+from lcbench.data import load_data
 from lcbench.methods import METHODS
 from lcbench.sweep import plan_sweep
-from lcbench.text_models import BERT_SHAPES
+from lcbench.text_models import BERT_SHAPES, load_tokenizer
 from tests import text_fixtures
 from tests.conftest import REPO
 
@@ -87,7 +88,14 @@ def test_wikitext_spec_reports_perplexity_with_its_direction(tmp_path):
     data = text_fixtures.write_wikitext(tmp_path / "data")
     text_fixtures.gpt2_folder(tmp_path / "models" / "gpt2-tiny")
     overrides = _local(
-        tmp_path, data, "gpt2-tiny", "dataset=wikitext2", "levels=[2]", "seeds=[0, 1]", "pretrain.epochs=3"
+        tmp_path,
+        data,
+        "gpt2-tiny",
+        "dataset=wikitext2",
+        "levels=[2]",
+        "seeds=[0, 1]",
+        "pretrain.epochs=3",
+        "eval_stride=8",  # windows of 32 tokens every 8: each held-out token scored once
     )
     spec = str(REPO / "runs" / "wikitext.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
@@ -96,6 +104,10 @@ def test_wikitext_spec_reports_perplexity_with_its_direction(tmp_path):
     assert runs["matched"].dropna().astype(bool).all()  # LayerCollapse folded both MLPs, the others matched
     record = json.loads(next((tmp_path / "out").glob("*/result.json")).read_text())
     assert record["metric"] == "perplexity" and record["input_shape"] == [32]
+    tokenizer = load_tokenizer("gpt2-tiny", str(tmp_path / "models" / "gpt2-tiny"), 1000)
+    blocks = load_data("wikitext2", data, None, tokenizer=tokenizer, seq_len=32).val
+    assert record["final"]["tokens"] == 32 * len(blocks)  # the same tokens as the blocks, with more context
+    assert record["final"]["samples"] == (32 * len(blocks) - 32) // 8 + 1
     claims = pd.read_csv(tmp_path / "report" / "claims.csv")
     assert claims["measured"].str.contains("sign flipped").any()  # + means a lower perplexity
     assert (tmp_path / "report" / "perplexity_vs_compression.png").exists()

@@ -8,6 +8,7 @@ import torch
 from lcbench import text_data, text_models
 from lcbench.data import DATASETS, load_data
 from lcbench.errors import ConfigError, DataError
+from lcbench.tasks import IGNORE_INDEX
 from tests import text_fixtures
 
 
@@ -109,3 +110,20 @@ def test_unlabelled_test_splits_and_foreign_tokenizers_are_refused(tmp_path, loc
         text_models.load_tokenizer("bert-tiny", str(local["gpt"]), 64)
     with pytest.raises(ConfigError, match="set pretrained=FOLDER"):
         text_models.load_tokenizer("gpt2", "", 50257)
+
+
+def test_strided_windows_score_every_token_once_with_more_context(local):
+    blocks = text_data.lm_blocks(torch.arange(1000), 64)
+    same = text_data.strided_windows(blocks, 64)
+    assert all(torch.equal(a, b) for a, b in zip(same.tensors, blocks.tensors))  # stride = seq_len: blocks
+    x, y = text_data.strided_windows(blocks, 16).tensors
+    scored = y[y != IGNORE_INDEX]
+    assert torch.equal(scored, torch.arange(1, 961))  # every target of the blocks, once, in order
+    assert (
+        torch.equal(y[1:, -16:], x[1:, -16:] + 1) and (y[1:, :48] == IGNORE_INDEX).all()
+    )  # 48 tokens of context
+    with pytest.raises(ConfigError, match="eval_stride=65 must lie in 1..seq_len"):
+        text_data.strided_windows(blocks, 65)
+    tokenizer = text_models.load_tokenizer("bert-tiny", str(local["bert"]), 1000)
+    with pytest.raises(DataError, match="eval_stride scores a language model's held-out text"):
+        load_data("glue_sst2", local["data"], None, tokenizer=tokenizer, eval_stride=8)
