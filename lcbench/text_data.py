@@ -33,7 +33,7 @@ from .tasks import IGNORE_INDEX
 # The embedded corpus: the standard library's top-level modules, read at run time, never stored here
 
 TEXT_SEQ_LEN = 64
-TEXT_TRAIN_BYTES = 64_000  # what the embedded default trains on (2 CPU cores, minutes)
+TEXT_TRAIN_BYTES = 40_000  # what the embedded default trains on (2 CPU cores, minutes)
 TEXT_VAL_BYTES = 16_000
 TEXT_VAL_EVERY = 10  # every 10th module (sorted by name) is held out
 
