@@ -13,6 +13,7 @@ predictions gathered, so every sample counts once.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -44,21 +45,25 @@ QUALITIES = {
 }
 
 
-class Task:
+class Task(ABC):
+    """One kind of task; `TASKS` holds the three implemented ones."""
+
     name = ""
     metrics: tuple[str, ...] = ()  # what `evaluate` returns besides loss and samples
     correct_dtype = torch.float64  # `correct` sums fractions (whole counts: torch.long)
     has_accuracy = True  # a training accuracy is logged (not for a regression)
 
+    @abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        raise NotImplementedError
+        """The training loss of a batch."""
 
     def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         """Per-sample fraction right, summed over the batch (training accuracy); None: no such notion."""
         return None
 
+    @abstractmethod
     def evaluate(self, model: nn.Module, loader, device: torch.device, amp: torch.dtype | None) -> dict:
-        raise NotImplementedError
+        """The task's metrics, the mean loss and the sample count over a held-out loader."""
 
 
 def _outputs(model, loader, device, amp):

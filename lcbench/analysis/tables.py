@@ -111,7 +111,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     the quality metrics, only those the sweep shows (`shown_metrics`)."""
     done = frame[frame["status"] == "completed"].copy()
     done["level"] = done["level"].fillna(-1)  # groupby drops NaN keys; -1 = no shared level
-    hidden = {c for m in QUALITIES if m not in shown_metrics(frame) for c in (f"base_{m}", m, f"delta_{m}")}
+    shown = shown_metrics(frame)
+    hidden = {c for m in QUALITIES if m not in shown for c in (f"base_{m}", m, f"delta_{m}")}
     grouped = done.groupby(GROUP, sort=False)[[m for m in MEASURES if m not in hidden]]
     mean, std = grouped.mean(), grouped.std(ddof=1)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
