@@ -11,7 +11,7 @@ MODELS ?=
 ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install test test-fast reproduce reproduce-imagenet reproduce-glue reproduce-wikitext bench lint clean
+.PHONY: install test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext bench lint clean
 
 install: $(STAMP)
 
@@ -40,16 +40,39 @@ LAUNCH_ARGS = $(if $(filter slurm,$(EXECUTOR)),--executor slurm --profile $(PROF
 # side by side so that neither sweep's first (pretrain) runs leave a core idle
 REPRODUCE_SPECS ?= digits text
 
+SPEC_ARGS = output_root=$(OUT) $(if $(DATA),data_root=$(DATA))
+# NUMERICS=portable pins the CPU kernels (MKL's COMPATIBLE branch, ATen and oneDNN at AVX2: on Intel Xeon and
+# AMD EPYC alike) at a cost in speed (`make bench` -> results/bench/numerics.json); default: native kernels
+NUMERICS ?= native
+PORTABLE_NUMERICS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+RUN_ENV = $(if $(filter portable,$(NUMERICS)),env $(PORTABLE_NUMERICS))
+
 reproduce: install
-	@for spec in $(REPRODUCE_SPECS); do $(LCBENCH) plan runs/$$spec.yaml output_root=$(OUT) | tail -n 2; done
+	@for spec in $(REPRODUCE_SPECS); do $(LCBENCH) plan runs/$$spec.yaml $(SPEC_ARGS) | tail -n 2; done
 	@for spec in $(REPRODUCE_SPECS); do \
-		$(LCBENCH) launch runs/$$spec.yaml output_root=$(OUT) $(LAUNCH_ARGS) \
+		$(RUN_ENV) $(LCBENCH) launch runs/$$spec.yaml $(SPEC_ARGS) $(LAUNCH_ARGS) \
 			$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL)) || exit 1; done
 	@for spec in $(REPRODUCE_SPECS); do \
-		$(LCBENCH) status runs/$$spec.yaml output_root=$(OUT) --wait --poll 5 | tail -n 3; done
+		$(LCBENCH) status runs/$$spec.yaml $(SPEC_ARGS) --wait --poll 5 | tail -n 3; done
 	@for spec in $(REPRODUCE_SPECS); do \
-		$(LCBENCH) measure runs/$$spec.yaml output_root=$(OUT) --threads 1 | tail -n 1 && \
-		$(LCBENCH) report runs/$$spec.yaml output_root=$(OUT) --out results/$$spec || exit 1; done
+		$(RUN_ENV) $(LCBENCH) measure runs/$$spec.yaml $(SPEC_ARGS) --threads 1 | tail -n 1 && \
+		$(LCBENCH) report runs/$$spec.yaml $(SPEC_ARGS) --out results/$$spec || exit 1; done
+
+# Fashion-MNIST (runs/fashion.yaml: every method, five independent replicates, the 10,000 test images):
+# the four original IDX files from DATA, or Debian's dataset-fashion-mnist (installed here when missing and
+# this is root on Debian)
+FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
+reproduce-fashion: install
+	@if [ -z "$(DATA)" ] && [ ! -f $(FASHION_DEBIAN)/train-images-idx3-ubyte.gz ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's dataset-fashion-mnist (30 MB)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || exit 2; \
+		else \
+			echo "reproduce-fashion: Fashion-MNIST is missing: install Debian's dataset-fashion-mnist (as root), or put the four original *-ubyte.gz files in a folder and run make reproduce-fashion DATA=that/folder"; exit 2; \
+		fi; \
+	fi
+	@$(MAKE) --no-print-directory reproduce REPRODUCE_SPECS=fashion
 
 # The paper's models on ImageNet: DATA=/path/to/imagenet (train/<wnid>/, val/<wnid>/); DRY=1 plans only
 reproduce-imagenet: install

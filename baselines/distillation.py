@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcbench import collapse
+from lcbench.data import model_img_size
 from lcbench.errors import ConfigError
 from lcbench.fields import option
 from lcbench.methods import METHODS, Method, RunContext
@@ -135,7 +136,9 @@ class KnowledgeDistillation(Method):
 
     def _fresh(self, name: str) -> nn.Module:
         data = self.ctx.data
-        return create_model(name, data.num_classes, data.in_chans, self.ctx.cfg.img_size).to(self.ctx.device)
+        return create_model(name, data.num_classes, data.in_chans, model_img_size(self.ctx.cfg)).to(
+            self.ctx.device
+        )
 
     def loss(self, task_loss, logits, inputs, targets, model) -> torch.Tensor:
         with torch.no_grad():

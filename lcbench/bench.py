@@ -12,7 +12,10 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +39,7 @@ from .measure import count_macs, count_parameters, device_name, latency_ms
 from .methods import METHODS, RunContext
 from .models import create_model
 from .pipeline import execute
+from .provenance import NUMERICS_VARIABLES
 from .queue_server import QUEUE_FILE
 from .resolve import make_config, method_params
 from .runner import LaunchOptions, launch
@@ -538,6 +542,62 @@ def bench_control(args: argparse.Namespace) -> dict:
         pending_request_step_cost_over_train_step=(serve_s + ckpt_s) / step_s,
     )
     return out
+
+
+# The settings that pick the CPU kernels (and so the last bits): each alone, the portable set `make reproduce
+# NUMERICS=portable` uses (the only MKL branch MKL keeps for non-Intel CPUs, and AVX2, which Intel Xeons and
+# AMD EPYCs both have, for ATen and oneDNN), and everything at its most basic
+NUMERICS_SETTINGS = {
+    "native": {},
+    "mkl_compatible": {"MKL_CBWR": "COMPATIBLE"},
+    "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
+    "onednn_sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "portable": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "scalar": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
+
+@benchmark("numerics")
+def bench_numerics(args: argparse.Namespace) -> dict:
+    """The cost of each kernel-pinning setting: a 5-epoch digits pretrain of three models (1 thread, each
+    setting in its own process, settings interleaved, `--rounds` rounds) timed against the native kernels,
+    and the final loss's bits, which repeat within a setting and differ between settings (so each setting
+    does change the kernels run; whether one gives the same bits on another CPU family needs that CPU)."""
+    rounds = max(2, args.rounds)
+    seconds: dict[str, dict[str, list[float]]] = {s: {} for s in NUMERICS_SETTINGS}
+    losses: dict[str, dict[str, set[str]]] = {s: {} for s in NUMERICS_SETTINGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for model in ("digits_vit", "digits_vgg", "digits_mlp"):
+                for setting, variables in NUMERICS_SETTINGS.items():
+                    out = Path(tmp) / f"{setting}-{model}-{round_}"
+                    run = [
+                        "run",
+                        "stage=pretrain",
+                        f"model={model}",
+                        "epochs=5",
+                        "threads=1",
+                        f"output_root={out}",
+                    ]
+                    cmd = [sys.executable, "-m", "lcbench", *run, "--no-progress"]
+                    env = {k: v for k, v in os.environ.items() if k not in NUMERICS_VARIABLES}
+                    subprocess.run(cmd, env={**env, **variables}, check=True, capture_output=True)
+                    record = next(out.glob("*/result.json"))
+                    result = json.loads(record.read_text())
+                    seconds[setting].setdefault(model, []).append(result["cost"]["train_seconds"])
+                    losses[setting].setdefault(model, set()).add(repr(result["final"]["loss"]))
+    native = {m: _median(v) for m, v in seconds["native"].items()}
+    return {
+        setting: {
+            "env": " ".join(f"{k}={v}" for k, v in NUMERICS_SETTINGS[setting].items()) or "(none)",
+            **{f"{m}_seconds_ratio": _median(v) / native[m] for m, v in seconds[setting].items()},
+            "repeats_bit_for_bit": all(len(v) == 1 for v in losses[setting].values()),
+            "bits_differ_from_native": all(
+                losses[setting][m] != losses["native"][m] for m in losses[setting]
+            ) if setting != "native" else False,
+        }
+        for setting in NUMERICS_SETTINGS
+    }  # fmt: skip
 
 
 def write_readme(folder: Path) -> None:

@@ -291,6 +291,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two result folders side by side: values that differ (and by how much), verdicts that changed."""
+    from .analysis.compare import compare_folders
+
+    result = compare_folders(args.first, args.second)
+    print(result.text((args.first, args.second)))
+    return 1 if args.check and result.verdicts_changed else 0
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from .latency import measure_sweep
 
@@ -442,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="outputs", help="output root for a run id (default: outputs)")
     p.add_argument("--out", help="output root of the replay (default: <run>/replay)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "compare",
+        help="two result folders of one sweep (e.g. from two machines): values and verdicts that differ",
+    )
+    p.add_argument("first", help="a folder written by `lcbench report` (results/<sweep>)")
+    p.add_argument("second")
+    p.add_argument("--check", action="store_true", help="exit 1 when any verdict differs")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("results", help="every run record under a folder as CSV")
     p.add_argument("out", help="the output root (e.g. outputs)")

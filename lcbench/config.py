@@ -94,6 +94,12 @@ class RunConfig:
     channels_last: bool = False
     threads: int = option(2, min=0, max=1024, help="torch CPU threads; 0 leaves torch's default")
     workers: int = option(0, min=0, max=256)
+    augment: str = option(
+        "default",
+        choices=["default", "none"],
+        help="training images: the data set's own augmentation (ImageNet-style random resized crop and flip "
+        "for natural images; padded random crop and flip for Fashion-MNIST) or none",
+    )
     decode: str = option(
         "workers",
         choices=["workers", "device"],
@@ -211,7 +217,7 @@ def to_dict(cfg: RunConfig) -> dict:
 
 # Fields added after run ids were first published: hashed only when set away from their default, so every
 # earlier run keeps its id (its folder, its record, its row in the committed results).
-LATER_FIELDS = ("decode", "seq_len", "eval_stride", "step_steps", "warmup_steps")
+LATER_FIELDS = ("decode", "seq_len", "eval_stride", "step_steps", "warmup_steps", "augment")
 LATER_RECIPE_FIELDS = (
     "warmup_steps",
     "grad_clip",
@@ -244,6 +250,7 @@ def run_id(cfg: RunConfig) -> str:
 INHERITED_BY_PRETRAIN = (
     "model",
     "dataset",
+    "augment",
     "img_size",
     "seq_len",
     "eval_stride",
@@ -260,6 +267,13 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
     """The pretrain run that a compress run starts from."""
     inherited = {key: getattr(cfg, key) for key in INHERITED_BY_PRETRAIN}
     return RunConfig(stage="pretrain", **inherited, **dataclasses.asdict(cfg.pretrain))
+
+
+def replicate_seed(cfg: RunConfig) -> int:
+    """The seed of the replicate a run belongs to: its original model's (a pretrain run's own seed, a
+    compress run's `pretrain.seed`). It draws the held-out split of a data set that has no official one, so
+    a compress run is evaluated on exactly the examples its original was."""
+    return cfg.seed if cfg.stage == "pretrain" else cfg.pretrain.seed
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -98,6 +98,11 @@ class DatasetSpec:
     task: str = "classification"  # `tasks.TASKS`: the loss and the held-out metrics
     metric: str = "top1"  # the headline metric (`tasks.QUALITIES`): tables, plots and claims compare it
     seq_len: int = 0  # text: tokens per sample (the MACs and latency are stated at this length)
+    seeded_split: bool = False  # no official held-out split: `load` takes the replicate's `split_seed`
+    augmentable: bool = False  # `load` takes `augment` ("default" or "none") for its training images
+    locate: Callable[[Path, bool], Any] | None = (
+        None  # (root, download): raises DataError if files are missing
+    )
 
     @property
     def is_text(self) -> bool:
@@ -109,6 +114,15 @@ class DatasetSpec:
         return len(_class_folders(_find_split(root, "train", self)))
 
 
+def model_img_size(cfg) -> int | None:
+    """The input size a run's model is built for: `img_size` when set; for a data set of fixed-size
+    tensors (digits, Fashion-MNIST) its own size; else None (the model's default, natural images)."""
+    spec = DATASETS.get(cfg.dataset)
+    if cfg.img_size or spec.natural_images or spec.is_text:
+        return cfg.img_size
+    return spec.img_size
+
+
 @dataclass
 class DataSplits:
     train: Dataset
@@ -117,12 +131,13 @@ class DataSplits:
     in_chans: int
 
 
-def _discover_text() -> None:
-    """The text data sets (`text_data` builds on this module, so it is found at the first lookup)."""
-    importlib.import_module(f"{__package__}.text_data").register()
+def _discover() -> None:
+    """The data sets of modules that build on this one (text, Fashion-MNIST): found at the first lookup."""
+    for module in ("text_data", "fashion_data"):
+        importlib.import_module(f"{__package__}.{module}").register()
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=_discover_text)
+DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=_discover)
 
 
 def _register(spec: DatasetSpec) -> DatasetSpec:
@@ -134,11 +149,11 @@ def _register(spec: DatasetSpec) -> DatasetSpec:
 
 
 DIGITS_VAL_FRACTION = 0.2
-DIGITS_SPLIT_SEED = 0  # the split is fixed: every run, whatever its seed, sees the same held-out set
 
 
-def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_val, y_val): a fixed, stratified split; images 1x8x8 scaled to [-1, 1]."""
+def digits_tensors(split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_val, y_val): a stratified split drawn with `split_seed` (each replicate of a
+    sweep draws its own: `config.replicate_seed`); images 1x8x8 scaled to [-1, 1]."""
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
@@ -147,14 +162,16 @@ def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
         torch.arange(len(y)).numpy(),
         test_size=DIGITS_VAL_FRACTION,
         stratify=y.numpy(),
-        random_state=DIGITS_SPLIT_SEED,
+        random_state=split_seed,
     )
     idx_train, idx_val = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
     return x[idx_train], y[idx_train], x[idx_val], y[idx_val]
 
 
-def _load_digits(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> tuple[Dataset, Dataset]:
-    x_train, y_train, x_val, y_val = digits_tensors()
+def _load_digits(
+    root: Path, train_tf: Any, eval_tf: Any, download: bool, split_seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    x_train, y_train, x_val, y_val = digits_tensors(split_seed)
     return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val)
 
 
@@ -168,6 +185,7 @@ _register(
         natural_images=False,
         how_to_get="ships inside scikit-learn; nothing to download",
         train_size=1437,
+        seeded_split=True,
     )
 )
 
@@ -432,11 +450,15 @@ def load_data(
     tokenizer: Any = None,
     seq_len: int | None = None,
     eval_stride: int | None = None,
+    split_seed: int = 0,
+    augment: str = "default",
 ) -> DataSplits:
     """Load a zoo data set. `transforms` is required for natural-image data sets; `decode="device"` keeps
     the images encoded, to be decoded and transformed batch by batch on the run's device. Text data sets
     take the model's `tokenizer` and `seq_len` tokens per sample (default: the data set's); a language
-    modelling set's held-out text is scored in windows every `eval_stride` tokens when it is given."""
+    modelling set's held-out text is scored in windows every `eval_stride` tokens when it is given. A data
+    set without an official held-out split draws it with `split_seed` (the run's replicate). `augment="none"`
+    trains on the images as they are evaluated (no random crop or flip)."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
     if decode == "device" and not spec.natural_images:
@@ -457,12 +479,16 @@ def load_data(
             )
         if transforms is None:
             raise ValueError(f"{name} needs image transforms")
-        train, val = spec.load(root, transforms.train(), transforms.eval(), download)
+        train_tf = transforms.train() if augment == "default" else transforms.eval()
+        train, val = spec.load(root, train_tf, transforms.eval(), download)
         if decode == "device":
             train = device_decode.EncodedImages(train, transforms.device_train())
             val = device_decode.EncodedImages(val, transforms.device_eval())
     else:
-        train, val = spec.load(root, None, None, download)
+        extra = {"split_seed": split_seed} if spec.seeded_split else {}
+        if spec.augmentable:
+            extra["augment"] = augment
+        train, val = spec.load(root, None, None, download, **extra)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{name}: an empty split under {root} (train {len(train)}, val {len(val)} samples)")
     return DataSplits(train=train, val=val, num_classes=spec.classes(root), in_chans=spec.in_chans)

@@ -19,11 +19,11 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from . import distributed, measure, text_models
+from . import distributed, examples, measure, text_models
 from .callbacks import LiveControl, Replay
 from .collapse import MATCH_TOLERANCE
-from .config import RunConfig, pretrain_config, run_id, to_dict, to_yaml
-from .data import DATASETS, DataSplits, DataTransforms, load_data
+from .config import RunConfig, pretrain_config, replicate_seed, run_id, to_dict, to_yaml
+from .data import DATASETS, DataSplits, DataTransforms, load_data, model_img_size
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -107,7 +107,7 @@ def save_model(
             "model": method.final_model_name(),
             "num_classes": num_classes,
             "in_chans": in_chans,
-            "img_size": cfg.img_size,
+            "img_size": model_img_size(cfg),
             "method": cfg.method,
             "structure": method.structure(),
             "state_dict": model.state_dict(),
@@ -272,7 +272,7 @@ def _clear_for_a_new_attempt(run: RunDir, cfg: RunConfig, force: bool) -> None:
     """Remove an earlier attempt's failed record (and with `force` its checkpoint, model and metrics: a
     restart from scratch); write the config."""
     if force:
-        for path in (run.checkpoint_path, run.model_path, run.metrics_path):
+        for path in (run.checkpoint_path, run.model_path, run.metrics_path, run.path / examples.FILE):
             path.unlink(missing_ok=True)
     run.result_path.unlink(missing_ok=True)
     atomic_write_text(run.config_path, to_yaml(cfg))
@@ -292,6 +292,8 @@ def check_data(cfg: RunConfig) -> None:
     root = Path(cfg.data_root).expanduser()
     if spec.natural_images and not root.exists() and not cfg.download:
         load_data(cfg.dataset, root, None)
+    if spec.locate is not None:
+        spec.locate(root, cfg.download)
 
 
 def _set_active_tracker(tracker: Tracker | None) -> None:
@@ -357,7 +359,8 @@ def _starting_model(
     compress run, else a fresh zoo model (random, or the weights `pretrained` names)."""
     if pre_run is None:
         spec = DATASETS.get(cfg.dataset)
-        return create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size, cfg.pretrained), None
+        size = model_img_size(cfg)
+        return create_model(cfg.model, num_classes, spec.in_chans, size, cfg.pretrained), None
     pretrain_record = pre_run.result()
     expected = (pretrain_record.get("model_file") or {}).get("sha256")
     if expected and file_sha256(pre_run.model_path) != expected:
@@ -387,7 +390,16 @@ def _execute(
     transforms = data_transforms(model, cfg.img_size) if spec.natural_images else None
     tokenizer = tokenizer_for(cfg, model) if spec.is_text else None
     data = load_data(
-        cfg.dataset, root, transforms, cfg.download, cfg.decode, tokenizer, cfg.seq_len, cfg.eval_stride
+        cfg.dataset,
+        root,
+        transforms,
+        cfg.download,
+        cfg.decode,
+        tokenizer,
+        cfg.seq_len,
+        cfg.eval_stride,
+        replicate_seed(cfg),
+        cfg.augment,
     )
     check_label_count(model, data, cfg)
 
@@ -411,11 +423,15 @@ def _execute(
     model = trainer.fit()
 
     final = method.finalize(model).eval()
-    final_eval = ctx.evaluate(final)  # (on every rank: a DDP run's ranks evaluate together)
+    final_eval, final_outcomes = ctx.examine(final)  # (on every rank: a DDP run's ranks evaluate together)
+    outcomes = {"final": final_outcomes, **method.outcomes}
+    if pre_run is not None:
+        outcomes["original"] = _original_outcomes(ctx, pre_run, pretrain_record)
     if not world.main:  # rank 0 measures, saves and records
         return {}
     original_m, final_m = _measure_both(ctx, final, final_eval, pretrain_record)
     save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
+    kept = examples.write(run.path, outcomes)
     cost = {
         "train_seconds": trainer.progress.train_seconds,
         "wall_seconds": time.perf_counter() - started,
@@ -424,7 +440,17 @@ def _execute(
         "train_flops": trainer.progress.train_flops,
         "device": str(device),
     }
-    return _record(ctx, method, original_m, final_m, pretrain_record, cost)
+    return {**_record(ctx, method, original_m, final_m, pretrain_record, cost), "examples": kept}
+
+
+def _original_outcomes(ctx: RunContext, pre_run: RunDir, pretrain_record: dict) -> dict:
+    """The per-example outcomes of the model a compress run started from: its pretrain run's (exactly those
+    its recorded metrics came from), or, for a pretrain run that predates per-example records, evaluated
+    here (on every rank of a DDP run alike: the file's presence is the same for all)."""
+    kept = pretrain_record.get("examples")
+    if kept:
+        return examples.read(pre_run.path, kept)["final"]
+    return ctx.examine(ctx.original)[1]
 
 
 def _latency_batches(cfg: RunConfig) -> list[int]:

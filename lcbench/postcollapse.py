@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import collapse
-from .config import RunConfig, load_yaml
+from .config import RunConfig, load_yaml, replicate_seed
 from .data import DATASETS, load_data
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
@@ -53,6 +53,7 @@ def collapse_run(
         tokenizer=tokenizer_for(cfg, model) if spec.is_text else None,
         seq_len=cfg.seq_len,
         eval_stride=cfg.eval_stride,
+        split_seed=replicate_seed(cfg),
     )
     loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
     calibration = next(iter(loader))[0][:128].to(device)

@@ -66,8 +66,40 @@ def versions() -> dict:
     return found
 
 
+# The settings that decide which CPU kernels run (and so the last bits of every number): recorded per run
+NUMERICS_VARIABLES = (
+    "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; the platform's word elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_info() -> dict:
+    """The CPU and the instruction-set level ATen dispatches to: what cross-machine drift depends on."""
+    return {
+        "model": cpu_model(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics": {k: os.environ[k] for k in NUMERICS_VARIABLES if k in os.environ},
+    }
+
+
 def environment(device: torch.device) -> dict:
     return {
+        "cpu": cpu_info(),
         "git": git_info(),
         "versions": versions(),
         "device": str(device),

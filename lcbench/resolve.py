@@ -4,6 +4,7 @@ bare keys become the method's parameters, model and data set names are looked up
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from typing import Any
@@ -78,11 +79,48 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.stage == "compress" and cfg.method == "none":
         raise ConfigError("stage=compress needs a method, e.g. method=finetune or method=layercollapse")
+    check_input_size(cfg)
     if cfg.stage == "compress" and cfg.pretrained:
         raise ConfigError(
             "stage=compress starts from its pretrain run; "
             "set pretrain.pretrained=... instead of pretrained=..."
         )
+
+
+def check_input_size(cfg: RunConfig) -> None:
+    """A data set of fixed-size images (digits 8x8, Fashion-MNIST 28x28) against `img_size` and the model:
+    a size the images do not have, or one the model cannot take, is refused now, not after a pretrain."""
+    spec = DATASETS.get(cfg.dataset)
+    if spec.natural_images or spec.is_text:
+        return
+    if cfg.img_size and cfg.img_size != spec.img_size:
+        raise ConfigError(
+            f"{cfg.dataset} images are {spec.img_size}x{spec.img_size}: img_size={cfg.img_size} does not fit "
+            f"them; leave img_size unset (the model is then built for {spec.img_size}x{spec.img_size})"
+        )
+    problem = _input_problem(cfg.model, spec.num_classes or 10, spec.in_chans, spec.img_size)
+    if problem:
+        raise ConfigError(
+            f"{cfg.model} cannot take {cfg.dataset}'s {spec.in_chans}x{spec.img_size}x{spec.img_size} "
+            f"images: {problem}. Choose a model sized for them (`lcbench list models`)"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _input_problem(model: str, num_classes: int, in_chans: int, size: int) -> str:
+    """'' when the model, built on the meta device (no memory), runs a batch of two such images."""
+    import torch
+
+    from .models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(model, num_classes, in_chans, size).eval()(torch.empty(2, in_chans, size, size))
+    except ConfigError as e:
+        return str(e)
+    except (RuntimeError, ValueError, AssertionError, TypeError) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return ""
 
 
 def method_params(cfg: RunConfig) -> Any:

@@ -23,8 +23,11 @@ every model of the grid its own `save_pretrained` folder (the language sweeps).
 A variant may carry `only: {model: [...], level: [...]}`: it is planned at those grid points and levels
 only (e.g. KD's 2x and 5x budgets on the transformer models, to keep a CPU sweep short).
 
-A spec with variants plans `compress` runs plus the `pretrain` runs they start from (one per distinct
-original model, shared by every method and seed); a spec without variants plans its base stage only. A
+A spec with variants plans `compress` runs plus the `pretrain` runs they start from; a spec without
+variants plans its base stage only. Seeds are independent replicates: each seed trains its own original
+model (`pretrain.seed` = the seed), shared by every method of that seed, and a data set without an official
+held-out split draws its own split from it. `base: {pretrain: {seed: 0}}` shares one original (and one
+split) between all seeds instead: the report then says that n counts fine-tuning replicates only. A
 list that is itself a value (a method's `blocks`) is written as a list inside a list.
 """
 
@@ -40,7 +43,7 @@ import torch
 
 from .config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config, run_id
 from .cost import flops_per_sample, forward_flops
-from .data import DATASETS
+from .data import DATASETS, model_img_size
 from .errors import ConfigError
 from .measure import count_macs
 from .methods import METHODS
@@ -57,6 +60,8 @@ SPEC_KEYS = {
     "variants": "name -> {method: ..., parameters}: the methods and their levels",
     "reference": "the method every other is compared with (paired differences, claims, cost to accuracy); "
     "default layercollapse",
+    "margin": "the practical margin of the verdicts, in the headline metric's difference unit (default: 0.5 "
+    "top-1 points, 1% relative perplexity, 1 point of a GLUE metric)",
     "levels": "levels shared by the variants ('{level}' in a value becomes each): a list of MLP counts, "
     "{blocks: [...]} in the paper's block unit, or a mapping of model names (and default) to either",
 }
@@ -91,6 +96,7 @@ class Plan:
     source: str
     runs: list[PlannedRun]  # pretrain runs first, in a stable order
     reference: str = "layercollapse"  # the method the others are compared with (the spec's `reference`)
+    margin: float | None = None  # the verdicts' practical margin (the spec's `margin`; None: the metric's)
 
     def stage(self, stage: str) -> list[PlannedRun]:
         return [r for r in self.runs if r.stage == stage]
@@ -121,7 +127,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         spec[key] = value
     for text in overrides:
         key, value = parse_override(text)
-        if key in ("seeds", "levels"):
+        if key in ("seeds", "levels", "margin"):
             spec[key] = value
         elif key == "name":
             spec["name"] = str(value)
@@ -163,6 +169,7 @@ def expand(spec: dict, source: str = "") -> Plan:
     if variants and base.get("stage", "compress") != "compress":
         raise ConfigError(f"{source}: variants are compression methods, so base stage must be compress")
 
+    independent = "seed" not in (base.get("pretrain") or {})  # `pretrain: {seed: S}`: one shared original
     runs: list[PlannedRun] = []
     for grid_values, _ in _product(f"{source} grid", spec["grid"]):
         point = {**base, **grid_values}
@@ -189,6 +196,8 @@ def expand(spec: dict, source: str = "") -> Plan:
                         level = {"level": matched, **level}
                     for seed in seeds:
                         values = {**point, "stage": "compress", **assignment, "seed": seed}
+                        if independent:  # each seed trains its own original (and draws its own split)
+                            values["pretrain"] = {**(values.get("pretrain") or {}), "seed": seed}
                         cfg = _config(source, values, f"variant {vname} {level}")
                         pre = pretrain_config(cfg)
                         runs.append(PlannedRun(run_id(cfg), cfg, vname, level, run_id(pre), matched))
@@ -208,7 +217,12 @@ def expand(spec: dict, source: str = "") -> Plan:
         METHODS.get(reference)
     except ConfigError as e:
         raise ConfigError(f"{source}: reference: {e}") from None
-    return Plan(name, source, list(unique.values()), reference)
+    margin = spec.get("margin")
+    if margin is not None and (
+        isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0
+    ):
+        raise ConfigError(f"{source}: margin must be a positive number (e.g. margin: 0.5), not {margin!r}")
+    return Plan(name, source, list(unique.values()), reference, None if margin is None else float(margin))
 
 
 def model_levels(source: str, levels: Any, model: str | None) -> list[int] | None:
@@ -283,7 +297,7 @@ def forward_gmacs(cfg: RunConfig) -> float:
         model = create_model(cfg.model, num_classes)
         return count_macs(model, model.input_shape(cfg.seq_len or spec.seq_len))["gmacs"]
     with torch.device("meta"):
-        model = create_model(cfg.model, num_classes, spec.in_chans, cfg.img_size)
+        model = create_model(cfg.model, num_classes, spec.in_chans, model_img_size(cfg))
     size = data_transforms(model, cfg.img_size).img_size if spec.natural_images else spec.img_size
     return count_macs(model, (spec.in_chans, size, size))["gmacs"]
 

@@ -6,8 +6,8 @@
 - `language_modeling` (GPT-2): next-token cross-entropy per token; perplexity = exp(mean token loss),
   next-token top-1 accuracy.
 
-A DDP run's ranks each evaluate their share of the held-out set; sums are all-reduced and a regression's
-predictions gathered, so every sample counts once.
+A DDP run's ranks each evaluate their share of the held-out set; the per-example outcomes are gathered,
+so every sample counts once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from . import distributed
@@ -46,7 +48,13 @@ QUALITIES = {
 
 
 class Task(ABC):
-    """One kind of task; `TASKS` holds the three implemented ones."""
+    """One kind of task; `TASKS` holds the three implemented ones.
+
+    Evaluation keeps every held-out example's outcome (`outcomes`: numpy arrays in data set order, a DDP
+    run's ranks gathered) and computes the metrics from them (`metrics`), so the per-example file a run
+    stores is exactly what its metrics were computed from. `columns` gives a metric as per-example values
+    whose sums determine it (`from_sums`): what the verdicts' bootstrap resamples.
+    """
 
     name = ""
     metrics: tuple[str, ...] = ()  # what `evaluate` returns besides loss and samples
@@ -62,8 +70,35 @@ class Task(ABC):
         return None
 
     @abstractmethod
+    def batch_outcomes(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each sample's outcome in one held-out batch (one entry per sample, on the CPU)."""
+
+    @abstractmethod
+    def metrics_of(self, outcomes: dict[str, np.ndarray]) -> dict:
+        """The task's metrics, the mean loss and the sample count, from the per-example outcomes."""
+
+    @abstractmethod
+    def columns(self, outcomes: dict[str, np.ndarray], metric: str) -> np.ndarray:
+        """(samples, k) per-example values whose column sums determine `metric` (`from_sums`)."""
+
+    @abstractmethod
+    def from_sums(self, metric: str, sums: np.ndarray, samples: int) -> np.ndarray:
+        """`metric` from `columns` summed over (resampled) examples: sums (..., k) -> (...)."""
+
+    def outcomes(self, model: nn.Module, loader, device: torch.device, amp: torch.dtype | None) -> dict:
+        """Every held-out example's outcome, in data set order (a DDP run: every rank's share, in rank
+        order, on every rank: the ranks hold contiguous shares)."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for logits, targets in _outputs(model, loader, device, amp):
+            for key, value in self.batch_outcomes(logits, targets).items():
+                parts.setdefault(key, []).append(value)
+        local = {key: torch.cat(values).numpy() for key, values in parts.items()}
+        shares = distributed.gather(local)
+        return {key: np.concatenate([share[key] for share in shares if key in share]) for key in local}
+
     def evaluate(self, model: nn.Module, loader, device: torch.device, amp: torch.dtype | None) -> dict:
         """The task's metrics, the mean loss and the sample count over a held-out loader."""
+        return self.metrics_of(self.outcomes(model, loader, device, amp))
 
 
 def _outputs(model, loader, device, amp):
@@ -75,7 +110,14 @@ def _outputs(model, loader, device, amp):
         yield logits.float(), targets
 
 
+def _sum(values: np.ndarray) -> float:
+    return float(np.sum(values, dtype=np.float64))
+
+
 class Classification(Task):
+    """Per example: target, predicted class, whether the target is in the top 5, cross-entropy; and the
+    number of classes (F1 and MCC are reported for two)."""
+
     name = "classification"
     metrics = ("top1", "top5")
     correct_dtype = torch.long
@@ -86,31 +128,50 @@ class Classification(Task):
     def correct(self, logits, targets):
         return (logits.argmax(1) == targets).sum()
 
-    def evaluate(self, model, loader, device, amp):
-        correct1 = correct5 = total = 0
-        loss_sum = 0.0
-        confusion = torch.zeros(2, 2, dtype=torch.long)  # [target, prediction] for two classes
-        for logits, targets in _outputs(model, loader, device, amp):
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += (top[:, 0] == targets).sum().item()
-            correct5 += (top == targets[:, None]).any(dim=1).sum().item()
-            total += targets.numel()
-            if logits.shape[1] == 2:
-                confusion += torch.bincount((targets * 2 + top[:, 0]).cpu(), minlength=4).reshape(2, 2)
-        binary = [int(v) for v in confusion.flatten()]
-        loss_sum, correct1, correct5, total, *binary = distributed.all_reduce_sum(
-            [loss_sum, correct1, correct5, total, *binary], device
-        )
+    def batch_outcomes(self, logits, targets):
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        return {
+            "target": targets.to(torch.int32).cpu(),
+            "predicted": top[:, 0].to(torch.int32).cpu(),
+            "top5": (top == targets[:, None]).any(dim=1).cpu(),
+            "loss": F.cross_entropy(logits, targets, reduction="none").cpu(),
+            "classes": torch.full((len(targets),), logits.shape[1], dtype=torch.int32),
+        }
+
+    def metrics_of(self, outcomes):
+        target, predicted = outcomes["target"], outcomes["predicted"]
+        total = len(target)
         result = {
-            "top1": 100.0 * correct1 / total,
-            "top5": 100.0 * correct5 / total,
-            "loss": loss_sum / total,
+            "top1": 100.0 * int((predicted == target).sum()) / total,
+            "top5": 100.0 * int(outcomes["top5"].sum()) / total,
+            "loss": _sum(outcomes["loss"]) / total,
             "samples": int(total),
         }
-        if any(binary):
-            result.update(_binary_metrics(*binary))
+        if total and int(outcomes["classes"][0]) == 2:
+            result.update(_binary_metrics(*self.columns(outcomes, "confusion").sum(0)))
         return result
+
+    def columns(self, outcomes, metric):
+        target, predicted = outcomes["target"], outcomes["predicted"]
+        if metric == "top1":
+            return (predicted == target).astype(np.float64)[:, None]
+        if metric == "top5":
+            return outcomes["top5"].astype(np.float64)[:, None]
+        if metric in ("f1", "mcc", "confusion"):  # tn, fp, fn, tp indicators
+            cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            return np.stack([(target == t) & (predicted == p) for t, p in cells], axis=1).astype(np.float64)
+        raise KeyError(f"classification has no per-example form of {metric!r}")
+
+    def from_sums(self, metric, sums, samples):
+        if metric in ("top1", "top5"):
+            return 100.0 * sums[..., 0] / samples
+        tn, fp, fn, tp = (sums[..., i] for i in range(4))
+        if metric == "f1":
+            return np.where(tp > 0, 200.0 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        return np.where(
+            denominator > 0, 100.0 * (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1), 0.0
+        )
 
 
 def _binary_metrics(tn: float, fp: float, fn: float, tp: float) -> dict:
@@ -118,10 +179,12 @@ def _binary_metrics(tn: float, fp: float, fn: float, tp: float) -> dict:
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
-    return {"f1": 100.0 * f1, "mcc": 100.0 * mcc}
+    return {"f1": 100.0 * float(f1), "mcc": 100.0 * float(mcc)}
 
 
 class Regression(Task):
+    """Per example: the prediction and the target."""
+
     name = "regression"
     metrics = ("pearson", "spearman")
     has_accuracy = False
@@ -129,25 +192,34 @@ class Regression(Task):
     def loss(self, logits, targets, label_smoothing=0.0):
         return F.mse_loss(logits.squeeze(-1), targets.float())
 
-    def evaluate(self, model, loader, device, amp):
-        from scipy.stats import pearsonr, spearmanr
+    def batch_outcomes(self, logits, targets):
+        return {"prediction": logits.squeeze(-1).double().cpu(), "target": targets.double().cpu()}
 
-        pairs = [
-            (logits.squeeze(-1).cpu(), targets.float().cpu())
-            for logits, targets in _outputs(model, loader, device, amp)
-        ]
-        shares = distributed.gather(pairs)  # every rank's predictions (in rank order) on every rank
-        predictions = torch.cat([p for share in shares for p, _ in share]).double()
-        targets = torch.cat([t for share in shares for _, t in share]).double()
+    def metrics_of(self, outcomes):
+        predictions, targets = outcomes["prediction"], outcomes["target"]
         return {
             "pearson": 100.0 * float(pearsonr(predictions, targets).statistic),
             "spearman": 100.0 * float(spearmanr(predictions, targets).statistic),
-            "loss": float(F.mse_loss(predictions, targets)),
+            "loss": float(np.mean((predictions - targets) ** 2)),
             "samples": len(targets),
         }
 
+    def columns(self, outcomes, metric):
+        if metric != "pearson":
+            raise KeyError(f"regression has no per-example form of {metric!r} (Pearson has one)")
+        x, y = outcomes["prediction"], outcomes["target"]
+        return np.stack([x, y, x * x, y * y, x * y], axis=1)
+
+    def from_sums(self, metric, sums, samples):
+        sx, sy, sxx, syy, sxy = (sums[..., i] for i in range(5))
+        covariance = sxy - sx * sy / samples
+        spread = np.sqrt(np.maximum(sxx - sx * sx / samples, 0) * np.maximum(syy - sy * sy / samples, 0))
+        return np.where(spread > 0, 100.0 * covariance / np.where(spread > 0, spread, 1), 0.0)
+
 
 class LanguageModeling(Task):
+    """Per sample (a block or window of tokens): its summed token loss, scored tokens, tokens right."""
+
     name = "language_modeling"
     metrics = ("perplexity", "top1")
 
@@ -164,29 +236,37 @@ class LanguageModeling(Task):
         right = (logits.argmax(-1) == targets) & scored
         return (right.sum(1) / scored.sum(1).clamp(min=1)).sum()
 
-    def evaluate(self, model, loader, device, amp):
-        loss_sum = 0.0
-        correct = tokens = samples = 0
-        for logits, targets in _outputs(model, loader, device, amp):
-            flat = targets.flatten()
-            loss_sum += F.cross_entropy(
-                logits.flatten(0, 1), flat, ignore_index=IGNORE_INDEX, reduction="sum"
-            ).item()
-            scored = flat != IGNORE_INDEX
-            correct += ((logits.flatten(0, 1).argmax(1) == flat) & scored).sum().item()
-            tokens += scored.sum().item()
-            samples += len(targets)
-        loss_sum, correct, tokens, samples = distributed.all_reduce_sum(
-            [loss_sum, correct, tokens, samples], device
-        )
-        loss = loss_sum / tokens
+    def batch_outcomes(self, logits, targets):
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        scored = targets != IGNORE_INDEX
+        return {
+            "loss": losses.double().sum(1).cpu(),
+            "tokens": scored.sum(1).to(torch.int32).cpu(),
+            "correct": ((logits.argmax(-1) == targets) & scored).sum(1).to(torch.int32).cpu(),
+        }
+
+    def metrics_of(self, outcomes):
+        tokens = int(outcomes["tokens"].sum())
+        loss = _sum(outcomes["loss"]) / tokens
         return {
             "perplexity": math.exp(loss),
-            "top1": 100.0 * correct / tokens,
+            "top1": 100.0 * int(outcomes["correct"].sum()) / tokens,
             "loss": loss,
-            "tokens": int(tokens),
-            "samples": int(samples),
+            "tokens": tokens,
+            "samples": len(outcomes["tokens"]),
         }
+
+    def columns(self, outcomes, metric):
+        if metric == "perplexity":
+            return np.stack([outcomes["loss"], outcomes["tokens"].astype(np.float64)], axis=1)
+        if metric == "top1":
+            return np.stack([outcomes["correct"], outcomes["tokens"]], axis=1).astype(np.float64)
+        raise KeyError(f"language modelling has no per-example form of {metric!r}")
+
+    def from_sums(self, metric, sums, samples):
+        if metric == "perplexity":
+            return np.exp(sums[..., 0] / sums[..., 1])
+        return 100.0 * sums[..., 0] / sums[..., 1]
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Regression(), LanguageModeling())}

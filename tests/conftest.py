@@ -135,9 +135,11 @@ def pdflatex() -> str:
     installed here when running as root on a Debian system (about a minute, once)."""
     import shutil
 
-    def ready() -> bool:
+    def ready() -> bool:  # (on a machine without TeX, kpsewhich itself is missing)
+        if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
+            return False
         found = subprocess.run(["kpsewhich", "siunitx.sty", "booktabs.sty"], capture_output=True, text=True)
-        return shutil.which("pdflatex") is not None and len(found.stdout.split()) == 2
+        return len(found.stdout.split()) == 2
 
     if not ready():
         if os.geteuid() != 0 or shutil.which("apt-get") is None:

@@ -291,7 +291,12 @@ def test_paper_reference_rows_carry_source_protocol_and_status():
 def test_report_lists_failed_and_missing_runs(tmp_path):
     spec = {
         "name": "rep",
-        "base": {"dataset": "digits", "model": "digits_mlp", "output_root": str(tmp_path / "o")},
+        "base": {
+            "dataset": "digits",
+            "model": "digits_mlp",
+            "output_root": str(tmp_path / "o"),
+            "pretrain": {"seed": 0},  # one original shared by both seeds
+        },
         "seeds": [0, 1],
         "levels": [1],
         "variants": {"lc": {"method": "layercollapse", "k": "{level}"}},
@@ -326,6 +331,7 @@ def test_report_lists_failed_and_missing_runs(tmp_path):
     assert summary["counts"] == {"completed": 2, "failed": 1}
     assert "## Failed or missing runs" in readme and lc1.run_id in readme and "boom" in readme
     assert "97.00" in readme and (tmp_path / "out" / "top1_vs_compression.pdf").exists()
+    assert "n counts fine-tuning replicates only" in readme
 
 
 def test_findings_label_points_that_missed_their_matched_compression():

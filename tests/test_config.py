@@ -138,3 +138,4 @@ def test_fields_added_later_keep_every_published_run_id():
     cfg = make_config({}, [])
     assert run_id(dataclasses.replace(cfg, nproc=2)) == run_id(cfg)  # where it runs, not what it computes
     assert run_id(dataclasses.replace(cfg, decode="device")) != run_id(cfg)
+    assert run_id(dataclasses.replace(cfg, augment="none")) != run_id(cfg)

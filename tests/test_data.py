@@ -10,10 +10,13 @@ from lcbench.errors import DataError
 TF = DataTransforms(img_size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def test_digits_split_is_fixed_stratified_and_complete():
+def test_digits_split_is_stratified_complete_and_drawn_by_the_replicates_seed():
     x_train, y_train, x_val, y_val = digits_tensors()
-    again = digits_tensors()
+    again = digits_tensors(0)
     assert torch.equal(x_val, again[2]) and torch.equal(y_train, again[1])
+    other = digits_tensors(1)  # another replicate holds out other images
+    assert not torch.equal(x_val, other[2]) and len(other[3]) == 360
+    assert torch.equal(load_data("digits", "unused", None, split_seed=1).val.tensors[0], other[2])
     assert len(y_train) + len(y_val) == 1797 and len(y_val) == 360
     assert x_train.shape[1:] == (1, 8, 8) and x_train.min() >= -1 and x_train.max() <= 1
     train_frac = torch.bincount(y_train, minlength=10) / len(y_train)

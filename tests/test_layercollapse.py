@@ -3,12 +3,14 @@
 import pytest
 from torch import nn
 
+from lcbench import examples
 from lcbench.cli import main
 from lcbench.config import run_id
 from lcbench.errors import ConfigError
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config
 from lcbench.store import RunDir
+from lcbench.tasks import TASKS
 from tests.conftest import fast_overrides, interrupt_then_resume
 
 LC = ["stage=compress", "method=layercollapse", "optimizer=sgd", "lr=0.01", "lam=2", "pretrain.epochs=3"]
@@ -30,6 +32,10 @@ def test_oneshot_regularizes_folds_and_reports(tmp_path):
     assert result["final"]["params_dense"] == 64 * 10 + 10 and result["final"]["depth"] == 1
     assert result["compression"] > 400 and result["original"]["depth"] == 3
     assert report["regularized"]["params_dense"] > result["final"]["params_dense"]
+    # the regularised model's per-example outcomes are kept beside the final model's and the original's
+    kept = examples.read(RunDir(tmp_path, run_id(cfg)).path, result["examples"])
+    assert sorted(kept) == ["final", "original", "prefold"]
+    assert TASKS["classification"].metrics_of(kept["prefold"])["top1"] == report["regularized"]["top1"]
     epochs = RunDir(tmp_path, run_id(cfg)).events("epoch")
     assert len(epochs) == 4 and all("slope/6" in e and "slope/2" in e for e in epochs)
     # ReLU sources start at slope 0 (distance 1); the regularizer brings them within the threshold

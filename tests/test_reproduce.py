@@ -26,13 +26,23 @@ def test_digits_sweep_covers_every_method_model_level_and_seed():
     assert vit_levels == {1, 2}
     # the Mixer level is one paper block: token + channel MLP (k = 2)
     assert {r.matched_level for r in compress if r.cfg.model == "digits_mixer" and r.matched_level} == {2}
-    assert len(plan.stage("pretrain")) == 4
+    assert len(plan.stage("pretrain")) == 4 * 3  # each seed trains its own original model
+    assert all(r.cfg.pretrain.seed == r.cfg.seed for r in compress)
     # KD with both initialisations, and at 1x, 2x and 5x LayerCollapse's epochs for the cost claim
     kd = [r for r in compress if r.cfg.method == "kd"]
     assert {r.cfg.method_args["init"] for r in kd} == {"random", "teacher"}
     assert {r.cfg.epochs for r in kd} == {3, 6, 15} and {
         r.cfg.epochs for r in compress if r.variant == "layercollapse"
     } == {3}
+
+
+def test_fashion_sweep_has_every_method_and_five_independent_replicates():
+    plan = plan_sweep(REPO / "runs" / "fashion.yaml")
+    compress = plan.stage("compress")
+    assert {r.cfg.method for r in compress} == set(METHODS.names()) - {"none"}
+    assert {r.cfg.seed for r in compress} == {0, 1, 2, 3, 4}
+    assert {r.cfg.seed for r in plan.stage("pretrain")} == {0, 1, 2, 3, 4}  # one original per seed
+    assert {r.cfg.dataset for r in plan.runs} == {"fashion_mnist"}
 
 
 def test_imagenet_mixer_levels_are_the_papers_blocks():

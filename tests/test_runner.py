@@ -180,7 +180,8 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
         "exit 1\n"
     )
     (binary / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at here is UP'\n")  # it answers
-    for tool in ("sbatch", "scontrol"):
+    (binary / "srun").write_text("#!/bin/sh\nexit 1\n")  # (submitit looks for it; never called here)
+    for tool in ("sbatch", "scontrol", "srun"):
         (binary / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{binary}:{os.environ['PATH']}")
     path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})

@@ -30,9 +30,14 @@ def test_grid_variants_and_seeds_expand_to_their_product(tmp_path):
     plan = plan_sweep(path)
     compress = plan.stage("compress")
     assert len(compress) == 2 * 2 * (2 + 1) * 2
-    # one pretrain per original model, shared by every lr, method and seed; listed first
-    assert [r.cfg.model for r in plan.stage("pretrain")] == ["digits_mlp", "digits_vgg"]
-    assert plan.runs[:2] == plan.stage("pretrain")
+    # seeds are independent replicates: one pretrain per model and seed (its own original model), shared
+    # by every lr and method of that seed; listed first
+    pretrains = plan.stage("pretrain")
+    assert [(r.cfg.model, r.cfg.seed) for r in pretrains] == [
+        ("digits_mlp", 0), ("digits_mlp", 1), ("digits_vgg", 0), ("digits_vgg", 1)
+    ]  # fmt: skip
+    assert plan.runs[:4] == pretrains
+    assert all(r.cfg.pretrain.seed == r.cfg.seed for r in compress)
     assert all(r.depends_on == run_id(pretrain_config(r.cfg)) for r in compress)
     lc = [r for r in compress if r.variant == "lc"]
     assert {r.level_label for r in lc} == {"k=1", "k=2"}
@@ -122,8 +127,8 @@ def test_plan_command_prints_runs_and_estimate(tmp_path, capsys):
     )
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "3 runs (1 pretrain, 2 compress)" in out and "GPU-hours" in out
-    assert "{'missing': 3}" in out  # nothing ran yet
+    assert "4 runs (2 pretrain, 2 compress)" in out and "GPU-hours" in out  # an original per seed
+    assert "{'missing': 4}" in out  # nothing ran yet
     assert not (tmp_path / "out").exists()  # planning runs nothing and writes nothing
     assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
 
@@ -186,3 +191,22 @@ def test_the_reference_method_is_a_setting_of_the_spec(tmp_path):
     assert plan_sweep(write_spec(tmp_path, base=BASE, variants=variants, reference="kd")).reference == "kd"
     with pytest.raises(ConfigError, match="reference: unknown method 'lc'"):
         plan_sweep(write_spec(tmp_path, base=BASE, variants=variants, reference="lc"))
+
+
+def test_a_spec_can_share_one_original_between_its_seeds(tmp_path):
+    base = {**BASE, "pretrain": {"seed": 0}}
+    variants = {"lc": {"method": "layercollapse", "k": 1}}
+    path = write_spec(tmp_path, base=base, grid={"model": ["digits_mlp"]}, seeds=[0, 1, 2], variants=variants)
+    plan = plan_sweep(path)
+    assert len(plan.stage("pretrain")) == 1
+    assert {r.cfg.pretrain.seed for r in plan.stage("compress")} == {0}
+    assert {r.cfg.seed for r in plan.stage("compress")} == {0, 1, 2}
+
+
+def test_the_margin_is_a_setting_of_the_spec(tmp_path):
+    variants = {"lc": {"method": "layercollapse", "k": 1}}
+    path = write_spec(tmp_path, base=BASE, grid={"model": ["digits_mlp"]}, variants=variants, margin=0.25)
+    assert plan_sweep(path).margin == 0.25
+    assert plan_sweep(path, ["margin=1"]).margin == 1.0
+    with pytest.raises(ConfigError, match="margin must be a positive number"):
+        plan_sweep(path, ["margin=-1"])

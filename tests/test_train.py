@@ -1,3 +1,4 @@
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -7,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from lcbench import examples
 from lcbench.config import run_id
 from lcbench.data import load_data
 from lcbench.errors import TrainingDiverged
@@ -19,6 +22,7 @@ from lcbench.optim import lr_factor
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config
 from lcbench.store import RunDir
+from lcbench.tasks import TASKS
 from tests.conftest import REPO, fast_overrides
 
 VOLATILE = {"epoch_seconds"}  # wall times differ between runs; everything else must not
@@ -71,6 +75,12 @@ def test_compress_results_do_not_depend_on_whether_its_pretrain_ran_in_the_same_
     second = execute(separate, progress_bar=False)  # finds its pretrain done
     assert epoch_metrics(tmp_path / "a", together) == epoch_metrics(tmp_path / "b", separate)
     assert first["final"]["loss"] == second["final"]["loss"]
+    # the compress run's folder holds its original's per-example outcomes: its pretrain run's own
+    pre = RunDir(tmp_path / "a", first["pretrain_run_id"])
+    kept = examples.read(RunDir(tmp_path / "a", first["run_id"]).path, first["examples"])
+    original = examples.read(pre.path, pre.result()["examples"])["final"]
+    assert sorted(kept) == ["final", "original"]
+    assert all(np.array_equal(kept["original"][k], original[k]) for k in original)
 
 
 def test_completed_run_is_not_run_again_unless_forced(tmp_path):
@@ -112,6 +122,14 @@ def test_record_is_complete(tmp_path):
     data = load_data("digits", "", None)
     loader = make_loader(data.val, 256, False, 0)
     assert evaluate(reloaded, loader, torch.device("cpu"))["top1"] == final["top1"]
+    # every held-out example's outcome, with the file's hash in the record; the metrics follow from it
+    kept = result["examples"]
+    assert kept["evaluations"] == ["final"] and kept["samples"] == {"final": 360}
+    assert hashlib.sha256((run.path / "examples.npz").read_bytes()).hexdigest() == kept["sha256"]
+    outcomes = examples.read(run.path, kept)["final"]
+    assert outcomes["target"].tolist() == data.val.tensors[1].tolist()
+    assert TASKS["classification"].metrics_of(outcomes)["top1"] == final["top1"]
+    assert env["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu"]["model"]
 
 
 def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path):
@@ -148,6 +166,8 @@ def test_sigkill_mid_run_then_restart_resumes_to_identical_metrics(tmp_path):
     assert epoch_metrics(tmp_path / "killed", cfg) == epoch_metrics(tmp_path / "clean", clean_cfg)
     assert run.result()["final"]["top1"] == clean["final"]["top1"]
     assert run.result()["final"]["loss"] == clean["final"]["loss"]
+    # the per-example record of the resumed run is the uninterrupted run's, byte for byte
+    assert run.result()["examples"]["sha256"] == clean["examples"]["sha256"]
 
 
 def test_every_epoch_records_cumulative_training_flops(tmp_path):

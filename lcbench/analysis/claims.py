@@ -1,41 +1,65 @@
 """The paper's claims, each checked against one sweep's numbers with a verdict.
 
-Verdicts: `supported`, `not supported`, or `inconclusive at this scale`; the rule behind each is written
-next to it in the table, so a reader can disagree with the rule rather than guess it. Differences are
-paired over seeds (stats.py); points that missed their matched compression are left out.
+Verdicts: `supported`, `not supported`, `equivalent` (where a claim of an advantage meets a difference
+inside the practical margin) or `underpowered` (with the seeds that would decide it), marked `screening`
+below `verdicts.CONFIRMATORY` seeds. Every test is paired per seed and per held-out example (`stats.py`,
+`verdicts.py`); the p-values of all claims of one report form one family, Holm-corrected. The rule behind
+each verdict is written next to it, so a reader can disagree with the rule rather than guess it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
 import pandas as pd
 
-from .headline import headline, sign, unit
+from .headline import headline
 from .names import method_name, variant_label
-from .stats import POINT, is_matched, mean_ci, pooled_difference
+from .outcomes import Outcomes
+from .stats import NO_RECORDS, POINT, comparison, is_matched, pooled_comparison, rule_for
+from .verdicts import Comparison, Rule, decide, holm, one_sided_p, wording, zero_width_bound
 
-# In the sweep's headline metric (top-1 pp for images; perplexity or a GLUE metric's points for text),
-# oriented so that a loss is negative:
-MINIMAL_LOSS = 1.0  # "minimal accuracy loss" = the 95% CI of the change stays above -1
-FOLD_TOLERANCE = 0.5  # "the fold keeps accuracy" = the CI of (after - before) stays above -0.5
+# In the difference's unit (top-1 pp; % relative perplexity; a GLUE metric's points):
+MINIMAL_LOSS = 1.0  # "minimal accuracy loss": the change is shown to stay above -1
+FOLD_TOLERANCE = 0.5  # "the fold keeps accuracy": after - before is shown to stay above -0.5
+KD_ADVANTAGE = 8.0  # the paper's "+8% over KD" (accuracy points)
 
 
-def _fmt(ci: dict, unit: str = " pp") -> str:
-    if pd.isna(ci["mean"]):
+@dataclass
+class Test:
+    """A claim's measured numbers, its p-values (unadjusted) and how Holm-adjusted ones (over a family of
+    `family` tests) become a verdict."""
+
+    measured: str
+    pvalues: dict[str, float] = field(default_factory=dict)
+    judge: Callable[[dict[str, float], int], str] = lambda p, family: "underpowered"
+
+
+def _fmt(c: Comparison | tuple | None, rule: Rule) -> str:
+    """`+1.23 pp [+0.40, +2.01] (n=5 seeds, P(ahead)=0.80)` (a comparison, or one with its draws)."""
+    c = c[0] if isinstance(c, tuple) else c
+    if c is None:
         return "no data"
-    if pd.isna(ci["low"]):
-        return f"{ci['mean']:+.2f}{unit} (n={ci['n']}, no interval)"
-    return f"{ci['mean']:+.2f}{unit} [{ci['low']:+.2f}, {ci['high']:+.2f}] (n={ci['n']})"
+    text = (
+        f"{c.estimate:+.2f} {rule.unit} [{c.low:+.2f}, {c.high:+.2f}] "
+        f"(n={c.replicates} seeds, P(ahead)={c.p_reference_ahead:.2f})"
+    )
+    bound = zero_width_bound(c.discordant) if c.zero_width else None
+    if bound is not None:
+        text += f"; no example differs of {c.discordant[1]}: exact 95% bound ±{bound:.2f} {rule.unit}"
+    return text
 
 
-def _change(quality) -> str:
-    return "top-1 change" if quality.key == "top1" else f"{quality.key} change (oriented: + is better)"
+def _p(result: tuple[Comparison, np.ndarray], bound: float, at_most: bool) -> float:
+    """One-sided p of H0 "difference <= bound" (`at_most`) or ">= bound" for a comparison and its draws."""
+    c, draws = result
+    return one_sided_p(draws, bound, at_most, c.discordant)
 
 
-def _oriented(difference: str, quality) -> str:
-    """`A - B` in the headline metric; where lower is better (perplexity) the sign is flipped and said."""
-    if quality.higher_is_better:
-        return difference if quality.key == "top1" else f"{difference} ({quality.key})"
-    return f"{difference} ({quality.key}, sign flipped: + means lower {quality.key})"
+def _screening(c: Comparison | None, rule: Rule) -> str:
+    return f" (screening, n={c.replicates})" if c is not None and c.replicates < rule.confirmatory else ""
 
 
 def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -43,66 +67,113 @@ def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
     return done[done["matched"].map(is_matched).astype(bool)]
 
 
-def compression_claim(frame: pd.DataFrame, reference: str) -> dict:
-    """Up to 74% post-training compression with minimal accuracy loss."""
-    lc, quality = _lc_runs(frame, reference), headline(frame)
+def _within_runs(runs: pd.DataFrame, outcomes: Outcomes, rule: Rule, groups: tuple[str, str]):
+    """Per point: evaluation groups[0] against groups[1] of the same runs (final vs original, vs prefold)."""
+    found = []
+    for point, group in runs.groupby(POINT, sort=False):
+        per_seed = [
+            [d]
+            for d in (
+                outcomes.difference((r, groups[0]), (r, groups[1]))
+                for r in group.sort_values("seed")["run_id"]
+            )
+        ]
+        if any(ds[0] is None for ds in per_seed):
+            found.append((point, group, None))
+            continue
+        found.append((point, group, comparison(per_seed, rule)))
+    return found
+
+
+def compression_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, rule: Rule) -> Test:
+    """Up to 74% post-training compression with minimal accuracy loss: at some point with >= 74% fewer
+    parameters, the change against the original (same examples) is shown to stay above -MINIMAL_LOSS."""
     points = []
-    for point, group in lc.groupby(POINT, sort=False):
-        drop = mean_ci(sign(quality) * (group["score"] - group["base_score"]))
+    for point, group, result in _within_runs(
+        _lc_runs(frame, reference), outcomes, rule, ("final", "original")
+    ):
         reduction = 1 - 1 / group["compression"].mean()
-        points.append((reduction, drop, point))
+        points.append((reduction, point, result))
     if not points:
-        return {"measured": "no LayerCollapse point", "verdict": "inconclusive at this scale"}
+        return Test("no LayerCollapse point", judge=lambda p, family: "underpowered (no data)")
+    if any(r is None for _, _, r in points):
+        return Test(NO_RECORDS, judge=lambda p, family: "underpowered (no data)")
     big = [p for p in points if p[0] >= 0.74]
-    minimal = [p for p in big if not pd.isna(p[1]["low"]) and p[1]["low"] >= -MINIMAL_LOSS]
-    best = max(points, key=lambda p: p[0])
-    shown = max(minimal, key=lambda p: p[0]) if minimal else best
+    # one-sided p of "the loss is at least MINIMAL_LOSS" per big point; Bonferroni over the points searched
+    p_small = {p[1]: min(1.0, len(big) * _p(p[2], -MINIMAL_LOSS, True)) for p in big}
+    p_large = {p[1]: _p(p[2], -MINIMAL_LOSS, False) for p in big}
+    shown = min(big, key=lambda p: (p_small[p[1]], -p[0])) if big else max(points, key=lambda p: p[0])
+    c = shown[2][0]
     measured = (
-        f"largest reduction {shown[0]:.0%} ({shown[2][1]}, level {int(shown[2][2])}): {_change(quality)} "
-        f"{_fmt(shown[1], unit(quality))}; {len(big)} of {len(points)} points reach 74%"
+        f"largest reduction {shown[0]:.0%} ({shown[1][1]}, level {int(shown[1][2])}): change against the "
+        f"original {_fmt(c, rule)}; {len(big)} of {len(points)} points reach 74%"
     )
-    if minimal:
-        verdict = "supported"
-    elif big:
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive at this scale"
-    return {"measured": measured, "verdict": verdict}
+    if not big:
+        return Test(measured, judge=lambda p, family: "underpowered (no point reaches 74% at this scale)")
+    pvalues = {"minimal_loss": min(p_small.values()), "large_loss": max(p_large.values())}
+
+    def judge(p: dict, family: int) -> str:
+        if p["minimal_loss"] < rule.alpha:
+            return "supported" + _screening(c, rule)
+        if p["large_loss"] < rule.alpha:
+            return "not supported" + _screening(c, rule)
+        return "underpowered" + _screening(c, rule)
+
+    return Test(measured, pvalues, judge)
 
 
-def fold_claim(frame: pd.DataFrame, reference: str) -> dict:
-    """Folding needs no fine-tuning: top-1 after the fold equals top-1 of the regularised model."""
-    lc, quality = _lc_runs(frame, reference).dropna(subset=["score_prefold"]), headline(frame)
-    worst = None
-    for point, group in lc.groupby(POINT, sort=False):
-        ci = mean_ci(sign(quality) * (group["score"] - group["score_prefold"]))
-        if worst is None or (ci["low"] if not pd.isna(ci["low"]) else ci["mean"]) < worst[0]["low"]:
-            worst = (ci, point)
-    if worst is None:
-        return {"measured": "no folded LayerCollapse run", "verdict": "inconclusive at this scale"}
-    ci, point = worst
-    measured = (
-        f"least favourable point {point[1]} level {int(point[2])}: "
-        f"{_oriented('after - before fold', quality)} {_fmt(ci, unit(quality))}"
-    )
-    if pd.isna(ci["low"]):
-        verdict = "inconclusive at this scale"
-    elif ci["low"] >= -FOLD_TOLERANCE:
-        verdict = "supported"
-    elif ci["high"] < -FOLD_TOLERANCE:
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive at this scale"
-    return {"measured": measured, "verdict": verdict}
+def fold_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, rule: Rule) -> Test:
+    """Folding needs no fine-tuning: the metric after the fold stays within FOLD_TOLERANCE of the
+    regularised model's before it (same examples), at every point (an intersection-union test)."""
+    lc = _lc_runs(frame, reference).dropna(subset=["score_prefold"])
+    found = _within_runs(lc, outcomes, rule, ("final", "prefold"))
+    if not found:
+        return Test("no folded LayerCollapse run", judge=lambda p, family: "underpowered (no data)")
+    if any(r is None for _, _, r in found):
+        return Test(NO_RECORDS, judge=lambda p, family: "underpowered (no data)")
+    keeps = [_p(r, -FOLD_TOLERANCE, True) for _, _, r in found]  # H0: the fold loses the tolerance
+    loses = [_p(r, -FOLD_TOLERANCE, False) for _, _, r in found]  # H0: it keeps it
+    worst = int(np.argmax(keeps))
+    point, _, (c, _) = found[worst]
+    measured = f"least favourable point {point[1]} level {int(point[2])}: after - before fold {_fmt(c, rule)}"
+    pvalues = {"fold_keeps": max(keeps), "fold_loses": min(loses)}
+
+    def judge(p: dict, family: int) -> str:
+        if p["fold_keeps"] < rule.alpha:
+            return "supported" + _screening(c, rule)
+        if p["fold_loses"] < rule.alpha:
+            return "not supported" + _screening(c, rule)
+        return "underpowered" + _screening(c, rule)
+
+    return Test(measured, pvalues, judge)
 
 
-def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
+def _advantage_test(measured: str, result, rule: Rule) -> Test:
+    """A claim that the reference is ahead: better -> supported, worse -> not supported, equivalent ->
+    not supported (equal within the margin), else underpowered (with the seeds needed)."""
+    if result is None:
+        return Test(measured + ": " + NO_RECORDS, judge=lambda p, family: "underpowered (no data)")
+    c, _ = result
+
+    def judge(p: dict, family: int) -> str:
+        decision, practical = decide(c, rule, p["difference"], p["equivalence"])
+        text = wording(decision, practical, c, rule, family=family)
+        words = {
+            "better": "supported",
+            "worse": "not supported",
+            "equivalent": f"not supported: equivalent within ±{rule.margin:g} {rule.unit}",
+        }
+        return text.replace(decision, words[decision], 1) if decision in words else text
+
+    return Test(measured, {"difference": c.p_difference, "equivalence": c.p_equivalence}, judge)
+
+
+def kd_accuracy_claim(
+    frame: pd.DataFrame, outcomes: Outcomes, reference: str, variant: str, rule: Rule
+) -> Test:
     """+8 pt over KD into the same target network (one KD variant at LayerCollapse's budget)."""
-    ci, quality = pooled_difference(frame, reference, variant), headline(frame)
-    measured = (
-        f"{_oriented(f'LayerCollapse - {variant}', quality)}, averaged over {ci.get('points', 0)} points: "
-        f"{_fmt(ci, unit(quality))}"
-    )
+    result, points = pooled_comparison(frame, outcomes, reference, variant, rule)
+    measured = f"LayerCollapse - {variant}, averaged over {points} points: {_fmt(result, rule)}"
     inits = frame.loc[frame["variant"] == variant, "init"]
     if len(inits) and inits.iloc[0] == "random":
         measured += (
@@ -110,26 +181,31 @@ def kd_accuracy_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict
             "LayerCollapse starts from the trained model; the gap measures the initialisation, not "
             "distillation: the teacher-initialised row is the fair control)"
         )
-    if quality.unit != "pp":  # +8 is accuracy points: in perplexity (or MCC x100) only the sign carries over
-        measured += f" (the paper's +8 is in accuracy points; in {quality.key} only its direction is checked)"
-        return {"measured": measured, "verdict": _advantage_verdict(ci)}
-    if pd.isna(ci["low"]):
-        verdict = "inconclusive at this scale"
-    elif ci["high"] < 8:
-        verdict = "not supported"
-    elif ci["low"] > 0:
-        verdict = "supported"
-    else:
-        verdict = "inconclusive at this scale"
-    return {"measured": measured, "verdict": verdict}
+    if rule.metric != "top1" or result is None:  # +8 is accuracy points: elsewhere only the sign carries over
+        if result is not None:
+            measured += (
+                f" (the paper's +8 is in accuracy points; in {rule.metric} only its direction is checked)"
+            )
+        return _advantage_test(measured, result, rule)
+    c = result[0]
+    pvalues = {"below_8": _p(result, KD_ADVANTAGE, False), "above_0": _p(result, 0.0, True)}
+
+    def judge(p: dict, family: int) -> str:
+        if p["below_8"] < rule.alpha:
+            return "not supported" + _screening(c, rule)
+        if p["above_0"] < rule.alpha:
+            return "supported" + _screening(c, rule)
+        return "underpowered" + _screening(c, rule)
+
+    return Test(measured, pvalues, judge)
 
 
-def kd_cost_claim(flops: pd.DataFrame, init: str, metric: str = "top-1") -> dict:
+def kd_cost_claim(flops: pd.DataFrame, init: str, metric: str = "top-1") -> Test:
     """5x computational efficiency over KD: KD needs >= 5x LayerCollapse's FLOPs to reach its top-1 (or the
-    sweep's headline `metric`)."""
+    sweep's headline `metric`). Counted FLOPs, no test: its verdict is not in the Holm family."""
     rows = flops[flops["init"] == init] if len(flops) else flops
     if rows.empty:
-        return {"measured": "no KD budget runs", "verdict": "inconclusive at this scale"}
+        return Test("no KD budget runs", judge=lambda p, family: "underpowered (no data)")
     below = rows[rows["reached"] & (rows["ratio"] < 5)]
     beyond = rows[~rows["reached"] & (rows["largest_budget"] >= 5)]
     at_least = rows[rows["reached"] & (rows["ratio"] >= 5)]
@@ -145,39 +221,8 @@ def kd_cost_claim(flops: pd.DataFrame, init: str, metric: str = "top-1") -> dict
     elif len(beyond) + len(at_least) > len(rows) / 2:
         verdict = "supported"
     else:
-        verdict = "inconclusive at this scale"
-    return {"measured": measured, "verdict": verdict}
-
-
-def _advantage_verdict(ci: dict) -> str:
-    """Supported when the whole interval of (reference - other) lies above 0, not supported below it."""
-    if pd.isna(ci["low"]):
-        return "inconclusive at this scale"
-    if ci["low"] > 0:
-        return "supported"
-    if ci["high"] < 0:
-        return "not supported"
-    return "inconclusive at this scale (no significant difference)"
-
-
-def regularisation_claim(frame: pd.DataFrame, reference: str, control: str) -> dict:
-    """LayerCollapse regularises: the compressed model beats the same epochs of plain fine-tuning."""
-    ci, quality = pooled_difference(frame, reference, control), headline(frame)
-    measured = (
-        f"{_oriented(f'LayerCollapse - {control}', quality)}, averaged over {ci.get('points', 0)} points: "
-        f"{_fmt(ci, unit(quality))}"
-    )
-    return {"measured": measured, "verdict": _advantage_verdict(ci)}
-
-
-def matched_comparison_claim(frame: pd.DataFrame, reference: str, variant: str) -> dict:
-    """The reference against one more method at matched compression (no claim of the paper names it)."""
-    ci, quality = pooled_difference(frame, reference, variant), headline(frame)
-    measured = (
-        f"{_oriented(f'{reference} - {variant}', quality)}, averaged over {ci.get('points', 0)} matched "
-        f"points: {_fmt(ci, unit(quality))}"
-    )
-    return {"measured": measured, "verdict": _advantage_verdict(ci)}
+        verdict = "underpowered (no majority of points either way)"
+    return Test(measured, judge=lambda p, family: verdict)
 
 
 def other_methods(frame: pd.DataFrame, reference: str) -> list[tuple[str, str]]:
@@ -188,73 +233,107 @@ def other_methods(frame: pd.DataFrame, reference: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(done["method"], done["variant"])))
 
 
-def claims_table(frame: pd.DataFrame, flops: pd.DataFrame, reference: str = "layercollapse") -> pd.DataFrame:
-    """One row per claim (and per KD initialisation): claim, rule, measured numbers, verdict."""
+def claims_table(
+    frame: pd.DataFrame,
+    flops: pd.DataFrame,
+    outcomes: Outcomes,
+    reference: str = "layercollapse",
+    margin: float | None = None,
+) -> pd.DataFrame:
+    """One row per claim (and per KD initialisation): claim, rule, measured numbers, verdict, and the
+    verdict rule's parameters; p-values Holm-corrected over the table."""
+    rule = rule_for(frame, margin)
+    quality = headline(frame)
+    metric = "top-1" if quality.key == "top1" else quality.key
     kd_inits = (
         frame[(frame["method"] == "kd") & (frame["status"] == "completed")]
         .groupby("init")["variant"]
         .agg(lambda v: sorted(v, key=len)[0])  # each init's base budget: the shortest variant name
     )
     control = frame.loc[frame["method"] == "finetune", "variant"]
-    quality = headline(frame)
-    rows = [
-        {
-            "claim": "Up to 74% post-training compression with minimal accuracy loss",
-            "rule": "supported if a point with >= 74% fewer parameters keeps the 95% CI of its "
-            f"{_change(quality)} above -{MINIMAL_LOSS:g}{unit(quality)}; not supported if every such "
-            "point loses more",
-            **compression_claim(frame, reference),
-        },
-        {
-            "claim": "The fold itself needs no fine-tuning (accuracy kept)",
-            "rule": "supported if at every point the CI of "
-            f"{_oriented('(after fold - before fold)', quality)} stays above "
-            f"-{FOLD_TOLERANCE:g}{unit(quality)}",
-            **fold_claim(frame, reference),
-        },
+    unit = rule.unit
+    rows: list[tuple[str, str, Test]] = [
+        (
+            "Up to 74% post-training compression with minimal accuracy loss",
+            f"supported if at a point with >= 74% fewer parameters the {metric} change against the original "
+            f"is shown above -{MINIMAL_LOSS:g} {unit} (one-sided, Bonferroni over such points); not "
+            "supported if every such point is shown to lose more",
+            compression_claim(frame, outcomes, reference, rule),
+        ),
+        (
+            "The fold itself needs no fine-tuning (accuracy kept)",
+            f"supported if at every point (after fold - before fold) is shown above -{FOLD_TOLERANCE:g} "
+            f"{unit}; not supported if some point is shown below it",
+            fold_claim(frame, outcomes, reference, rule),
+        ),
     ]
     for init, variant in kd_inits.items():
         rows.append(
-            {
-                "claim": f"+8 pt over KD into the same network (KD init={init}, same epochs)",
-                "rule": "paired over seeds, averaged over points: not supported if the CI lies below +8; "
-                "supported if it lies above 0 and reaches +8 (accuracy points; in another metric: supported "
-                "above 0, not supported below 0)",
-                **kd_accuracy_claim(frame, reference, variant),
-            }
+            (
+                f"+8 pt over KD into the same network (KD init={init}, same epochs)",
+                "averaged over points per seed: not supported if shown below +8; supported if shown above 0 "
+                "and not below +8 (accuracy points; in another metric: the four-way verdict)",
+                kd_accuracy_claim(frame, outcomes, reference, variant, rule),
+            )
         )
     for init in kd_inits.index:
         rows.append(
-            {
-                "claim": f"5x computational efficiency over KD (KD init={init})",
-                "rule": "KD at 1x/2x/5x LayerCollapse's epochs: supported if at most points KD needs >= 5x "
+            (
+                f"5x computational efficiency over KD (KD init={init})",
+                "KD at 1x/2x/5x LayerCollapse's epochs: supported if at most points KD needs >= 5x "
                 f"LayerCollapse's training FLOPs (or never reaches its {quality.key}); not supported if at "
-                "most points it needs less",
-                **kd_cost_claim(flops, init, "top-1" if quality.key == "top1" else quality.key),
-            }
+                "most points it needs less (counted, not tested)",
+                kd_cost_claim(flops, init, metric),
+            )
         )
+    advantage = "averaged over points per seed: supported if better, not supported if worse or equivalent"
     if len(control):
+        result, points = pooled_comparison(frame, outcomes, reference, control.iloc[0], rule)
+        measured = f"LayerCollapse - {control.iloc[0]}, averaged over {points} points: {_fmt(result, rule)}"
         rows.append(
+            (
+                "LayerCollapse regularises (beats the fine-tune control of the same epochs)",
+                advantage,
+                _advantage_test(measured, result, rule),
+            )
+        )
+    reference_method = next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)
+    for method, variant in other_methods(frame, reference):
+        result, points = pooled_comparison(frame, outcomes, reference, variant, rule)
+        measured = f"{reference} - {variant}, averaged over {points} matched points: {_fmt(result, rule)}"
+        rows.append(
+            (
+                f"At matched compression, {method_name(reference_method)} is more accurate than "
+                f"{variant_label(method, variant)}",
+                advantage,
+                _advantage_test(measured, result, rule),
+            )
+        )
+    return _judged(rows, rule)
+
+
+def _judged(rows: list[tuple[str, str, Test]], rule: Rule) -> pd.DataFrame:
+    """The table with every claim's p-values Holm-adjusted over the whole family, then judged."""
+    flat = [(i, name, p) for i, (_, _, test) in enumerate(rows) for name, p in test.pvalues.items()]
+    adjusted = holm([p for _, _, p in flat])
+    per_claim: dict[int, dict[str, float]] = {}
+    for (i, name, _), p in zip(flat, adjusted):
+        per_claim.setdefault(i, {})[name] = p
+    parameters = rule.parameters()
+    table = []
+    for i, (claim, text, test) in enumerate(rows):
+        raw = ", ".join(f"{k} {v:.3g}" for k, v in test.pvalues.items())
+        holmed = ", ".join(f"{k} {v:.3g}" for k, v in per_claim.get(i, {}).items())
+        table.append(
             {
-                "claim": "LayerCollapse regularises (beats the fine-tune control of the same epochs)",
-                "rule": "paired over seeds, averaged over points: supported if the CI lies above 0",
-                **regularisation_claim(frame, reference, control.iloc[0]),
+                "claim": claim,
+                "rule": text,
+                "measured": test.measured,
+                "verdict": test.judge(per_claim.get(i, {}), len(flat)),
+                "p_values": raw,
+                "p_values_holm": holmed,
+                **{f"rule_{k}": v for k, v in parameters.items()},
+                "rule_family": len(flat),
             }
         )
-    rows += matched_comparison_rows(frame, reference)
-    return pd.DataFrame(rows, columns=["claim", "rule", "measured", "verdict"])
-
-
-def matched_comparison_rows(frame: pd.DataFrame, reference: str) -> list[dict]:
-    """A claim row for each compression method in the records that no claim of the paper names."""
-    reference_method = next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)
-    return [
-        {
-            "claim": f"At matched compression, {method_name(reference_method)} is more accurate than "
-            f"{variant_label(method, variant)}",
-            "rule": "paired over seeds, averaged over matched points: supported if the CI is above 0, "
-            "not supported if below",
-            **matched_comparison_claim(frame, reference, variant),
-        }
-        for method, variant in other_methods(frame, reference)
-    ]
+    return pd.DataFrame(table)

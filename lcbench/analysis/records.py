@@ -10,10 +10,12 @@ import math
 
 import pandas as pd
 
+from ..config import replicate_seed
 from ..latency import read_latency
 from ..models import mlps_per_block
 from ..record import SUMMARY, RunRecord, number_at
 from ..status import sweep_status
+from ..store import read_json
 from ..sweep import Plan
 from .headline import add_scores
 
@@ -39,6 +41,8 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
             "model": run.cfg.model,
             "dataset": run.cfg.dataset,
             "seed": run.cfg.seed,
+            "replicate": replicate_seed(run.cfg),  # the seed of its original model (and split)
+            "pretrain_id": run.depends_on or "",
             "status": status.status,
             "error": status.detail if status.status != "completed" else "",
         }
@@ -50,11 +54,18 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         row["init"] = (record.data.get("method_report") or {}).get("init", "")
         row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
         row["blocks_folded"] = _paper_blocks(run.cfg.model, row["mlps_folded"])
+        row["cpu"] = _cpu(plan.output_root / run.run_id) if completed else ""
         quiet = read_latency(plan.output_root, run.run_id) if completed else None
         for key, column in LATENCY.items():
             row[column] = number_at(quiet or {}, f"batches.1.{key}")
         rows.append(row)
     return add_scores(pd.DataFrame(rows))
+
+
+def _cpu(run_path) -> str:
+    """`AMD EPYC 9R14 (AVX512)`: the CPU a run ran on and ATen's dispatch level there (env.json)."""
+    cpu = (read_json(run_path / "env.json") or {}).get("cpu") or {}
+    return f"{cpu.get('model', '?')} ({cpu.get('capability', '?')})" if cpu else ""
 
 
 def _paper_blocks(model: str, level: float) -> float:

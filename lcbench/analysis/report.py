@@ -6,6 +6,7 @@ dropped silently; a group's n says how many seeds went into its mean.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -14,14 +15,14 @@ import pandas as pd
 from ..data import DATASETS
 from ..store import atomic_write_text
 from ..sweep import Plan
-from ..tasks import QUALITIES, Quality
 from . import plots
 from .claims import claims_table
 from .cost import epoch_curves, flops_to_reach
 from .headline import headline, metric_of
 from .names import method_name
+from .outcomes import Outcomes
 from .records import sweep_frame
-from .stats import paired_differences
+from .stats import paired_differences, rule_for
 from .tables import aggregate, matched_table, per_method_table, write_table
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper" / "layercollapse_imagenet.csv"
@@ -147,34 +148,41 @@ def findings(agg: pd.DataFrame) -> list[str]:
 
 
 def _ci_text(row: pd.Series) -> str:
-    if pd.isna(row["ci_low"]):
-        return f"{row['difference']:+.2f}"
+    if pd.isna(row.get("ci_low", math.nan)):
+        return "n/a" if pd.isna(row["difference"]) else f"{row['difference']:+.2f}"
     return f"{row['difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
-def differences_markdown(
-    diffs: pd.DataFrame, reference: str = "LayerCollapse", quality: Quality = QUALITIES["top1"]
-) -> str:
+def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse", unit: str = "pp") -> str:
     if diffs.empty:
         return (
             f"No paired runs (none of the sweep's completed runs pairs a {reference} level with another "
             "method at the same seed).\n"
         )
-    column = f"{reference} - method ({quality.unit or quality.key}, 95% CI)"
+    column = f"{reference} - method ({unit}, 95% CI)"
     several = diffs["dataset"].nunique() > 1
-    shown = diffs.assign(**{column: diffs.apply(_ci_text, axis=1)})[
-        [
-            *(["dataset"] if several else []),
-            "model",
-            "level",
-            "paper_blocks",
-            "variant",
-            "n_pairs",
-            column,
-            "verdict",
-        ]
+    shown = diffs.assign(
+        **{
+            column: diffs.apply(_ci_text, axis=1),
+            "P(ahead)": diffs.get("p_reference_ahead", pd.Series(math.nan, index=diffs.index)).map(
+                lambda p: "" if pd.isna(p) else f"{p:.2f}"
+            ),
+            "McNemar p per seed": diffs.get("mcnemar_p", pd.Series("", index=diffs.index)).fillna(""),
+        }
+    )
+    columns = [
+        *(["dataset"] if several else []),
+        "model",
+        "level",
+        "paper_blocks",
+        "variant",
+        "n_pairs",
+        column,
+        "P(ahead)",
+        *(["McNemar p per seed"] if shown["McNemar p per seed"].astype(bool).any() else []),
+        "verdict",
     ]
-    return shown.to_markdown(index=False, floatfmt="g") + "\n"
+    return shown[columns].to_markdown(index=False, floatfmt="g") + "\n"
 
 
 def reference_variant(frame: pd.DataFrame, method: str = "layercollapse") -> str:
@@ -214,13 +222,15 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",
         f"tab:{plan.name}-matched",
     )
-    diffs = paired_differences(frame, reference)
+    outcomes = Outcomes(frame, plan.output_root)
+    rule = rule_for(frame, plan.margin)
+    diffs = paired_differences(frame, outcomes, reference, rule)
     atomic_write_text(out / "differences.csv", diffs.to_csv(index=False))
     curves = epoch_curves(frame, plan.output_root)
     flops = flops_to_reach(frame, reference)
     atomic_write_text(out / "cost_to_accuracy.csv", curves.to_csv(index=False))
     atomic_write_text(out / "flops_to_reach.csv", flops.to_csv(index=False))
-    claims = claims_table(frame, flops, reference)
+    claims = claims_table(frame, flops, outcomes, reference, plan.margin)
     atomic_write_text(out / "claims.csv", claims.to_csv(index=False))
     paper = load_paper()
     comparison = paper_comparison(agg, paper)
@@ -236,6 +246,7 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         "curves": curves,
         "flops": flops,
         "claims": claims,
+        "rule": rule,
         "paper": paper,
         "comparison": comparison,
         "language": language,
@@ -253,19 +264,25 @@ def _readme(
         *_header(plan, frame, counts),
         "## Claims",
         "",
-        "Each claim of the paper against this sweep's numbers (95% intervals over seeds; the rule behind "
-        "each verdict is in `claims.csv`). A verdict on a small embedded sweep (digits, the byte-level "
-        "GPT-2) says what happens at its scale, not on ImageNet, GLUE or WikiText.",
+        "Each claim of the paper against this sweep's numbers; the rule behind each verdict and its "
+        "p-values (raw and Holm-corrected) are in `claims.csv`. A verdict on a small embedded sweep "
+        "(digits, the byte-level GPT-2) says what happens at its scale, not on ImageNet, GLUE or WikiText.",
         "",
+        *_replicates_note(frame),
         claims[["claim", "measured", "verdict"]].to_markdown(index=False),
+        "",
+        "**How a verdict is reached.** " + parts["rule"].describe(),
         "",
         f"## Paired differences against {reference_name}",
         "",
-        f"Same seed, same data order; {metric} of {reference_name} minus the method's"
-        + ("" if quality.higher_is_better else " with the sign flipped (+: lower, i.e. better)")
-        + ", mean over seeds with its 95% t-interval. An interval containing 0 is no significant difference.",
+        f"Same seed, same original model, same held-out examples; {metric} of {reference_name} minus the "
+        "method's"
+        + ("" if quality.higher_is_better else " as a relative gap (+: the reference's perplexity is lower)")
+        + ", averaged over seeds, with its 95% hierarchical-bootstrap interval; P(ahead) is the share of "
+        "seeds in which the reference is ahead. Verdicts are Holm-corrected over this table's rows "
+        f"(margin ±{parts['rule'].margin:g} {parts['rule'].unit}).",
         "",
-        differences_markdown(diffs, reference_name, quality),
+        differences_markdown(diffs, reference_name, parts["rule"].unit),
         "## Cost to accuracy",
         "",
         "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
@@ -299,6 +316,28 @@ def _readme(
     ]
 
 
+def _replicates_note(frame: pd.DataFrame) -> list[str]:
+    """Whether the seeds are independent replicates (each its own original) or fine-tuning replicates of
+    one shared original, from the runs' pretrain ids."""
+    compress = frame[frame["stage"] == "compress"]
+    if compress.empty:
+        return []
+    per_point = compress.groupby(["dataset", "model"]).agg(
+        seeds=("seed", "nunique"), originals=("pretrain_id", "nunique")
+    )
+    if (per_point["originals"] >= per_point["seeds"]).all():
+        return [
+            "Seeds are independent replicates: each trained its own original model (and drew its own "
+            "split where the data set has no official one).",
+            "",
+        ]
+    return [
+        "**n counts fine-tuning replicates only**: the seeds share one original model (the spec sets "
+        "`pretrain.seed`), so the intervals leave out the original's training variance.",
+        "",
+    ]
+
+
 def _table_list(parts: dict) -> list[str]:
     """The README's list of the table files, the paper comparisons where there are any."""
     return [
@@ -323,6 +362,7 @@ def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
         "",
         f"Generated by `lcbench report {plan.source}` on {time.strftime('%Y-%m-%d %H:%M')} from "
         f"{len(frame)} planned runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
+        f"CPUs: {', '.join(sorted(c for c in frame['cpu'].unique() if c)) or 'none recorded'}.",
         "Mean ± sample std over seeds (n seeds); metrics of the last epoch on the held-out split. Speed-ups "
         f"come from the quiet latency pass (`lcbench measure`; {measured} runs measured), never from "
         "timings taken while other runs trained.",

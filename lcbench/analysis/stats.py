@@ -1,10 +1,11 @@
-"""Paired comparisons over seeds: every method against the reference method (LayerCollapse by default).
+"""Paired comparisons: every method against the reference method (LayerCollapse by default), per seed and
+per held-out example, with the verdict rule of `verdicts.py`.
 
-Runs of the same seed see the same data order (the trainer's loader generator is seeded by the run's
-seed), so differences are paired per seed. A difference is the reference's advantage in the sweep's
-headline metric (`headline.py`: top-1 points; a lower perplexity of the reference counts positive). It is
-reported with its 95% t-interval; one whose interval contains 0 is "no significant difference". Points
-where either run missed its matched compression are left out and counted.
+Runs of the same seed start from the same original model (the seed's own, trained on its own split) and
+are scored on the same held-out examples, so a difference is paired per seed and, within it, per example.
+A difference is the reference's advantage in the sweep's headline metric (top-1 points; for perplexity
+the relative gap in %, + favouring the reference). Points where either run missed its matched compression
+are left out and counted.
 """
 
 from __future__ import annotations
@@ -13,34 +14,17 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .headline import headline, sign
+from .outcomes import Difference, Outcomes
+from .verdicts import Comparison, Rule, compare, decide, holm, replicates_needed, wording
 
 POINT = ["dataset", "model", "level"]
-
-
-def mean_ci(values, confidence: float = 0.95) -> dict:
-    """Mean and its t-interval (NaN bounds below two values)."""
-    values = np.asarray([v for v in values if not pd.isna(v)], dtype=float)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n}
-    half = stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
-
-
-def verdict(
-    low: float, high: float, better: str = "LayerCollapse better", worse: str = "LayerCollapse worse"
-):
-    if pd.isna(low) or pd.isna(high):
-        return "too few seeds for an interval"
-    if low > 0:
-        return better
-    if high < 0:
-        return worse
-    return "no significant difference"
+NO_RECORDS = "no per-example records (runs made before lcbench kept them: rerun them)"
+NOT_MATCHED = {
+    "difference": math.nan,
+    "verdict": "not matched (a run missed its compression target in every seed: not counted)",
+    "decision": "not matched",
+}
 
 
 def is_matched(value) -> bool:
@@ -52,13 +36,11 @@ def _completed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["status"] == "completed") & (frame["stage"] == "compress")]
 
 
-def pairs(frame: pd.DataFrame, reference: str, metric: str = "score") -> pd.DataFrame:
-    """One row per (point, other variant, seed): the reference's advantage, its value minus the other's
-    (the other's minus its own where lower is better: perplexity).
+def pairs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """One row per (point, other variant, seed): the two runs compared and whether both met their target.
 
     A variant without levels (the finetune control) is paired with the reference at every level.
     """
-    orient = sign(headline(frame)) if metric == "score" else 1
     done = _completed(frame)
     ref = done[(done["variant"] == reference) & done["level"].notna()]
     rows = []
@@ -75,22 +57,58 @@ def pairs(frame: pd.DataFrame, reference: str, metric: str = "score") -> pd.Data
                     "variant": o["variant"],
                     "method": o["method"],
                     "seed": r["seed"],
-                    "difference": orient * (r[metric] - o[metric]),
+                    "reference_run": r["run_id"],
+                    "other_run": o["run_id"],
                     "matched": is_matched(r["matched"]) and is_matched(o["matched"]),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def paired_differences(frame: pd.DataFrame, reference: str = "layercollapse", metric: str = "score"):
-    """Per (point, variant): mean reference - variant over matched seed pairs, 95% CI and a verdict."""
-    table = pairs(frame, reference, metric)
+def rule_for(frame: pd.DataFrame, margin: float | None = None) -> Rule:
+    """The verdict rule for the frame's headline metric (several GLUE metrics: their points, margin 1)."""
+    metrics = list(dict.fromkeys(frame["metric"])) if "metric" in frame and len(frame) else ["top1"]
+    return Rule.for_metric(metrics[0] if len(metrics) == 1 else "score", margin)
+
+
+def comparison(differences: list[list[Difference]], rule: Rule) -> tuple[Comparison, np.ndarray] | None:
+    """The comparison of per-replicate lists of differences (several points of one replicate are averaged
+    with their resamples, which stay paired: the same examples) and its bootstrap draws; None without any."""
+    replicates = [d for d in differences if d]
+    if not replicates:
+        return None
+    observed = np.array([np.mean([d.observed for d in ds]) for ds in replicates])
+    pools = np.stack([np.mean([d.pool for d in ds], axis=0) for ds in replicates])
+    keys = {d.key for ds in replicates for d in ds}
+    shared = len(keys) == 1 and len(replicates) > 1
+    counts = [d.discordant for ds in replicates for d in ds if d.discordant is not None]
+    discordant = (sum(c[0] for c in counts), sum(c[1] for c in counts)) if counts else None
+    mcnemar = [d.mcnemar for ds in replicates for d in ds if d.mcnemar is not None]
+    return compare(observed, pools, shared, rule, discordant, mcnemar)
+
+
+def paired_differences(
+    frame: pd.DataFrame, outcomes: Outcomes, reference: str = "layercollapse", rule: Rule | None = None
+) -> pd.DataFrame:
+    """Per (point, variant): the reference's advantage over matched seed pairs, its intervals, tests and
+    verdict (Holm-corrected over the table's rows)."""
+    table = pairs(frame, reference)
     if table.empty:
         return pd.DataFrame()
-    rows = []
+    rule = rule or rule_for(frame)
+    rows, found = [], []
     for (dataset, model, level, variant), group in table.groupby(POINT + ["variant"], sort=False):
         kept = group[group["matched"]]
-        ci = mean_ci(kept["difference"])
+        per_seed = [
+            [d]
+            for d in (
+                outcomes.difference((r["reference_run"], "final"), (r["other_run"], "final"))
+                for _, r in kept.iterrows()
+            )
+            if d is not None
+        ]
+        result = comparison(per_seed, rule) if len(per_seed) == len(kept) else None
+        found.append(result[0] if result else None)
         rows.append(
             {
                 "dataset": dataset,
@@ -99,22 +117,94 @@ def paired_differences(frame: pd.DataFrame, reference: str = "layercollapse", me
                 "paper_blocks": group["paper_blocks"].iloc[0],
                 "variant": variant,
                 "method": group["method"].iloc[0],
-                "n_pairs": ci["n"],
+                "n_pairs": len(kept),
                 "not_matched_pairs": int((~group["matched"]).sum()),
-                "difference": ci["mean"],
-                "ci_low": ci["low"],
-                "ci_high": ci["high"],
-                "verdict": verdict(ci["low"], ci["high"]) if ci["n"] else "not matched",
             }
         )
-    return pd.DataFrame(rows)
+    family = sum(c is not None for c in found)
+    return pd.DataFrame(
+        [
+            {**row, **verdict_columns(c, rule, p, family=family)}
+            if row["n_pairs"]
+            else {**row, **NOT_MATCHED}
+            for row, c, p in _with_holm(rows, found)
+        ]
+    )
 
 
-def pooled_difference(frame: pd.DataFrame, reference: str, variant: str, metric: str = "score") -> dict:
-    """The reference's advantage averaged over every matched point, per seed, then a t-interval over
-    seeds: one paired estimate for the whole sweep (points missing for a seed are left out of its mean)."""
-    table = pairs(frame, reference, metric)
+def _with_holm(rows: list[dict], found: list[Comparison | None]):
+    """Each row with its comparison and its Holm-adjusted (difference, equivalence) p-values."""
+    p_difference = holm([c.p_difference if c else math.nan for c in found])
+    p_equivalence = holm([c.p_equivalence if c else math.nan for c in found])
+    for row, c, pd_, pe in zip(rows, found, p_difference, p_equivalence):
+        yield row, c, (pd_, pe)
+
+
+def verdict_columns(
+    c: Comparison | None,
+    rule: Rule,
+    adjusted: tuple[float, float],
+    subject: str = "LayerCollapse",
+    family: int = 1,
+) -> dict:
+    """A comparison's table columns: estimate, intervals, p-values (raw and Holm over `family` tests),
+    the verdict."""
+    if c is None:
+        return {"difference": math.nan, "verdict": NO_RECORDS, "decision": "no data"}
+    decision, practical = decide(c, rule, *adjusted)
+    return {
+        "difference": c.estimate,
+        "ci_low": c.low,
+        "ci_high": c.high,
+        "ci90_low": c.low90,
+        "ci90_high": c.high90,
+        "p_difference": c.p_difference,
+        "p_difference_holm": adjusted[0],
+        "p_equivalence": c.p_equivalence,
+        "p_equivalence_holm": adjusted[1],
+        "p_reference_ahead": c.p_reference_ahead,
+        "mcnemar_p": " ".join(f"{p:.3g}" for p in c.mcnemar),
+        "tost_p_seeds": c.tost_replicates,
+        "seeds_needed": (
+            replicates_needed(c, rule.margin, rule.alpha / family) if decision == "underpowered" else math.nan
+        ),
+        "shared_test_set": c.shared_test_set,
+        "margin": rule.margin,
+        "unit": rule.unit,
+        "decision": decision,
+        "practical": practical,
+        "verdict": wording(decision, practical, c, rule, subject, family),
+    }
+
+
+def pooled_comparison(
+    frame: pd.DataFrame, outcomes: Outcomes, reference: str, variant: str, rule: Rule
+) -> tuple[tuple[Comparison, np.ndarray] | None, int]:
+    """The reference's advantage over `variant` averaged over every matched point within each seed, then
+    compared over seeds (with its bootstrap draws); and the number of points."""
+    table = pairs(frame, reference)
     if table.empty:
-        return mean_ci([])
+        return None, 0
     table = table[(table["variant"] == variant) & table["matched"]]
-    return {**mean_ci(table.groupby("seed")["difference"].mean()), "points": table.groupby(POINT).ngroups}
+    return per_seed_comparison(table, outcomes, rule, "reference_run", "other_run"), table.groupby(
+        POINT
+    ).ngroups
+
+
+def per_seed_comparison(
+    table: pd.DataFrame,
+    outcomes: Outcomes,
+    rule: Rule,
+    first: str,
+    second: str,
+    groups: tuple[str, str] = ("final", "final"),
+) -> tuple[Comparison, np.ndarray] | None:
+    """Evaluation `groups[0]` of the runs in column `first` against `groups[1]` of those in `second`, each
+    row a point of one seed: averaged over a seed's points, compared over seeds (None: a record missing)."""
+    per_seed = []
+    for _, group in table.groupby("seed", sort=True):
+        ds = [outcomes.difference((r[first], groups[0]), (r[second], groups[1])) for _, r in group.iterrows()]
+        if any(d is None for d in ds):
+            return None
+        per_seed.append(ds)
+    return comparison(per_seed, rule)

@@ -14,7 +14,8 @@ Lifecycle of a run (`pipeline.execute`), in order:
 5. Training: `loss(...)` every step, `after_step(optimizer)` after every optimizer step, `epoch_metrics`
    logged with every epoch (and once before the first, as epoch 0), `on_epoch_end(epoch, model)` between
    epochs (return True after a structural change: the trainer rebuilds its optimizer).
-6. `finalize(model)`: materialise the compressed model; `structure()` is stored with it and
+6. `finalize(model)`: materialise the compressed model (per-example outcomes of an evaluation the run
+   should keep go into `self.outcomes`); `structure()` is stored with it and
    `rebuild(model, structure)` re-creates that architecture from the original when the file is read.
 
 Optional hooks with defaults: `match_target` (the compression it was asked to match),
@@ -29,13 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..config import RunConfig
 from ..data import DATASETS, DataSplits
-from ..evaluation import evaluate
+from ..evaluation import evaluate, examine
 from ..loaders import make_loader
 from ..store import RunDir
 
@@ -54,6 +56,10 @@ class RunContext:
 
     def evaluate(self, model: nn.Module) -> dict:
         return evaluate(model, self.val_loader, self.device, self.cfg.precision, self.task)
+
+    def examine(self, model: nn.Module) -> tuple[dict, dict[str, np.ndarray]]:
+        """`evaluate`, with every held-out example's outcome (kept in the run's `examples.npz`)."""
+        return examine(model, self.val_loader, self.device, self.cfg.precision, self.task)
 
     @property
     def task(self) -> str:
@@ -91,6 +97,9 @@ class Method:
         self.params = params
         self.ctx = ctx
         self.report: dict[str, Any] = {}  # method-specific details recorded in result.json
+        # per-example outcomes of evaluations the run keeps besides its final model's (`examples.npz`),
+        # by name (LayerCollapse: "prefold", the regularised model before its fold)
+        self.outcomes: dict[str, dict[str, np.ndarray]] = {}
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model

@@ -157,9 +157,10 @@ class LayerCollapse(Method):
     # -- the compressed model ---------------------------------------------------------------------------
 
     def finalize(self, model: nn.Module) -> nn.Module:
+        scores, self.outcomes["prefold"] = self.ctx.examine(model)
         regularized = {
             **measure_model(model, self.ctx.input_shape, (1,), repeats=self.ctx.cfg.latency_repeats),
-            **self.ctx.evaluate(model),
+            **scores,
         }
         self._fold(model, list(self.converted), score_before=regularized[self.ctx.quality])
         reports = [self.fold_reports[n] for n in self.order if n in self.fold_reports]
