@@ -265,8 +265,8 @@ def _readme(
         "## Claims",
         "",
         "Each claim of the paper against this sweep's numbers; the rule behind each verdict and its "
-        "p-values (raw and Holm-corrected) are in `claims.csv`. A verdict on a small embedded sweep "
-        "(digits, the byte-level GPT-2) says what happens at its scale, not on ImageNet, GLUE or WikiText.",
+        "p-values (raw and Holm-corrected) are in `claims.csv`. A verdict says what happens at this "
+        "sweep's scale (its models, data and budgets), not on ImageNet, GLUE or WikiText.",
         "",
         *_replicates_note(frame),
         claims[["claim", "measured", "verdict"]].to_markdown(index=False),

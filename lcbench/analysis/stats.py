@@ -163,7 +163,7 @@ def verdict_columns(
         "p_equivalence": c.p_equivalence,
         "p_equivalence_holm": adjusted[1],
         "p_reference_ahead": c.p_reference_ahead,
-        "mcnemar_p": " ".join(f"{p:.3g}" for p in c.mcnemar),
+        "mcnemar_p": " ".join(f"{p:.3g}" if p > 0 else "<1e-300" for p in c.mcnemar),
         "tost_p_seeds": c.tost_replicates,
         "seeds_needed": (
             replicates_needed(c, rule.margin, rule.alpha / family) if decision == "underpowered" else math.nan
