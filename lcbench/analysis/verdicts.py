@@ -33,7 +33,7 @@ from statsmodels.stats.weightstats import ttost_paired
 ALPHA = 0.05
 POWER = 0.8
 CONFIRMATORY = 5  # replicates below which a verdict is a screening result
-DRAWS = 4000  # hierarchical bootstrap draws
+DRAWS = 10000  # hierarchical bootstrap draws (the smallest p is 1 / 10001: Holm families up to ~500 tests)
 POOL = 1000  # example-level resamples per held-out set
 SEED = 20241  # the bootstrap's generator: the same inputs give the same verdicts on any machine
 MAX_REPLICATES = 1000  # "underpowered" beyond this many replicates needed says "more than"
