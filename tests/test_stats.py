@@ -16,7 +16,16 @@ from lcbench.analysis.cost import flops_to_reach
 from lcbench.analysis.headline import add_scores
 from lcbench.analysis.outcomes import Outcomes
 from lcbench.analysis.stats import paired_differences
-from lcbench.analysis.verdicts import Rule, compare, holm, mcnemar_p, tost_replicates
+from lcbench.analysis.verdicts import (
+    Rule,
+    Verdict,
+    compare,
+    decide,
+    holm,
+    mcnemar_p,
+    tost_replicates,
+    wording,
+)
 
 N = 360  # a digits held-out split
 
@@ -252,3 +261,21 @@ def test_runs_without_per_example_records_say_so(tmp_path):
         (folder / "result.json").write_text(json.dumps({"status": "completed"}))
     row = paired_differences(frame, Outcomes(frame, tmp_path)).iloc[0]
     assert row["decision"] == "no data" and "rerun" in row["verdict"]
+
+
+def test_a_verdict_near_alpha_is_flagged_borderline():
+    """Another CPU's kernels move the numbers by a few examples: a verdict whose deciding p lies within a
+    factor 2 of alpha says so, so that a flip between machines is expected where it can happen."""
+    rng = np.random.default_rng(10)
+    observed = np.array([1.0, 1.2, 0.9])
+    comparison, _ = compare(
+        observed, observed[:, None] + rng.normal(0, 0.2, (3, 300)), False, Rule.for_metric("top1")
+    )
+    rule = Rule.for_metric("top1")
+    assert decide(comparison, rule, 0.01, 1.0) == Verdict("better", "beyond the margin", False)
+    assert decide(comparison, rule, 0.03, 1.0).borderline
+    assert decide(comparison, rule, 0.08, 0.9) == Verdict("underpowered", "", True)
+    assert not decide(comparison, rule, 0.5, 0.9).borderline
+    assert wording(decide(comparison, rule, 0.03, 1.0), comparison, rule, "LayerCollapse") == (
+        "LayerCollapse better (practically; borderline; screening, n=3)"
+    )

@@ -19,7 +19,16 @@ from .headline import headline
 from .names import method_name, variant_label
 from .outcomes import Outcomes
 from .stats import NO_RECORDS, POINT, comparison, is_matched, pooled_comparison, rule_for
-from .verdicts import Comparison, Rule, decide, holm, one_sided_p, wording, zero_width_bound
+from .verdicts import (
+    Comparison,
+    Rule,
+    decide,
+    holm,
+    one_sided_p,
+    seeds_needed_text,
+    wording,
+    zero_width_bound,
+)
 
 # In the difference's unit (top-1 pp; % relative perplexity; a GLUE metric's points):
 MINIMAL_LOSS = 1.0  # "minimal accuracy loss": the change is shown to stay above -1
@@ -35,6 +44,7 @@ class Test:
     measured: str
     pvalues: dict[str, float] = field(default_factory=dict)
     judge: Callable[[dict[str, float], int], str] = lambda p, family: "underpowered"
+    note: Callable[[dict[str, float], int], str] = lambda p, family: ""  # added to `measured` once judged
 
 
 def _fmt(c: Comparison | tuple | None, rule: Rule) -> str:
@@ -156,16 +166,22 @@ def _advantage_test(measured: str, result, rule: Rule) -> Test:
     c, _ = result
 
     def judge(p: dict, family: int) -> str:
-        decision, practical = decide(c, rule, p["difference"], p["equivalence"])
-        text = wording(decision, practical, c, rule, family=family)
+        verdict = decide(c, rule, p["difference"], p["equivalence"])
+        text = wording(verdict, c, rule)
         words = {
             "better": "supported",
             "worse": "not supported",
             "equivalent": f"not supported: equivalent within ±{rule.margin:g} {rule.unit}",
         }
-        return text.replace(decision, words[decision], 1) if decision in words else text
+        return (
+            text.replace(verdict.decision, words[verdict.decision], 1) if verdict.decision in words else text
+        )
 
-    return Test(measured, {"difference": c.p_difference, "equivalence": c.p_equivalence}, judge)
+    def note(p: dict, family: int) -> str:
+        undecided = decide(c, rule, p["difference"], p["equivalence"]).decision == "underpowered"
+        return seeds_needed_text(c, rule, family) if undecided else ""
+
+    return Test(measured, {"difference": c.p_difference, "equivalence": c.p_equivalence}, judge, note)
 
 
 def kd_accuracy_claim(
@@ -324,11 +340,12 @@ def _judged(rows: list[tuple[str, str, Test]], rule: Rule) -> pd.DataFrame:
     for i, (claim, text, test) in enumerate(rows):
         raw = ", ".join(f"{k} {v:.3g}" for k, v in test.pvalues.items())
         holmed = ", ".join(f"{k} {v:.3g}" for k, v in per_claim.get(i, {}).items())
+        note = test.note(per_claim.get(i, {}), len(flat))
         table.append(
             {
                 "claim": claim,
                 "rule": text,
-                "measured": test.measured,
+                "measured": test.measured + (f"; {note}" if note else ""),
                 "verdict": test.judge(per_claim.get(i, {}), len(flat)),
                 "p_values": raw,
                 "p_values_holm": holmed,

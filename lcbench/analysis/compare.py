@@ -118,7 +118,7 @@ def _difference_changes(a: Path, b: Path) -> pd.DataFrame:
     if first.empty or second.empty:
         return pd.DataFrame(columns=["where", "before", "after"])
     joined = first.merge(second, on=DIFFERENCE_KEY, suffixes=("_a", "_b"))
-    changed = joined[joined["verdict_a"] != joined["verdict_b"]]
+    changed = joined[joined["verdict_a"] != joined["verdict_b"]]  # (the seeds needed are a column apart)
     where = [
         f"difference: {r['model']} level {r['level']:g} vs {r['variant']}"
         + (f" ({r['dataset']})" if first["dataset"].nunique() > 1 else "")

@@ -168,6 +168,11 @@ def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse", 
                 lambda p: "" if pd.isna(p) else f"{p:.2f}"
             ),
             "McNemar p per seed": diffs.get("mcnemar_p", pd.Series("", index=diffs.index)).fillna(""),
+            "seeds needed": diffs.get("seeds_needed", pd.Series(math.nan, index=diffs.index)).map(
+                lambda n: (
+                    "" if pd.isna(n) else ("more than the test set allows" if math.isinf(n) else f"{n:.0f}")
+                )
+            ),
         }
     )
     columns = [
@@ -181,6 +186,7 @@ def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse", 
         "P(ahead)",
         *(["McNemar p per seed"] if shown["McNemar p per seed"].astype(bool).any() else []),
         "verdict",
+        *(["seeds needed"] if shown["seeds needed"].astype(bool).any() else []),
     ]
     return shown[columns].to_markdown(index=False, floatfmt="g") + "\n"
 

@@ -151,7 +151,7 @@ def verdict_columns(
     the verdict."""
     if c is None:
         return {"difference": math.nan, "verdict": NO_RECORDS, "decision": "no data"}
-    decision, practical = decide(c, rule, *adjusted)
+    verdict = decide(c, rule, *adjusted)
     return {
         "difference": c.estimate,
         "ci_low": c.low,
@@ -166,14 +166,17 @@ def verdict_columns(
         "mcnemar_p": " ".join(f"{p:.3g}" if p > 0 else "<1e-300" for p in c.mcnemar),
         "tost_p_seeds": c.tost_replicates,
         "seeds_needed": (
-            replicates_needed(c, rule.margin, rule.alpha / family) if decision == "underpowered" else math.nan
+            replicates_needed(c, rule.margin, rule.alpha / family)
+            if verdict.decision == "underpowered"
+            else math.nan
         ),
         "shared_test_set": c.shared_test_set,
         "margin": rule.margin,
         "unit": rule.unit,
-        "decision": decision,
-        "practical": practical,
-        "verdict": wording(decision, practical, c, rule, subject, family),
+        "decision": verdict.decision,
+        "practical": verdict.practical,
+        "borderline": verdict.borderline,
+        "verdict": wording(verdict, c, rule, subject),
     }
 
 

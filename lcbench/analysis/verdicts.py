@@ -285,36 +285,50 @@ def replicates_needed(c: Comparison, margin: float, alpha: float) -> float:
     return float(max(best, c.replicates + 1))
 
 
-def decide(comparison: Comparison, rule: Rule, p_difference: float, p_equivalence: float) -> tuple[str, str]:
-    """(decision, practical) from Holm-adjusted p-values: decision in better / worse / equivalent /
-    underpowered; practical says whether a significant difference also clears the margin."""
-    if p_difference < rule.alpha and not comparison.zero_width:
+@dataclass(frozen=True)
+class Verdict:
+    """A comparison's verdict from Holm-adjusted p-values."""
+
+    decision: str  # better / worse / equivalent / underpowered
+    practical: str = ""  # a significant difference: "beyond the margin" or "within the margin"
+    borderline: bool = False  # the deciding p lies within a factor 2 of alpha: another machine may differ
+
+
+def decide(comparison: Comparison, rule: Rule, p_difference: float, p_equivalence: float) -> Verdict:
+    """The verdict from Holm-adjusted p-values. `borderline` flags a verdict whose deciding p (or, when
+    undecided, the nearest one) lies within a factor 2 of alpha: a drift of a few examples, as between two
+    CPUs' kernels, can move it across."""
+    alpha = rule.alpha
+    if p_difference < alpha and not comparison.zero_width:
         decision = "better" if comparison.estimate > 0 else "worse"
         beyond = comparison.low > rule.margin if decision == "better" else comparison.high < -rule.margin
-        return decision, "beyond the margin" if beyond else "within the margin"
-    if p_equivalence < rule.alpha:
-        return "equivalent", ""
-    return "underpowered", ""
+        practical = "beyond the margin" if beyond else "within the margin"
+        return Verdict(decision, practical, p_difference >= alpha / 2)
+    if p_equivalence < alpha:
+        return Verdict("equivalent", "", p_equivalence >= alpha / 2)
+    return Verdict("underpowered", "", min(p_difference, p_equivalence) < 2 * alpha)
 
 
-def wording(
-    decision: str, practical: str, comparison: Comparison, rule: Rule, subject: str = "", family: int = 1
-) -> str:
-    """The verdict as the tables print it: `LayerCollapse better (practically; screening, n=3)`;
-    `family`: the number of tests it was corrected over (the seeds an underpowered one needs depend on it)."""
+def seeds_needed_text(comparison: Comparison, rule: Rule, family: int = 1) -> str:
+    """`~12 seeds would decide` for an underpowered comparison (at the Holm family's strictest level)."""
+    needed = replicates_needed(comparison, rule.margin, rule.alpha / max(family, 1))
+    if math.isinf(needed):
+        return "more seeds cannot decide: the test set is too small"
+    if needed > MAX_REPLICATES:
+        return f"more than {MAX_REPLICATES} seeds would be needed"
+    return f"~{int(needed)} seeds would decide"
+
+
+def wording(verdict: Verdict, comparison: Comparison, rule: Rule, subject: str = "") -> str:
+    """The verdict as the tables print it: `LayerCollapse better (practically; borderline; screening, n=3)`
+    (the seeds an underpowered one needs are a column of their own: they move with every drift)."""
+    decision = verdict.decision
     words = f"{subject} {decision}".strip() if decision in ("better", "worse") else decision
     notes = []
     if decision in ("better", "worse"):
-        notes.append("practically" if practical == "beyond the margin" else "within the margin")
-    if decision == "underpowered":
-        needed = replicates_needed(comparison, rule.margin, rule.alpha / max(family, 1))
-        notes.append(
-            "more seeds cannot decide: the test set is too small"
-            if math.isinf(needed)
-            else f"~{int(needed)} seeds would decide"
-            if needed <= MAX_REPLICATES
-            else f"more than {MAX_REPLICATES} seeds would be needed"
-        )
+        notes.append("practically" if verdict.practical == "beyond the margin" else "within the margin")
+    if verdict.borderline:
+        notes.append("borderline")
     if comparison.replicates < rule.confirmatory:
         notes.append(f"screening, n={comparison.replicates}")
     return words + (f" ({'; '.join(notes)})" if notes else "")
