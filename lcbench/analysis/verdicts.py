@@ -41,7 +41,7 @@ MAX_REPLICATES = 1000  # "underpowered" beyond this many replicates needed says 
 # The practical margin of each headline metric, in the unit its differences are stated in
 MARGINS = {"top1": 0.5, "top5": 0.5, "perplexity": 1.0, "f1": 1.0, "mcc": 1.0, "pearson": 1.0, "score": 1.0}
 DIFFERENCE_UNITS = {
-    "perplexity": "% (relative perplexity)",
+    "perplexity": "% of perplexity",
     "mcc": "points",
     "pearson": "points",
     "score": "points",
