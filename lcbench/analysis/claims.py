@@ -72,6 +72,17 @@ def _screening(c: Comparison | None, rule: Rule) -> str:
     return f" (screening, n={c.replicates})" if c is not None and c.replicates < rule.confirmatory else ""
 
 
+def _judge(tests: list[tuple[str, str]], c: Comparison, rule: Rule) -> Callable[[dict, int], str]:
+    """The verdict of the first test (p-value name, verdict) whose Holm-adjusted p is below alpha, else
+    underpowered; "screening" below the confirmatory number of seeds."""
+
+    def judge(p: dict, family: int) -> str:
+        found = next((verdict for name, verdict in tests if p[name] < rule.alpha), "underpowered")
+        return found + _screening(c, rule)
+
+    return judge
+
+
 def _lc_runs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
     done = frame[(frame["status"] == "completed") & (frame["variant"] == reference)]
     return done[done["matched"].map(is_matched).astype(bool)]
@@ -121,15 +132,9 @@ def compression_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, r
     if not big:
         return Test(measured, judge=lambda p, family: "underpowered (no point reaches 74% at this scale)")
     pvalues = {"minimal_loss": min(p_small.values()), "large_loss": max(p_large.values())}
-
-    def judge(p: dict, family: int) -> str:
-        if p["minimal_loss"] < rule.alpha:
-            return "supported" + _screening(c, rule)
-        if p["large_loss"] < rule.alpha:
-            return "not supported" + _screening(c, rule)
-        return "underpowered" + _screening(c, rule)
-
-    return Test(measured, pvalues, judge)
+    return Test(
+        measured, pvalues, _judge([("minimal_loss", "supported"), ("large_loss", "not supported")], c, rule)
+    )
 
 
 def fold_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, rule: Rule) -> Test:
@@ -147,15 +152,9 @@ def fold_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, rule: Ru
     point, _, (c, _) = found[worst]
     measured = f"least favourable point {point[1]} level {int(point[2])}: after - before fold {_fmt(c, rule)}"
     pvalues = {"fold_keeps": max(keeps), "fold_loses": min(loses)}
-
-    def judge(p: dict, family: int) -> str:
-        if p["fold_keeps"] < rule.alpha:
-            return "supported" + _screening(c, rule)
-        if p["fold_loses"] < rule.alpha:
-            return "not supported" + _screening(c, rule)
-        return "underpowered" + _screening(c, rule)
-
-    return Test(measured, pvalues, judge)
+    return Test(
+        measured, pvalues, _judge([("fold_keeps", "supported"), ("fold_loses", "not supported")], c, rule)
+    )
 
 
 def _advantage_test(measured: str, result, rule: Rule) -> Test:
@@ -205,15 +204,7 @@ def kd_accuracy_claim(
         return _advantage_test(measured, result, rule)
     c = result[0]
     pvalues = {"below_8": _p(result, KD_ADVANTAGE, False), "above_0": _p(result, 0.0, True)}
-
-    def judge(p: dict, family: int) -> str:
-        if p["below_8"] < rule.alpha:
-            return "not supported" + _screening(c, rule)
-        if p["above_0"] < rule.alpha:
-            return "supported" + _screening(c, rule)
-        return "underpowered" + _screening(c, rule)
-
-    return Test(measured, pvalues, judge)
+    return Test(measured, pvalues, _judge([("below_8", "not supported"), ("above_0", "supported")], c, rule))
 
 
 def kd_cost_claim(flops: pd.DataFrame, init: str, metric: str = "top-1") -> Test:
