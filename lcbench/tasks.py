@@ -93,8 +93,9 @@ class Task(ABC):
             for key, value in self.batch_outcomes(logits, targets).items():
                 parts.setdefault(key, []).append(value)
         local = {key: torch.cat(values).numpy() for key, values in parts.items()}
-        shares = distributed.gather(local)
-        return {key: np.concatenate([share[key] for share in shares if key in share]) for key in local}
+        shares = distributed.gather(local)  # (a rank whose share is empty sends nothing: keys from all)
+        keys = dict.fromkeys(key for share in shares for key in share)
+        return {key: np.concatenate([share[key] for share in shares if key in share]) for key in keys}
 
     def evaluate(self, model: nn.Module, loader, device: torch.device, amp: torch.dtype | None) -> dict:
         """The task's metrics, the mean loss and the sample count over a held-out loader."""
