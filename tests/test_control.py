@@ -59,7 +59,7 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
         stage="compress",
         method="layercollapse",
         model="digits_mixer",
-        epochs=10,
+        epochs=40,  # (10 epochs ended before the five requests were served on a fast CPU: 0.3 s an epoch)
         optimizer="sgd",
         lr=0.01,
         k=1,
@@ -97,7 +97,7 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
     finally:
         proc.kill()
     assert rundir.result()["status"] == "stopped" and rundir.checkpoint_path.exists()
-    assert len(rundir.events("epoch")) < 10
+    assert len(rundir.events("epoch")) < 40
 
     # running the same command again resumes mid-epoch with the changes still in force, and completes
     assert main(["run", *overrides, "--no-progress"]) == 0

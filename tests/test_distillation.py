@@ -147,7 +147,7 @@ def test_kd_teacher_init_copies_every_matching_tensor_but_the_folded_layers():
     teacher = create_model("digits_vit", 10, 1).eval().requires_grad_(False)
     ctx = SimpleNamespace(
         original=teacher,
-        cfg=SimpleNamespace(model="digits_vit", img_size=None),
+        cfg=SimpleNamespace(model="digits_vit", dataset="digits", img_size=None),
         data=SimpleNamespace(num_classes=10, in_chans=1),
         device=torch.device("cpu"),
     )

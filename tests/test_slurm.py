@@ -57,8 +57,10 @@ def test_sweep_goes_in_as_one_array_per_stage_and_completes(tmp_path, monkeypatc
     assert main(["launch", str(path), "--executor", "slurm", "--profile", "local"]) == 0
     (sub,) = read_submissions(tmp_path / "out", "arrays")
     plan = plan_sweep(path)
-    assert len(sub.jobs) == len(plan.runs) == 9
-    pretrain_job = sub.jobs[plan.stage("pretrain")[0].run_id]
+    assert len(sub.jobs) == len(plan.runs) == 10  # one original per seed, then 4 methods x 2 seeds
+    pretrain_jobs = {sub.jobs[r.run_id] for r in plan.stage("pretrain")}
+    assert len({job.split("_")[0] for job in pretrain_jobs}) == 1  # one array of 2 tasks
+    pretrain_job = pretrain_jobs.pop()
     compress_jobs = {sub.jobs[r.run_id] for r in plan.stage("compress")}
     arrays = {job.split("_")[0] for job in compress_jobs}
     assert len(arrays) == 1 and len(compress_jobs) == 8  # one array of 8 tasks
