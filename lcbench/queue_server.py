@@ -286,7 +286,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _answer_sigint() -> None:
+    """The supervisor stops a run with SIGINT: answer it even where the queue was launched from a shell
+    that ignores SIGINT (a background job of a script), whose ignoring every child would inherit."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _worker_main(conn: Connection, gpu: int | None, threads: int, cpu_only: bool) -> None:
+    _answer_sigint()
     # imported here, in the worker: the fork server has it loaded already, the supervisor never needs it
     from .queue_worker import serve_runs
 
@@ -294,6 +301,7 @@ def _worker_main(conn: Connection, gpu: int | None, threads: int, cpu_only: bool
 
 
 def _rank_main(config: str, log: str, env: dict, gpu: int | None, threads: int, cpu_only: bool) -> None:
+    _answer_sigint()
     from .queue_worker import run_rank  # (as in _worker_main)
 
     sys.exit(run_rank(config, log, env, gpu, threads, cpu_only))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -193,9 +194,18 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
     assert not sweeps.exists() or not [p for p in sweeps.iterdir() if p.is_dir()]  # no half-made submission
 
 
-def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path, capsys):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path, capsys, sigint):
+    """`ignored`: launched from a shell that ignores SIGINT (a script's background job), which every child
+    inherited: the runs never answered the supervisor's SIGINT and ran to their end."""
     path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}}, epochs=500, pretrain={"epochs": 500})
-    assert main(["launch", str(path), "--executor", "local", "--threads", "1"]) == 0
+    previous = signal.signal(
+        signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler
+    )
+    try:
+        assert main(["launch", str(path), "--executor", "local", "--threads", "1"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     capsys.readouterr()
     wait_until(lambda: by_status(path)["pretrain"][0] == "running", 60, "the pretrain run to start")
     (sub,) = read_submissions(tmp_path / "out", "t")
