@@ -11,7 +11,7 @@ MODELS ?=
 ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext bench lint clean
+.PHONY: install test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench lint clean
 
 install: $(STAMP)
 
@@ -98,6 +98,12 @@ reproduce-glue reproduce-wikitext: reproduce-%: install
 		$(LCBENCH) measure $$LC --device $(MEASURE_DEVICE); \
 		$(LCBENCH) report $$LC --out results/$*; \
 	fi
+
+# The GPU specs rehearsed on this machine's GPU (random weights, synthetic batches, at most 8 minutes):
+# lcbench's step against bare PyTorch, peak memory, slopes against their prediction -> results/bench/
+gpu-check: install
+	$(LCBENCH) rehearse runs/imagenet.yaml runs/glue.yaml runs/wikitext.yaml --budget 400 --device cuda \
+		--out results/bench/rehearsal.json
 
 bench: install
 	@mkdir -p results/bench

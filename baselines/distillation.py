@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench import collapse
+from lcbench import architecture, collapse
 from lcbench.data import model_img_size
 from lcbench.errors import ConfigError
 from lcbench.fields import option
 from lcbench.methods import METHODS, Method, RunContext
-from lcbench.models import create_model, fresh_init, last_linear
+from lcbench.models import MODELS, create_model, fresh_init, last_linear
 
 COLLAPSED = "collapsed:"
 
@@ -78,6 +78,14 @@ class KnowledgeDistillation(Method):
     title = "KD"
     original_forward_passes = 1.0  # the teacher (the original model) sees every training sample
     Params = KDParams
+
+    @classmethod
+    def check(cls, params: KDParams, cfg) -> None:
+        """A collapsed:K student needs K blocks in the teacher; a zoo student must exist."""
+        if params.student.startswith(COLLAPSED):
+            architecture.selected(cfg, _parse_k(params.student), what="student=collapsed:K, K")
+        else:
+            MODELS.get(params.student)
 
     def __init__(self, params: KDParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)

@@ -74,9 +74,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
     record = RunRecord(result)
-    summary = {**record.identity(), **record.summary(headline_only=True)}
+    summary = {**record.identity(), **record.summary(headline_only=True), **_fold_summary(record)}
     print(dumps(summary, indent=2))
     return 0
+
+
+def _fold_summary(record: RunRecord) -> dict:
+    """LayerCollapse: how many of the blocks asked for were folded (and forced), said loudly on stderr
+    when any was not."""
+    report = record.data.get("method_report") or {}
+    if "selected" not in report:
+        return {}
+    folded, asked, forced = report["folded"], report["selected"], report.get("forced", [])
+    out = {"blocks_folded": f"{len(folded)} of {len(asked)}"}
+    if forced:
+        out["forced_folds"] = forced
+    if report.get("not_folded"):
+        slopes = {b["block"]: b["slope"] for b in report.get("blocks", [])}
+        listed = ", ".join(f"{n} (slope {slopes.get(n, float('nan')):.3f})" for n in report["not_folded"])
+        print(
+            f"lcbench: warning: {len(report['not_folded'])} of {len(asked)} blocks NOT folded: {listed}; "
+            f"the model is not collapsed there (compression {record.value('compression'):.2f}x)",
+            file=sys.stderr,
+        )
+    return out
 
 
 RUN_FLAGS = ("force", "no_progress", "require_pretrained")  # passed on to each rank of a DDP run
@@ -169,6 +190,8 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+    from .resolve import method_params
     from .status import summarize, sweep_status
     from .sweep import training_flops
 
@@ -176,11 +199,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     statuses = sweep_status(plan)
     flops = training_flops(plan)
     rows = _status_rows(statuses)
-    for row in rows:
+    for row, status in zip(rows, statuses):
         f = flops[row["run_id"]]
         row["train_PFLOP"] = "?" if f is None else f"{f / 1e15:.3g}"
+        cfg = status.run.cfg
+        row["note"] = METHODS.get(cfg.method).plan_note(method_params(cfg), cfg) or "-"
     _print_rows(
-        rows, ["run_id", "stage", "method", "variant", "level", "model", "seed", "status", "train_PFLOP"]
+        rows,
+        [
+            "run_id",
+            "stage",
+            "method",
+            "variant",
+            "level",
+            "model",
+            "dataset",
+            "seed",
+            "status",
+            "train_PFLOP",
+            "note",
+        ],
     )
     todo = [s.run.run_id for s in statuses if s.status != "completed"]
     known = [flops[r] for r in todo if flops[r] is not None]
@@ -291,6 +329,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from .rehearsal import rehearse, write
+    from .sweep import plan_sweep
+
+    if args.steps < 1 or args.budget <= 0 or (args.batch is not None and args.batch < 1):
+        raise ConfigError(
+            f"--steps ({args.steps}) and --batch ({args.batch}) must be at least 1 and --budget "
+            f"({args.budget}) positive"
+        )
+    files, overrides = _split_args(args.items)
+    plans = [plan_sweep(path, overrides) for path in files]  # every spec checked before any step
+    document = rehearse(plans, args.steps, args.device, args.budget, args.batch)
+    path = write(document, args.out)
+    for run in document["runs"]:
+        whole = run["whole_run"]
+        verdict = "forced fold" if whole["forced"] else ("folds" if whole["folds"] else "NOT folded")
+        print(
+            f"{run['model']:24} {run['dataset']:14} {run['steps']:4d} steps  "
+            f"{run['samples_per_s']:9.1f} samples/s ({run['throughput_ratio']:.2f} of bare PyTorch)  "
+            f"slope {run['slope_measured']:.3f} measured, {run['slope_predicted']:.3f} predicted; whole run: "
+            f"{whole['slope_predicted']:.3f} after {whole['steps']:,} steps ({verdict})"
+            if whole["steps"]
+            else f"{run['model']:24} {run['steps']:4d} steps  (whole run: unknown data size)"
+        )
+    print(f"wrote {path} (on {document['device']})")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two result folders side by side: values that differ (and by how much), verdicts that changed."""
     from .analysis.compare import compare_folders
@@ -384,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collapse)
 
     spec_help = "runs/NAME.yaml then key=value overrides of its base (seeds=[0] too)"
+    p = sub.add_parser(
+        "rehearse",
+        help="a few hundred steps of a spec's recipe on its architectures (random weights, synthetic "
+        "batches): throughput beside bare PyTorch, peak memory, slopes against their prediction",
+    )
+    p.add_argument("items", nargs="+", help="runs/NAME.yaml (one or more), then key=value overrides")
+    p.add_argument("--steps", type=int, default=200, help="steps per LayerCollapse variant and model")
+    p.add_argument("--budget", type=float, default=480.0, help="seconds for the whole rehearsal")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--batch",
+        type=int,
+        help="samples per step instead of the recipe's (a CPU smoke test of a GPU recipe; the learning-rate "
+        "schedule keeps the recipe's steps per epoch)",
+    )
+    p.add_argument("--out", default="results/bench/rehearsal.json", help="where the figures go")
+    p.set_defaults(func=cmd_rehearse)
+
     p = sub.add_parser("plan", help="print a sweep's runs, which are complete, and a cost estimate")
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
     p.add_argument("--tflops", type=float, default=100.0, help="sustained GPU TFLOP/s for the estimate")
@@ -479,6 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # key=value overrides given after an option
         setattr(args, target, [*getattr(args, target), *extra])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lcbench: %(message)s")
+    from .fingerprint import data_fingerprint
+
+    data_fingerprint.cache_clear()  # each command reads the data as it is now (once, however many runs)
     try:
         return args.func(args)
     except (Exception, KeyboardInterrupt) as e:

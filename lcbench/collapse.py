@@ -206,12 +206,22 @@ def convert(model: nn.Module, block: Block, init_slope: float | None = None) -> 
     if isinstance(act, nn.PReLU):
         return act
     if init_slope is None:
-        default = 0.01 if _is_hf_activation(act) else 0.0  # Hugging Face's are all GELU variants
-        init_slope = next((s for t, s in DEFAULT_INIT_SLOPE.items() if isinstance(act, t)), default)
+        init_slope = default_init_slope(act)
     ref = _part(model, block, block.first).weight
     prelu = nn.PReLU(num_parameters=1, init=init_slope).to(device=ref.device, dtype=ref.dtype)
     _replace(model, block, block.act, prelu)
     return prelu
+
+
+def default_init_slope(act: nn.Module) -> float:
+    """The slope a block's PReLU starts from: 0.01 for GELU (Hugging Face's are all GELU variants), 0.0
+    for ReLU (the PReLU then equals the ReLU it replaces)."""
+    default = 0.01 if _is_hf_activation(act) else 0.0
+    return next((s for t, s in DEFAULT_INIT_SLOPE.items() if isinstance(act, t)), default)
+
+
+def activation(model: nn.Module, block: Block) -> nn.Module:
+    return _part(model, block, block.act)
 
 
 def slope(model: nn.Module, block: Block) -> float:

@@ -47,6 +47,12 @@ class RunConfig:
     model: str = "digits_mlp"
     dataset: str = "digits"
     data_root: str = "data"
+    data_fingerprint: str = option(
+        "auto",
+        help="the data's fingerprint (file names and sizes; contents for small sets), part of the run id in "
+        "place of data_root; auto: read from the files when the config is made; '' (empty): not checked, "
+        "as runs made before fingerprints were",
+    )
     download: bool = False
     pretrained: str = option(
         "",
@@ -234,9 +240,29 @@ def identity(cfg: RunConfig) -> dict:
         for key in later:
             if part[key] == getattr(defaults, key):
                 part.pop(key)
+    if data.get("data_fingerprint") in ("", "auto"):  # a packaged data set, or not checked: earlier ids
+        data.pop("data_fingerprint")
+    for name in _later_params(cfg.method):  # a method's parameters added later, the same way
+        if name in data["method_args"] and data["method_args"][name] == _later_params(cfg.method)[name]:
+            data["method_args"].pop(name)
     if cfg.stage == "pretrain":  # the recipe for *another* pretrain run is irrelevant here
         data.pop("pretrain")
     return data
+
+
+def _later_params(method: str) -> dict[str, Any]:
+    """The method's parameters declared `later` (fields.option), with their defaults."""
+    from .methods import METHODS  # the methods import this module
+
+    try:
+        params = METHODS.get(method).Params
+    except ConfigError:
+        return {}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(params)
+        if f.metadata.get("later") and f.default is not dataclasses.MISSING
+    }
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -250,6 +276,7 @@ def run_id(cfg: RunConfig) -> str:
 INHERITED_BY_PRETRAIN = (
     "model",
     "dataset",
+    "data_fingerprint",
     "augment",
     "img_size",
     "seq_len",

@@ -103,6 +103,9 @@ class DatasetSpec:
     locate: Callable[[Path, bool], Any] | None = (
         None  # (root, download): raises DataError if files are missing
     )
+    # (root) -> (folder, the files read from it) for the data fingerprint (`fingerprint`); raises DataError
+    # when they are missing. None: an image folder's every file, or nothing for a packaged data set
+    files: Callable[[Path], tuple[Path, list[Path]]] | None = None
 
     @property
     def is_text(self) -> bool:

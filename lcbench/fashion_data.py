@@ -118,6 +118,12 @@ def load(root: Path, train_tf, eval_tf, download: bool, augment: str = "default"
     return Images(train.data, train.targets, augment == "default"), Images(test.data, test.targets, False)
 
 
+def data_files(root: Path) -> tuple[Path, list[Path]]:
+    """The four unpacked IDX files the runs read (the same whether they came as .gz files or not)."""
+    raw = torchvision_root(root, download=False) / "FashionMNIST" / "raw"
+    return raw, [raw / name.removesuffix(".gz") for name in FILES]
+
+
 def register() -> None:
     """Add Fashion-MNIST to the zoo (called by the data set registry's discovery)."""
     DATASETS.register("fashion_mnist")(
@@ -132,5 +138,6 @@ def register() -> None:
             train_size=60000,
             augmentable=True,
             locate=torchvision_root,
+            files=data_files,
         )
     )

@@ -25,10 +25,13 @@ def option(
     min_exclusive: float | None = None,
     help: str = "",
     tunable: bool = False,
+    later: bool = False,
 ) -> Any:
     """A dataclass field with validation metadata; `tunable`: `lcbench tune` may change it while the run
-    trains (within the same bounds)."""
+    trains (within the same bounds); `later`: added after run ids were published, so hashed only when set
+    away from its default (every earlier run keeps its id)."""
     meta = {
+        "later": later,
         "choices": choices,
         "min": min,
         "max": max,

@@ -24,7 +24,7 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     """Multiplier of the base lr at `step`: linear warm-up, then cosine or linear decay to zero, step decay
-    (every `step_steps` steps or `step_epochs` epochs) or constant.
+    (x `step_gamma` every `step_steps` steps or `step_epochs` epochs after the warm-up) or constant.
 
     With `lr_cycle_epochs` the warm-up and cosine restart every that many epochs.
     """
@@ -38,8 +38,8 @@ def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
         return 0.5 * (1 + math.cos(math.pi * min(pos - warmup, total) / total))
     if cfg.lr_schedule == "linear":
         return max(0.0, 1 - (pos - warmup) / total)
-    if cfg.lr_schedule == "step":
-        return cfg.step_gamma ** (step // (cfg.step_steps or cfg.step_epochs * steps_per_epoch))
+    if cfg.lr_schedule == "step":  # counted from the warm-up's end: no jump when it ends
+        return cfg.step_gamma ** ((pos - warmup) // (cfg.step_steps or cfg.step_epochs * steps_per_epoch))
     return 1.0
 
 

@@ -19,7 +19,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from . import distributed, examples, measure, text_models
+from . import distributed, examples, fingerprint, measure, text_models
 from .callbacks import LiveControl, Replay
 from .collapse import MATCH_TOLERANCE
 from .config import RunConfig, pretrain_config, replicate_seed, run_id, to_dict, to_yaml
@@ -287,13 +287,15 @@ def file_sha256(path: Path) -> str:
 
 
 def check_data(cfg: RunConfig) -> None:
-    """A data set that must be on disk and is not: its "where to get it" error, raised now."""
+    """A data set that must be on disk and is not: its "where to get it" error, raised now; files other
+    than those the run was planned with (its data fingerprint): refused now."""
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
     if spec.natural_images and not root.exists() and not cfg.download:
         load_data(cfg.dataset, root, None)
     if spec.locate is not None:
         spec.locate(root, cfg.download)
+    fingerprint.check_unchanged(cfg.dataset, cfg.data_root, cfg.data_fingerprint)
 
 
 def _set_active_tracker(tracker: Tracker | None) -> None:

@@ -45,6 +45,14 @@ def collapse_run(
         raise CheckpointError(f"{model_path} has no converted (PReLU) blocks left to fold")
     device = resolve_device(cfg.device)
     model = build_model(saved, model_path).to(device).eval()
+    slopes = {n: collapse.slope(model, collapse.block_by_name(model, n)) for n in converted}
+    if not force and all(abs(a - 1.0) >= threshold for a in slopes.values()):
+        listed = ", ".join(f"{n} {a:.4f}" for n, a in slopes.items())
+        raise CheckpointError(
+            f"nothing to fold in {model_path}: no slope is within {threshold:g} of 1 ({listed}); nothing "
+            "was written. Train the slopes further, raise --threshold, or --force to fold them anyway "
+            "(reported as forced)"
+        )
     spec = DATASETS.get(cfg.dataset)
     data = load_data(
         cfg.dataset,
@@ -75,6 +83,7 @@ def collapse_run(
         "model": str(out_path),
         "threshold": threshold,
         "force": force,
+        "blocks_folded": f"{len(folded)} of {len(converted)}",
         "blocks": blocks,
         "metric": spec.metric,  # the data set's headline metric: top1, perplexity, ...
         f"{spec.metric}_before": before[spec.metric],

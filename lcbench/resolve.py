@@ -9,6 +9,7 @@ import json
 import typing
 from typing import Any
 
+from . import fingerprint
 from .config import RunConfig, _set_dotted, parse_override
 from .data import DATASETS
 from .errors import ConfigError
@@ -63,6 +64,8 @@ def make_config(
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)
     cfg = build_dataclass(RunConfig, raw)
+    if cfg.data_fingerprint == fingerprint.RESOLVE:  # the files' own, in place of their path
+        cfg.data_fingerprint = fingerprint.data_fingerprint(cfg.dataset, cfg.data_root)
     validate(cfg)
     method_cls.check(params, cfg)
     return cfg

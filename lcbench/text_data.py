@@ -240,9 +240,27 @@ def glue_tensors(split, task: GlueTask, tokenizer: Any, seq_len: int) -> TensorD
     return TensorDataset(x, y)
 
 
-def _glue(task: GlueTask):
+def _glue_hub(task: GlueTask) -> HubSet:
     config = task.name.removesuffix("_mm")  # MNLI mismatched: MNLI's own files, the other held-out split
-    hub = HubSet("nyu-mll/glue", config, f"glue/{config}", "train", task.val_split)
+    return HubSet("nyu-mll/glue", config, f"glue/{config}", "train", task.val_split)
+
+
+def hub_files(hub: HubSet):
+    """The data fingerprint's files: everything in the data set's folder under data_root."""
+
+    def files(root: Path) -> tuple[Path, list[Path]]:
+        from .fingerprint import folder_files
+
+        folder = root / hub.folder
+        if not folder.is_dir():
+            raise DataError(f"no folder {folder}")
+        return folder, folder_files(folder)
+
+    return files
+
+
+def _glue(task: GlueTask):
+    hub = _glue_hub(task)
 
     def load(root: Path, tokenizer: Any, seq_len: int, download: bool) -> tuple[Dataset, Dataset]:
         train, val = load_splits(root, hub, f"glue_{task.name}", download)
@@ -288,6 +306,7 @@ def register() -> None:
                 num_classes=0,
                 natural_images=False,
                 how_to_get=f"Salesforce/wikitext ({config}) under data_root/{config}/",
+                files=hub_files(hub),
                 train_size=size,
                 task="language_modeling",
                 metric="perplexity",
@@ -302,6 +321,7 @@ def register() -> None:
                 num_classes=task.num_classes,
                 natural_images=False,
                 how_to_get=f"nyu-mll/glue ({task.name.removesuffix('_mm')}) under data_root/glue/",
+                files=hub_files(_glue_hub(task)),
                 train_size=task.train_size,
                 task="regression" if task.num_classes == 1 else "classification",
                 metric=task.metric,

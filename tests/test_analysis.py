@@ -140,6 +140,39 @@ def test_bold_is_never_given_to_an_unmatched_row_an_interval_spanning_one_or_a_t
     assert not bold.loc["layercollapse"].any() and bold.at["kd", "top1"]
 
 
+def test_infeasible_and_forced_points_are_labelled_and_an_infeasible_one_is_never_a_win():
+    """A low-rank point no allocation reaches at a useful rank lost by 76 points and was bold in the
+    compression column: it is now labelled, out of bold and out of the paired comparisons; a forced fold
+    is a real model, counted, and labelled."""
+    from lcbench.analysis.records import point_flag
+    from lcbench.analysis.stats import pairs
+    from lcbench.analysis.tables import bold_mask, caption_notes, latex_table, markdown_table
+
+    assert point_flag({"method_report": {"infeasible": True}}) == "infeasible"
+    assert point_flag({"method_report": {"not_folded": ["6"], "folded": []}}) == "not folded"
+    assert point_flag({"method_report": {"forced": ["6"], "not_folded": []}}) == "forced fold"
+    assert point_flag({"method_report": {"forced": [], "not_folded": []}}) == ""
+    frame = fixed_frame()
+    frame["run_id"] = [f"r{i}" for i in range(len(frame))]
+    kd = frame["method"] == "kd"
+    lc = frame["method"] == "layercollapse"
+    frame["flag"] = np.where(kd, "infeasible", np.where(lc, "forced fold", ""))
+    frame.loc[kd, "matched"] = False  # as sweep_frame marks an infeasible point
+    frame.loc[kd, "top1"] = 99.0  # better than LayerCollapse: still never bold
+    agg = matched_table(aggregate(frame)).set_index("method", drop=False)
+    assert agg.at["kd", "flag"] == "infeasible" and agg.at["layercollapse", "flag"] == "forced fold"
+    bold = bold_mask(agg, ["dataset", "model", "level"]).set_index(agg.index)
+    assert not bold.loc["kd"].any()
+    markdown = markdown_table(agg, ["dataset", "model", "level"])
+    assert "| infeasible " in markdown and "yes (forced fold)" in markdown and "NO" not in markdown
+    latex = latex_table(agg, ["dataset", "model", "level"], "c", "l")
+    assert "KD$^{*}$ & 1" in latex and "LayerCollapse$^{\\P}$ & 1" in latex  # not "not matched" (‡)
+    notes = caption_notes(agg)
+    assert "$^{*}$ infeasible at this compression" in notes and "$^{\\P}$ folded whatever the slope" in notes
+    frame["level"] = frame["level"].where(frame["method"] != "original")
+    assert not pairs(frame, "layercollapse")["matched"].any()  # the infeasible KD seeds are not compared
+
+
 def _compile(tmp_path, pdflatex, body: str) -> tuple[str, bytes]:
     doc = tmp_path / "doc.tex"
     doc.write_text(
@@ -359,6 +392,7 @@ def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_ban
             method="layercollapse",
             k=1,
             threshold=0.2,
+            lam=50,  # predicted slope 0.99 after 46 steps: folded inside the band
             **{"pretrain.epochs": 1},
         ),
     )

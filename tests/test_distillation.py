@@ -73,7 +73,7 @@ def test_kd_into_a_zoo_student(tmp_path):
         (["alpha=1.5"], "alpha: must be <= 1"),
         (["alpha=-0.1"], "alpha: must be >= 0"),
         (["student=collapsed:x"], "expected collapsed:K"),
-        (["student=collapsed:9"], "k must be in 1..2"),
+        (["student=collapsed:9"], "has 2 collapsible blocks, so it must be in 1..2"),
         (["student=not_a_model"], "unknown model"),
     ],
 )

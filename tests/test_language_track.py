@@ -11,8 +11,11 @@ import pytest
 from lcbench.analysis.report import PAPER_LANGUAGE_CSV, language_comparison, load_paper
 from lcbench.cli import main
 from lcbench.data import load_data
+from lcbench.errors import ConfigError
 from lcbench.methods import METHODS
-from lcbench.sweep import plan_sweep
+from lcbench.methods.layercollapse import LayerCollapse
+from lcbench.resolve import method_params
+from lcbench.sweep import expand, load_spec, plan_sweep
 from lcbench.text_models import BERT_SHAPES, load_tokenizer
 from tests import text_fixtures
 from tests.conftest import REPO
@@ -176,6 +179,39 @@ def test_glue_and_wikitext_targets_plan_dry_and_need_their_folders():
     assert {r.cfg.pretrain.pretrained for r in plan.stage("compress")} == {"/models/bert-base-uncased"}
     assert "bert-base-uncased" in BERT_SHAPES
     lc = [r for r in plan.stage("compress") if r.cfg.method == "layercollapse"]
-    assert {(r.cfg.method_args["k"], r.cfg.method_args["lam"], r.cfg.lr, r.cfg.grad_clip) for r in lc} == {
-        (4, 10.0, 1e-4, 10.0)
-    }
+    assert {
+        (
+            r.variant,
+            r.cfg.method_args["k"],
+            r.cfg.method_args["lam"],
+            r.cfg.lr_schedule,
+            r.cfg.method_args["force"],
+        )
+        for r in lc
+    } == {("layercollapse", 4, 2000.0, "constant", False), ("layercollapse_official", 4, 10.0, "step", True)}
+    # the folding recipe is predicted inside the band on every task; the official one is labelled forced
+    notes = {(r.variant, r.cfg.dataset): LayerCollapse.plan_note(method_params(r.cfg), r.cfg) for r in lc}
+    for (variant, dataset), note in notes.items():
+        slope = float(note.split("-> ")[1][:5])
+        if variant == "layercollapse":
+            assert slope > 0.95, (dataset, note)
+        else:
+            assert note.endswith("forced fold") and slope < 0.95, (dataset, note)
+    assert "slope -> " in dry.stdout and "slope -> 1.000" in dry.stdout  # the plan prints its prediction
+
+
+@pytest.mark.parametrize("spec", ["glue", "wikitext"])
+def test_the_official_bert_schedule_is_refused_at_plan_time_with_its_predicted_slope(spec):
+    """x0.9 every 50 steps after a 500-step warm-up integrates the lr to about 0.07: with weight 10 the
+    slopes cannot reach the band, and nothing may be spent finding that out."""
+    bert_schedule = ["lr_schedule=step", "warmup_steps=500", "step_steps=50", "step_gamma=0.9"]
+    path = REPO / "runs" / f"{spec}.yaml"
+    overrides = [*bert_schedule, "pretrain.pretrained=/models/{model}"]
+    spec_data = load_spec(path, overrides)
+    spec_data["variants"] = {"layercollapse": {**spec_data["variants"]["layercollapse"], "lam": 10.0}}
+    if spec == "glue":  # the recipe as it was, weight 10, on SST-2 (1,053 steps)
+        spec_data["grid"] = {"dataset": ["glue_sst2"]}
+    with pytest.raises(
+        ConfigError, match=r"predicted not to fold: slope 0.01 -> 0\.[0-8]\d\d after [\d,]+ steps"
+    ):
+        expand(spec_data, str(path))

@@ -36,6 +36,7 @@ def test_measure_run_writes_latency_json_beside_the_record(tmp_path):
             "stage=compress",
             "method=layercollapse",
             "k=2",
+            "allow_unfolded=true",
             "pretrain.epochs=1",
             *fast_overrides(tmp_path, model="digits_mlp", epochs=1),
         ],

@@ -46,7 +46,9 @@ def test_oneshot_regularizes_folds_and_reports(tmp_path):
 
 
 def test_slopes_that_stay_far_from_one_are_not_folded(tmp_path):
-    cfg = lc_config(tmp_path, "model=digits_mlp", "k=1", "lam=0", epochs=1)
+    with pytest.raises(ConfigError, match="predicted not to fold: slope 0 -> 0.000 after 23 steps"):
+        lc_config(tmp_path, "model=digits_mlp", "k=1", "lam=0", epochs=1)  # refused before it runs
+    cfg = lc_config(tmp_path, "model=digits_mlp", "k=1", "lam=0", "allow_unfolded=true", epochs=1)
     report = execute(cfg, progress_bar=False)["method_report"]
     assert report["folded"] == [] and report["not_folded"] == ["6"]
     assert "threshold" in report["blocks"][0]["reason"]
@@ -83,7 +85,7 @@ def test_progressive_folds_one_block_at_a_time_and_resumes(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["model=digits_vit", "k=5"], "digits_vit has 4 collapsible blocks, so k must be in 1..4"),
+        (["model=digits_vit", "k=5"], "k=5: digits_vit has 4 collapsible blocks, so it must be in 1..4"),
         (["model=digits_vit", "blocks=[blocks.7.mlp]"], "no collapsible block 'blocks.7.mlp'"),
         (["model=digits_vit", "threshold=0"], "threshold: must be > 0"),
         (["model=digits_vit", "lam=-1"], "lam: must be >= 0"),
@@ -95,17 +97,17 @@ def test_bad_layercollapse_parameters(tmp_path, extra, message):
         execute(lc_config(tmp_path, *extra, epochs=2), progress_bar=False)
 
 
-def test_model_without_collapsible_blocks_is_named(tmp_path, image_folder):
-    cfg = lc_config(
-        tmp_path,
-        "model=resnet18",
-        "dataset=imagefolder",
-        f"data_root={image_folder}",
-        "img_size=16",
-        epochs=1,
-    )
+def test_model_without_collapsible_blocks_is_named_before_any_folder_exists(tmp_path, image_folder):
     with pytest.raises(ConfigError, match="resnet18 has no collapsible block"):
-        execute(cfg, progress_bar=False)
+        lc_config(
+            tmp_path,
+            "model=resnet18",
+            "dataset=imagefolder",
+            f"data_root={image_folder}",
+            "img_size=16",
+            epochs=1,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["imgs"]  # no run folder in the output root
 
 
 def test_finetune_control_keeps_the_architecture(tmp_path):
@@ -127,10 +129,12 @@ def test_finetune_control_keeps_the_architecture(tmp_path):
 
 
 def test_post_training_collapse_command(tmp_path, capsys):
-    cfg = lc_config(tmp_path, "model=digits_vgg", "k=2", "threshold=1e-9", epochs=1)  # nothing qualifies
+    cfg = lc_config(tmp_path, "model=digits_vgg", "k=2", "threshold=1e-9", "allow_unfolded=true", epochs=1)
     result = execute(cfg, progress_bar=False)
     assert result["method_report"]["folded"] == []
     run_dir = RunDir(tmp_path, run_id(cfg)).path
+    assert main(["collapse", str(run_dir)]) == 2  # nothing within the threshold: said, nothing written
+    assert "nothing to fold" in capsys.readouterr().err and not (run_dir / "collapsed.pt").exists()
     assert main(["collapse", str(run_dir), "--force"]) == 0
     report = __import__("json").loads(capsys.readouterr().out)
     assert all(b["folded"] and b["forced"] for b in report["blocks"])
@@ -149,6 +153,7 @@ def test_post_training_collapse_of_a_language_model_reports_perplexity(tmp_path,
         "dataset=text_stdlib",
         "k=2",
         "threshold=1e-9",  # nothing qualifies during training
+        "allow_unfolded=true",
         "label_smoothing=0",
         "pretrain.epochs=1",
         "pretrain.label_smoothing=0",
@@ -158,6 +163,8 @@ def test_post_training_collapse_of_a_language_model_reports_perplexity(tmp_path,
     result = execute(cfg, progress_bar=False)
     assert result["method_report"]["folded"] == [] and result["metric"] == "perplexity"
     run_dir = RunDir(tmp_path, run_id(cfg)).path
+    assert main(["collapse", str(run_dir)]) == 2  # nothing within the threshold: said, nothing written
+    assert "nothing to fold" in capsys.readouterr().err and not (run_dir / "collapsed.pt").exists()
     assert main(["collapse", str(run_dir), "--force"]) == 0
     report = __import__("json").loads(capsys.readouterr().out)
     assert report["metric"] == "perplexity" and report["perplexity_before"] > 1
@@ -181,6 +188,7 @@ def _slope_distance(tmp_path, lam: float, regularizer: str = "auto") -> float:
             "k=1",
             f"lam={lam}",
             f"regularizer={regularizer}",
+            "allow_unfolded=true",
             "optimizer=adamw",
             "lr_schedule=constant",
             "lr=3e-3",

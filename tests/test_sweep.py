@@ -25,7 +25,10 @@ def test_grid_variants_and_seeds_expand_to_their_product(tmp_path):
         base=BASE,
         grid={"model": ["digits_mlp", "digits_vgg"], "lr": [0.01, 0.1]},
         seeds=[0, 1],
-        variants={"lc": {"method": "layercollapse", "k": [1, 2]}, "ft": {"method": "finetune"}},
+        variants={
+            "lc": {"method": "layercollapse", "k": [1, 2], "allow_unfolded": True},
+            "ft": {"method": "finetune"},
+        },
     )
     plan = plan_sweep(path)
     compress = plan.stage("compress")
@@ -71,10 +74,12 @@ def test_overrides_change_base_grid_and_seeds(tmp_path):
 
 def test_a_literal_list_value_is_written_inside_a_list(tmp_path):
     path = write_spec(
-        tmp_path, base=BASE, variants={"lc": {"method": "layercollapse", "blocks": [["a", "b"]]}}
+        tmp_path,
+        base=BASE,
+        variants={"lc": {"method": "layercollapse", "blocks": [["6", "2"]], "allow_unfolded": True}},
     )
     (run,) = plan_sweep(path).stage("compress")
-    assert run.cfg.method_args["blocks"] == ["a", "b"]
+    assert run.cfg.method_args["blocks"] == ["6", "2"]
 
 
 @pytest.mark.parametrize(
@@ -84,7 +89,13 @@ def test_a_literal_list_value_is_written_inside_a_list(tmp_path):
         ({"base": BASE, "grid": {"model": []}}, "'model' is an empty list"),
         ({"base": BASE, "seeds": []}, "'seeds' is an empty list"),
         ({"base": BASE, "variants": {"lc": {"k": [1]}}}, "variant 'lc' must be a mapping with a 'method'"),
-        ({"base": BASE, "variants": {"lc": {"method": "layercollapse", "k": [1, 0]}}}, "variant lc {'k': 0}"),
+        (
+            {
+                "base": BASE,
+                "variants": {"lc": {"method": "layercollapse", "k": [1, 0], "allow_unfolded": True}},
+            },
+            "variant lc {'k': 0}",
+        ),
         ({"base": {**BASE, "epochz": 1}, "variants": {"ft": {"method": "finetune"}}}, "epochz"),
         ({"base": {**BASE, "stage": "pretrain"}, "variants": {"ft": {"method": "finetune"}}}, "base stage"),
         ({"base": BASE, "grid": ["model"]}, "'grid' must be a mapping"),
@@ -139,7 +150,7 @@ def test_levels_in_the_papers_block_unit_count_both_mixer_mlps(tmp_path):
         base=BASE,
         grid={"model": ["digits_mixer", "digits_vit"]},
         levels={"default": [1], "digits_mixer": {"blocks": [1, 2]}},
-        variants={"lc": {"method": "layercollapse", "k": "{level}"}},
+        variants={"lc": {"method": "layercollapse", "k": "{level}", "allow_unfolded": True}},
     )
     levels = {(r.cfg.model, r.matched_level) for r in plan_sweep(path).stage("compress")}
     assert levels == {("digits_mixer", 2), ("digits_mixer", 4), ("digits_vit", 1)}
@@ -148,7 +159,7 @@ def test_levels_in_the_papers_block_unit_count_both_mixer_mlps(tmp_path):
         base=BASE,
         grid={"model": ["digits_vit"]},
         levels={"blocks": [1], "mlps": [1]},
-        variants={"lc": {"method": "layercollapse", "k": "{level}"}},
+        variants={"lc": {"method": "layercollapse", "k": "{level}", "allow_unfolded": True}},
     )
     with pytest.raises(ConfigError, match="must name one unit"):
         plan_sweep(bad)
@@ -195,7 +206,7 @@ def test_the_reference_method_is_a_setting_of_the_spec(tmp_path):
 
 def test_a_spec_can_share_one_original_between_its_seeds(tmp_path):
     base = {**BASE, "pretrain": {"seed": 0}}
-    variants = {"lc": {"method": "layercollapse", "k": 1}}
+    variants = {"lc": {"method": "layercollapse", "k": 1, "allow_unfolded": True}}
     path = write_spec(tmp_path, base=base, grid={"model": ["digits_mlp"]}, seeds=[0, 1, 2], variants=variants)
     plan = plan_sweep(path)
     assert len(plan.stage("pretrain")) == 1
@@ -204,7 +215,7 @@ def test_a_spec_can_share_one_original_between_its_seeds(tmp_path):
 
 
 def test_the_margin_is_a_setting_of_the_spec(tmp_path):
-    variants = {"lc": {"method": "layercollapse", "k": 1}}
+    variants = {"lc": {"method": "layercollapse", "k": 1, "allow_unfolded": True}}
     path = write_spec(tmp_path, base=BASE, grid={"model": ["digits_mlp"]}, variants=variants, margin=0.25)
     assert plan_sweep(path).margin == 0.25
     assert plan_sweep(path, ["margin=1"]).margin == 1.0

@@ -67,7 +67,13 @@ def test_compress_run_that_trains_its_missing_pretrain_first_tracks_both(no_wand
         fast_overrides(
             out,
             epochs=2,
-            **{"stage": "compress", "method": "layercollapse", "k": 1, "model": "digits_vit"},
+            **{
+                "stage": "compress",
+                "method": "layercollapse",
+                "k": 1,
+                "model": "digits_vit",
+                "allow_unfolded": True,
+            },
             **{"tracking.mode": "offline", "pretrain.epochs": 1},
         ),
     )

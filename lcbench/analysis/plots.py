@@ -129,6 +129,7 @@ def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"
                     method_color(method),
                     rows[f"{x}_mean"],
                 )
+                _label_points(ax, group, x, floor)
         if floor is not None:
             ax.set_ylim(bottom=floor - 1.5, top=rows["score_mean"].max() + 1.5)
         if log:
@@ -191,6 +192,26 @@ def _flag_off_scale(ax, xs: pd.Series, ys: pd.Series, floor: float | None, color
                 ha="right" if right else "left",
                 fontsize=7,
                 color=color,
+            )
+
+
+def _label_points(ax, group: pd.DataFrame, x: str, floor: float | None) -> None:
+    """A point's label beside it (`infeasible`, `not folded`, `forced fold`): such a point is no
+    method's win and a reader of the figure alone must see it."""
+    if "flag" not in group:
+        return
+    for xv, yv, flag in zip(group[f"{x}_mean"], group["score_mean"], group["flag"].fillna("")):
+        if flag and pd.notna(yv):
+            y = max(yv, floor - 0.5) if floor is not None else yv
+            ax.plot([xv], [y], marker="o", markersize=13, markerfacecolor="none", color="0.3", zorder=4)
+            ax.annotate(
+                flag,
+                (xv, y),
+                textcoords="offset points",
+                xytext=(0, 10),
+                ha="center",
+                fontsize=7,
+                color="0.3",
             )
 
 

@@ -52,6 +52,9 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         match = record.data.get("match")
         row["matched"] = bool(match["within_tolerance"]) if match else None  # None: nothing to match
         row["init"] = (record.data.get("method_report") or {}).get("init", "")
+        row["flag"] = point_flag(record.data)
+        if row["flag"] in NOT_COUNTED:  # a point no allocation reaches: never another method's win
+            row["matched"] = False
         row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
         row["blocks_folded"] = _paper_blocks(run.cfg.model, row["mlps_folded"])
         row["cpu"] = _cpu(plan.output_root / run.run_id) if completed else ""
@@ -60,6 +63,28 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
             row[column] = number_at(quiet or {}, f"batches.1.{key}")
         rows.append(row)
     return add_scores(pd.DataFrame(rows))
+
+
+# What a run's point is, besides its numbers: labelled in every table, left out of bold, differences and
+# claims where it is not a real compressed model at its level.
+FLAGS = {
+    "infeasible": "infeasible at this compression: no allocation reached it at a useful rank",
+    "not folded": "LayerCollapse blocks whose slopes stayed outside the fold band (not collapsed)",
+    "forced fold": "folded whatever the slope (the official BERT protocol)",
+}
+NOT_COUNTED = ("infeasible", "not folded")
+
+
+def point_flag(record: dict) -> str:
+    """`infeasible`, `not folded`, `forced fold` or '' from a run record's method report."""
+    report = record.get("method_report") or {}
+    if report.get("infeasible"):
+        return "infeasible"
+    if report.get("not_folded"):
+        return "not folded"
+    if report.get("forced"):
+        return "forced fold"
+    return ""
 
 
 def _cpu(run_path) -> str:

@@ -85,14 +85,19 @@ def language_comparison(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, ref in paper.iterrows():
         mine = agg[agg["dataset"] == ref["dataset"]]
+        after = ref.get("method", "layercollapse")
         for setting, method, params, value in (
             ("original", "original", ref["params_before"], ref["value_before"]),
-            ("folded", "layercollapse", ref["params_after"], ref["value_after"]),
+            ("folded" if after == "layercollapse" else after, after, ref["params_after"], ref["value_after"]),
         ):
             if pd.isna(params) or pd.isna(value):
                 continue
             same = mine[mine["method"] == method]
-            found = same[(same["params_dense_mean"] - params).abs() <= PARAMS_RTOL * params]
+            # a pruned reference counts nonzero weights; a folded one, the dense model's
+            counted = "params_mean" if method == "magnitude_pruning" else "params_dense_mean"
+            if counted not in same:
+                continue
+            found = same[(same[counted] - params).abs() <= PARAMS_RTOL * params]
             for _, r in found.iterrows():
                 ours = r.get(f"{ref['metric']}_mean")
                 rows.append(
@@ -102,7 +107,7 @@ def language_comparison(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                         "metric": ref["metric"],
                         "setting": setting,
                         "params_paper": int(params),
-                        "params_ours": int(r["params_dense_mean"]),
+                        "params_ours": int(r[counted]),
                         "paper": value,
                         "ours": ours,
                         "n": r["n"],
@@ -136,8 +141,18 @@ def findings(agg: pd.DataFrame) -> list[str]:
         parts = []
         for _, row in group.iterrows():
             text = f"{row['variant']} {_score(row)} at {row['compression_mean']:.2f}x"
-            if row.get("matched") is False:
+            flag = row.get("flag") or ""
+            if "infeasible" in flag:
+                text += (
+                    " (**infeasible at this compression**: no allocation reached it at a useful rank; "
+                    "not counted)"
+                )
+            elif "not folded" in flag:
+                text += " (**not folded**: its slopes stayed outside the fold band; not counted)"
+            elif row.get("matched") is False:
                 text += " (**not matched**: missed its target compression by more than 2%; not counted)"
+            if "forced fold" in flag:
+                text += " (**forced fold**: folded whatever the slope)"
             parts.append(text)
         blocks = group["paper_blocks_mean"].iloc[0]
         unit = f"k={int(level)} MLPs" + (f" = {blocks:g} paper blocks" if blocks != level else "")

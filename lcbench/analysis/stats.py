@@ -25,6 +25,26 @@ NOT_MATCHED = {
     "verdict": "not matched (a run missed its compression target in every seed: not counted)",
     "decision": "not matched",
 }
+UNREACHABLE = {  # by the point's label (`records.FLAGS`): why its runs are not compared
+    "infeasible": {
+        "difference": math.nan,
+        "verdict": "infeasible at this compression (no allocation reaches it at a useful rank: not counted)",
+        "decision": "infeasible",
+    },
+    "not folded": {
+        "difference": math.nan,
+        "verdict": "not folded (its slopes stayed outside the fold band: not counted)",
+        "decision": "not folded",
+    },
+}
+
+
+def _uncompared(flags: pd.Series) -> dict:
+    """The verdict of a point none of whose seeds could be compared: its label's, else not matched."""
+    for flag, verdict in UNREACHABLE.items():
+        if flags.fillna("").str.contains(flag).any():
+            return verdict
+    return NOT_MATCHED
 
 
 def is_matched(value) -> bool:
@@ -60,6 +80,7 @@ def pairs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
                     "reference_run": r["run_id"],
                     "other_run": o["run_id"],
                     "matched": is_matched(r["matched"]) and is_matched(o["matched"]),
+                    "flag": ", ".join(f for f in (r.get("flag") or "", o.get("flag") or "") if f),
                 }
             )
     return pd.DataFrame(rows)
@@ -96,7 +117,7 @@ def paired_differences(
     if table.empty:
         return pd.DataFrame()
     rule = rule or rule_for(frame)
-    rows, found = [], []
+    rows, found, uncompared = [], [], []
     for (dataset, model, level, variant), group in table.groupby(POINT + ["variant"], sort=False):
         kept = group[group["matched"]]
         per_seed = [
@@ -121,13 +142,14 @@ def paired_differences(
                 "not_matched_pairs": int((~group["matched"]).sum()),
             }
         )
+        uncompared.append(_uncompared(group["flag"]) if "flag" in group else NOT_MATCHED)
     family = sum(c is not None for c in found)
     return pd.DataFrame(
         [
             {**row, **verdict_columns(c, rule, p, family=family)}
             if row["n_pairs"]
-            else {**row, **NOT_MATCHED}
-            for row, c, p in _with_holm(rows, found)
+            else {**row, **why}
+            for (row, c, p), why in zip(_with_holm(rows, found), uncompared)
         ]
     )
 

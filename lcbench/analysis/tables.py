@@ -24,6 +24,7 @@ from ..data import DATASETS
 from ..store import atomic_write_text
 from ..tasks import QUALITIES, Quality
 from .names import variant_label
+from .records import FLAGS, NOT_COUNTED
 from .stats import is_matched
 
 
@@ -121,6 +122,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     out["speedup_quiet_b1_low"] = quiet["speedup_quiet_b1_low"].min()  # the widest interval of the seeds
     out["speedup_quiet_b1_high"] = quiet["speedup_quiet_b1_high"].max()
     out["matched"] = quiet["matched"].agg(lambda v: None if v.isna().all() else all(map(is_matched, v)))
+    if "flag" in done:  # every flag any seed raised, in a stable order
+        out["flag"] = quiet["flag"].agg(lambda v: ", ".join(f for f in FLAGS if f in set(v)))
     out = out.reset_index()
     out["level"] = out["level"].replace(-1, np.nan)
     return out
@@ -227,6 +230,14 @@ def _labels(table: pd.DataFrame) -> pd.Series:
     return pd.Series([variant_label(m, v) for m, v in zip(table["method"], table["variant"])], table.index)
 
 
+def _matched_text(matched: str, flag: str) -> str:
+    """The Matched cell: yes / NO, or the point's label where it has one (`infeasible`, `not folded`
+    replace NO: they say why the point is not counted; `forced fold` is added to yes)."""
+    if any(k in flag for k in NOT_COUNTED):
+        return flag
+    return f"{matched} ({flag})" if flag else matched
+
+
 def markdown_table(table: pd.DataFrame, group_by: list[str]) -> str:
     """Model, method, level, mean ± std per measure (best per group in bold), matched, n."""
     mask = bold_mask(table, group_by)
@@ -243,6 +254,8 @@ def markdown_table(table: pd.DataFrame, group_by: list[str]) -> str:
         out["Matched"] = table["matched"].map(
             lambda m: "" if m is None or pd.isna(m) else "yes" if m else "NO"
         )
+        flags = table["flag"].fillna("") if "flag" in table else pd.Series("", index=table.index)
+        out["Matched"] = [_matched_text(m, f) for m, f in zip(out["Matched"], flags)]
     out["n"] = table["n"].astype(int).astype(str)
     return out.to_markdown(index=False, disable_numparse=True) + "\n"
 
@@ -293,7 +306,10 @@ def _latex_frame(table: pd.DataFrame, mask: pd.DataFrame) -> tuple[pd.DataFrame,
     before each model's block, and each column's format."""
     table, headers = _scaled(table)
     unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
-    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "")
+    flags = table["flag"].fillna("") if "flag" in table else pd.Series("", index=table.index)
+    marks = flags.map(lambda f: "".join(LATEX_FLAG_MARKS[k] for k in FLAGS if k in f))
+    unmatched &= ~flags.map(lambda f: any(k in f for k in NOT_COUNTED))  # its own mark says why
+    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "") + marks
     body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
     for column in [c for c in headers if not c.startswith("base_")]:
         shown, cells = SHOWN[column], _cells(table, column, latex=True)
@@ -313,6 +329,9 @@ def _latex_frame(table: pd.DataFrame, mask: pd.DataFrame) -> tuple[pd.DataFrame,
         )
         blocks += [marker, rows]
     return pd.concat(blocks), formats
+
+
+LATEX_FLAG_MARKS = {"infeasible": "$^{*}$", "not folded": "$^{\\S}$", "forced fold": "$^{\\P}$"}
 
 
 def _finish_latex(latex: str, width: int) -> str:
@@ -407,4 +426,7 @@ def caption_notes(table: pd.DataFrame) -> str:
         )
     if "matched" in table and (table["matched"].map(lambda m: m is False)).any():
         parts.append("$^\\ddagger$ compression not matched")
+    for flag, mark in LATEX_FLAG_MARKS.items():
+        if "flag" in table and table["flag"].fillna("").str.contains(flag).any():
+            parts.append(f"{mark} {FLAGS[flag]}")
     return "; ".join(parts) + "."

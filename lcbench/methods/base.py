@@ -5,7 +5,8 @@ group) holding a `Method` subclass registered with `@METHODS.register("name")` a
 
 Lifecycle of a run (`pipeline.execute`), in order:
 
-1. `check(params, cfg)` (classmethod): at config time, before any run folder exists.
+1. `check(params, cfg)` (classmethod): at config time, before any run folder exists (`plan_note(params,
+   cfg)`, also a classmethod, is what `lcbench plan` prints beside the run).
 2. `__init__(params, ctx)`: the `RunContext` below is complete (data, original model, held-out loader).
 3. `prepare(model)`: turn the original model into the one to train; returns it.
 4. On **resume**, `prepare` has run again on a fresh original model, then `load_state_dict(state, model)`
@@ -70,6 +71,15 @@ class RunContext:
         """The data set's headline metric (`top1`, `perplexity`, ...): what a method compares."""
         return DATASETS.get(self.cfg.dataset).metric
 
+    def training_batch(self, size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """`size` training examples (inputs, targets) drawn with the run's seed: calibration that chooses
+        something, such as low-rank's allocation, never looks at the held-out set."""
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.cfg.seed))
+        first = Subset(self.data.train, order[: min(size, len(order))].tolist())
+        loader = make_loader(first, self.val_loader.batch_size, False, 0, device=self.device)
+        pairs = [(x.to(self.device), y.to(self.device)) for x, y in loader]
+        return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+
     def calibration_batch(self, size: int = 128) -> torch.Tensor:
         """The first `size` held-out inputs (a fixed batch for measuring a fold's output error; the same
         on every rank of a DDP run, whose held-out loader holds the rank's share only)."""
@@ -91,7 +101,13 @@ class Method:
     @classmethod
     def check(cls, params: Any, cfg: RunConfig) -> None:
         """Reject parameters that cannot work with the run's config (raise ConfigError), before any run
-        folder exists; rules that need the model are checked in `prepare`."""
+        folder exists; `lcbench.architecture` reads the model's blocks from the meta device for rules that
+        need them (a `k` the model does not have); rules that need its weights are checked in `prepare`."""
+
+    @classmethod
+    def plan_note(cls, params: Any, cfg: RunConfig) -> str:
+        """What `lcbench plan` says about the run beside its cost (LayerCollapse: the predicted slope)."""
+        return ""
 
     def __init__(self, params: Any, ctx: RunContext) -> None:
         self.params = params

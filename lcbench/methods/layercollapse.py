@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import collapse
+from .. import architecture, collapse, slopes
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..fields import option
@@ -35,7 +35,12 @@ class LayerCollapseParams:
     k: int = option(1, min=1, help="collapse the last k collapsible blocks (counted from the output)")
     blocks: list[str] = option(default_factory=list, help="or these blocks by name (overrides k)")
     lam: float = option(
-        1.0, min=0, max=1e6, tunable=True, help="the regularizer's weight (the paper's lambda)"
+        10.0,
+        min=0,
+        max=1e6,
+        tunable=True,
+        help="the regularizer's weight (the paper's lambda; 10 is the official NLP runners' gp, which "
+        "folds the default AdamW recipe; the ImageNet recipe's SGD runs use 1)",
     )
     init_slope: float | None = option(None, help="initial PReLU slope; default 0.01 for GELU, 0.0 for ReLU")
     threshold: float = option(0.05, min_exclusive=0, help="fold only blocks with |a - 1| < threshold")
@@ -48,6 +53,20 @@ class LayerCollapseParams:
         help="coupled: lam*(a-1)^2 in the loss (SGD); decoupled: slopes pulled toward 1 after each step "
         "by 2*lr*lam*(a-1), outside the optimizer (needed under AdamW); auto: decoupled for AdamW",
     )
+    allow_unfolded: bool = option(
+        False,
+        later=True,
+        help="run even when the slopes are predicted not to reach the fold band (a study of the slopes; "
+        "its points are reported as not folded); otherwise such a run is refused before it starts",
+    )
+
+
+def _decoupled(params: LayerCollapseParams, cfg: RunConfig) -> bool:
+    return params.regularizer == "decoupled" or (params.regularizer == "auto" and cfg.optimizer == "adamw")
+
+
+def _progressive(params: LayerCollapseParams, count: int) -> int:
+    return count if params.schedule == "progressive" else 0
 
 
 @METHODS.register("layercollapse")
@@ -62,21 +81,49 @@ class LayerCollapse(Method):
         self.folded: list[str] = []
         self.fold_reports: dict[str, dict] = {}  # the latest fold attempt per block
         self.prelus: list[nn.PReLU] = []
-        self.decoupled = params.regularizer == "decoupled" or (
-            params.regularizer == "auto" and ctx.cfg.optimizer == "adamw"
-        )
+        self.decoupled = _decoupled(params, ctx.cfg)
         self.target: dict | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------
 
     @classmethod
     def check(cls, params: LayerCollapseParams, cfg: RunConfig) -> None:
-        count = len(params.blocks) or params.k
+        """The blocks exist (the model built on the meta device), a progressive schedule divides the
+        epochs, and the slopes are predicted to reach the fold band (unless forced or allowed not to)."""
+        chosen = architecture.selected(cfg, params.k, params.blocks)
+        count = len(chosen)
         if params.schedule == "progressive" and cfg.epochs % count:
             raise ConfigError(
                 f"schedule=progressive trains {count} blocks one after another: epochs ({cfg.epochs}) must "
                 f"be a multiple of {count} (e.g. epochs={count * max(1, round(cfg.epochs / count))})"
             )
+        pred = cls.prediction(params, cfg)
+        if pred is not None and not pred.folds and not params.force and not params.allow_unfolded:
+            raise ConfigError(
+                slopes.refusal(cfg, pred, params.lam, _decoupled(params, cfg), _progressive(params, count))
+            )
+
+    @classmethod
+    def prediction(cls, params: LayerCollapseParams, cfg: RunConfig) -> slopes.SlopePrediction | None:
+        """The slopes' predicted value at the fold from the run's recipe (`slopes.predict`)."""
+        chosen = architecture.selected(cfg, params.k, params.blocks)
+        start = params.init_slope if params.init_slope is not None else min(b.init_slope for b in chosen)
+        return slopes.predict(
+            cfg,
+            params.lam,
+            _decoupled(params, cfg),
+            start,
+            params.threshold,
+            _progressive(params, len(chosen)),
+        )
+
+    @classmethod
+    def plan_note(cls, params: LayerCollapseParams, cfg: RunConfig) -> str:
+        pred = cls.prediction(params, cfg)
+        text = "slope: unknown data size" if pred is None else f"slope -> {pred.slope:.3f}"
+        if params.force:
+            return f"{text}, forced fold"
+        return text if pred is None or pred.folds else f"{text}, not folded (allowed)"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         p = self.params
@@ -175,6 +222,13 @@ class LayerCollapse(Method):
             "regularized": regularized,
             "max_abs_fold_diff": max((r.get("max_abs_diff", 0.0) for r in reports), default=0.0),
         }
+        predicted = self.prediction(self.params, self.ctx.cfg)
+        if predicted is not None:  # from the data set's nominal size: beside the slopes reached
+            self.report["predicted"] = {
+                "slope": predicted.slope,
+                "steps": predicted.steps,
+                "how": predicted.how,
+            }
         return model
 
     # -- state and structure ----------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def test_two_compress_runs_started_at_once_wait_for_their_shared_pretrain(tmp_pa
     common = {"stage": "compress", "model": "digits_mixer", "pretrain.epochs": 8}
     first = fast_overrides(tmp_path, epochs=1, method="finetune", **common)
     proc = subprocess.Popen([sys.executable, "-m", "lcbench", "run", *first, "--no-progress"], cwd=REPO)
-    second = make_config({}, fast_overrides(tmp_path, epochs=1, method="layercollapse", k=1, **common))
+    second = make_config(
+        {}, fast_overrides(tmp_path, epochs=1, method="layercollapse", k=1, allow_unfolded=True, **common)
+    )
     pre = RunDir(tmp_path, run_id(pretrain_config(second)))
     try:
         wait_until(lambda: pre.metrics_path.exists(), 120, "the first run to start training the pretrain")

@@ -82,7 +82,10 @@ def test_a_garbled_or_non_utf8_run_config_is_one_line(tmp_path, capsys):
 def test_report_of_a_sweep_with_no_completed_run(tmp_path, capsys):
     """A LayerCollapse variant without `levels:` and nothing run yet: the report crashed drawing zero panels
     (matplotlib ValueError, exit 70); it now writes the tables and says there is nothing to plot yet."""
-    path = digits_sweep(tmp_path, {"lc": {"method": "layercollapse", "k": 1}, "ft": {"method": "finetune"}})
+    path = digits_sweep(
+        tmp_path,
+        {"lc": {"method": "layercollapse", "k": 1, "allow_unfolded": True}, "ft": {"method": "finetune"}},
+    )
     out = tmp_path / "report"
     assert main(["report", str(path), "--out", str(out)]) == 0
     readme = (out / "README.md").read_text()

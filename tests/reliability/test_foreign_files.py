@@ -45,7 +45,7 @@ def test_a_checkpoint_without_a_run_id_that_does_not_fit_is_a_clear_error(tmp_pa
 
 def test_a_planted_pretrain_model_is_refused_by_the_compress_run(tmp_path):
     """A model.pt from another run in a pretrain folder would have poisoned every compress run."""
-    lc = {"stage": "compress", "method": "layercollapse", "k": 1}
+    lc = {"stage": "compress", "method": "layercollapse", "k": 1, "allow_unfolded": True}
     compress = make_config({}, fast_overrides(tmp_path, epochs=1, **lc, **{"pretrain.epochs": 1}))
     other = make_config({}, fast_overrides(tmp_path, epochs=2))  # another pretrain run of the same model
     execute(other, progress_bar=False)

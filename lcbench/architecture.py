@@ -1,0 +1,77 @@
+"""What a run's model is made of, read before anything is trained: its collapsible blocks, from the model
+built on the meta device (no memory, no weights), so that a `k`, a `collapsed:K` student or a level the
+architecture does not have is refused when the run is planned, not after its original model is trained."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from . import collapse
+from .config import RunConfig
+from .data import DATASETS, model_img_size
+from .errors import ConfigError
+from .models import create_model
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One collapsible block: its name (the activation's module path) and its PReLU's default start."""
+
+    name: str
+    container: str
+    init_slope: float
+
+
+def blocks(cfg: RunConfig) -> tuple[BlockInfo, ...]:
+    """The run's model's collapsible blocks in registration order (the last ones nearest the output)."""
+    spec = DATASETS.get(cfg.dataset)
+    num_classes = spec.num_classes if spec.num_classes is not None else 1000
+    return _blocks(cfg.model, num_classes, spec.in_chans, model_img_size(cfg), spec.is_text)
+
+
+@functools.lru_cache(maxsize=256)
+def _blocks(model: str, num_classes: int, in_chans: int, img_size: int | None, text: bool):
+    with torch.device("meta"):
+        if text:  # a registered name fixes the architecture; a save_pretrained folder only its weights
+            net = create_model(model, num_classes)
+        else:
+            net = create_model(model, num_classes, in_chans, img_size)
+    return tuple(
+        BlockInfo(b.name, b.container, collapse.default_init_slope(collapse.activation(net, b)))
+        for b in collapse.find_blocks(net)
+    )
+
+
+def selected(cfg: RunConfig, k: int = 0, names: list[str] | tuple[str, ...] = (), what: str = "k") -> list:
+    """The blocks `k` (the last k, nearest the output first) or `names` select, or a ConfigError that says
+    what the architecture has; `what` names the setting in the message (`k`, `student=collapsed:K`)."""
+    found = blocks(cfg)
+    label = cfg.model
+    if not found:
+        raise ConfigError(f"model {label} has no collapsible block (looked for {collapse.LOOKED_FOR})")
+    if names:
+        by_name = {b.name: b for b in found}
+        containers: dict[str, list[BlockInfo]] = {}
+        for b in found:
+            containers.setdefault(b.container, []).append(b)
+        out = []
+        for n in names:
+            if n in by_name:
+                out.append(by_name[n])
+            elif len(containers.get(n, [])) == 1:
+                out.append(containers[n][0])
+            else:
+                raise ConfigError(
+                    f"{label} has no collapsible block {n!r}; its blocks are: "
+                    f"{', '.join(b.name for b in found)}"
+                )
+        return out
+    if k < 1 or k > len(found):
+        raise ConfigError(
+            f"{what}={k}: {label} has {len(found)} collapsible blocks, so it must be in 1..{len(found)} "
+            f"(blocks from the output: {', '.join(b.name for b in reversed(found))}); nothing was run"
+        )
+    return list(reversed(found))[:k]
