@@ -20,7 +20,6 @@ Then the factorised model is fine-tuned with the run's budget, like every other 
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,11 +168,13 @@ def _uniform(paths, breakeven, cost, full, needed) -> dict[str, int]:
     return {p: max(1, int(low * breakeven[p])) for p in paths}
 
 
-def allocations(model: nn.Module, paths: list[str], head: str, target: float) -> list[Allocation]:
+def allocations(
+    model: nn.Module, paths: list[str], head: str, target: float, svds: dict | None = None
+) -> list[Allocation]:
     """Every candidate allocation: the layers factorised with the head left whole (when that can reach
     the target) or with it, each under every rule; those that cannot reach the target are left out.
-    `head` is the model's last Linear (its classifier)."""
-    svds = {p: _svd(model.get_submodule(p)) for p in paths}
+    `head` is the model's last Linear (its classifier); `svds` the layers' SVDs, if computed already."""
+    svds = svds or {p: _svd(model.get_submodule(p)) for p in paths}
     classes = model.get_submodule(head).out_features
     floors = {head: classes - 1} if classes > 2 else {}
     spectra = {p: svd[1] for p, svd in svds.items()}
@@ -195,14 +196,22 @@ def allocations(model: nn.Module, paths: list[str], head: str, target: float) ->
 
 
 @torch.no_grad()
-def calibration_loss(model: nn.Module, ranks: dict[str, int], batch: tuple, task: str) -> float:
+def calibration_loss(model: nn.Module, ranks: dict[str, int], batch: tuple, task: str, svds: dict) -> float:
     """The task's loss on a training batch of the model factorised at `ranks` (what fine-tuning starts
-    from: logits may change in scale without harm, a merged class may not)."""
-    candidate = copy.deepcopy(model).eval()
-    for path, rank in ranks.items():
-        _replace(candidate, path, factorised(candidate.get_submodule(path), rank))
-    inputs, targets = batch
-    return float(TASKS[task].loss(candidate(inputs).float(), targets))
+    from: logits may change in scale without harm, a merged class may not). The layers are swapped in
+    place and put back (no copy of the model)."""
+    originals = {path: model.get_submodule(path) for path in ranks}
+    was_training = model.training
+    model.eval()
+    try:
+        for path, rank in ranks.items():
+            _replace(model, path, factorised(originals[path], rank, svds[path]))
+        inputs, targets = batch
+        return float(TASKS[task].loss(model(inputs).float(), targets))
+    finally:
+        for path, layer in originals.items():
+            _replace(model, path, layer)
+        model.train(was_training)
 
 
 def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -232,23 +241,26 @@ class LowRank(Method):
                 model, k, self.ctx.input_shape, cfg.model
             )
             target = self.report["matched_to_layercollapse"]["compression"]
-        self.ranks, achieved = self._allocate(model, paths, target)
+        svds = {path: _svd(model.get_submodule(path)) for path in paths}
+        self.ranks, achieved = self._allocate(model, paths, target, svds)
         for path, rank in self.ranks.items():
-            _replace(model, path, factorised(model.get_submodule(path), rank))
+            _replace(model, path, factorised(model.get_submodule(path), rank, svds[path]))
         self.report.update(target_compression=target, achieved_compression=achieved, ranks=self.ranks)
         return model
 
-    def _allocate(self, model: nn.Module, paths: list[str], target: float) -> tuple[dict[str, int], float]:
+    def _allocate(
+        self, model: nn.Module, paths: list[str], target: float, svds: dict
+    ) -> tuple[dict[str, int], float]:
         """The candidate allocation (`allocations`) with the lowest task loss on a training
         calibration batch, among the useful ones (`Allocation.useful`); none useful: labelled infeasible."""
         head = last_linear(model)[0]
-        found = allocations(model, paths, head, target)
+        found = allocations(model, paths, head, target, svds)
         if not found:  # every candidate missed the target: ranks_for says why
             ranks_for(model, paths, target)
         size = 16 if self.ctx.task == "language_modeling" else CALIBRATION_SIZE
         batch = self.ctx.training_batch(size)
         for allocation in found:
-            allocation.loss = calibration_loss(model, allocation.ranks, batch, self.ctx.task)
+            allocation.loss = calibration_loss(model, allocation.ranks, batch, self.ctx.task, svds)
         useful = [a for a in found if a.useful]
         best = min(useful or found, key=lambda a: a.loss)
         self.report["allocation"] = {

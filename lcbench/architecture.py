@@ -12,7 +12,6 @@ import torch
 from . import collapse
 from .config import RunConfig
 from .data import DATASETS, model_img_size
-from .errors import ConfigError
 from .models import create_model
 
 
@@ -48,30 +47,4 @@ def _blocks(model: str, num_classes: int, in_chans: int, img_size: int | None, t
 def selected(cfg: RunConfig, k: int = 0, names: list[str] | tuple[str, ...] = (), what: str = "k") -> list:
     """The blocks `k` (the last k, nearest the output first) or `names` select, or a ConfigError that says
     what the architecture has; `what` names the setting in the message (`k`, `student=collapsed:K`)."""
-    found = blocks(cfg)
-    label = cfg.model
-    if not found:
-        raise ConfigError(f"model {label} has no collapsible block (looked for {collapse.LOOKED_FOR})")
-    if names:
-        by_name = {b.name: b for b in found}
-        containers: dict[str, list[BlockInfo]] = {}
-        for b in found:
-            containers.setdefault(b.container, []).append(b)
-        out = []
-        for n in names:
-            if n in by_name:
-                out.append(by_name[n])
-            elif len(containers.get(n, [])) == 1:
-                out.append(containers[n][0])
-            else:
-                raise ConfigError(
-                    f"{label} has no collapsible block {n!r}; its blocks are: "
-                    f"{', '.join(b.name for b in found)}"
-                )
-        return out
-    if k < 1 or k > len(found):
-        raise ConfigError(
-            f"{what}={k}: {label} has {len(found)} collapsible blocks, so it must be in 1..{len(found)} "
-            f"(blocks from the output: {', '.join(b.name for b in reversed(found))}); nothing was run"
-        )
-    return list(reversed(found))[:k]
+    return collapse.choose_blocks(list(blocks(cfg)), k, list(names), cfg.model, what)

@@ -146,13 +146,18 @@ def select_blocks(
     model: nn.Module, k: int = 0, names: list[str] | None = None, model_name: str = ""
 ) -> list[Block]:
     """The last k blocks counted from the output (nearest first), or the blocks named explicitly."""
-    blocks = find_blocks(model)
-    label = model_name or type(model).__name__
+    return choose_blocks(find_blocks(model), k, names, model_name or type(model).__name__)
+
+
+def choose_blocks(blocks: list, k: int, names, label: str, what: str = "k") -> list:
+    """Of `blocks` (in registration order; anything with `name` and `container`), the last k nearest the
+    output first, or those `names` gives (a block's name, or its container's when it holds one block);
+    a ConfigError that lists the blocks otherwise. `what` names the setting in the message."""
     if not blocks:
         raise ConfigError(f"model {label} has no collapsible block (looked for {LOOKED_FOR})")
     if names:
         by_name = {b.name: b for b in blocks}
-        by_container: dict[str, list[Block]] = {}
+        by_container: dict[str, list] = {}
         for b in blocks:
             by_container.setdefault(b.container, []).append(b)
         chosen = []
@@ -169,7 +174,7 @@ def select_blocks(
         return chosen
     if k < 1 or k > len(blocks):
         raise ConfigError(
-            f"k={k}: {label} has {len(blocks)} collapsible blocks, so k must be in 1..{len(blocks)} "
+            f"{what}={k}: {label} has {len(blocks)} collapsible blocks, so it must be in 1..{len(blocks)} "
             f"(blocks from the output: {', '.join(b.name for b in reversed(blocks))})"
         )
     return list(reversed(blocks))[:k]

@@ -31,6 +31,7 @@ from .data import DATASETS, DataSplits, model_img_size
 from .errors import ConfigError
 from .evaluation import AMP_DTYPES
 from .methods import METHODS, RunContext
+from .methods.layercollapse import decoupled_regularizer
 from .models import create_model
 from .optim import build_optimizer
 from .pipeline import data_transforms, resolve_device
@@ -169,15 +170,16 @@ def rehearse_run(
     del bare
 
     p = method_params(cfg)
-    decoupled = p.regularizer == "decoupled" or (p.regularizer == "auto" and cfg.optimizer == "adamw")
-    start_slope = _start(cfg, p)
+    lc = METHODS.get("layercollapse")
+    decoupled = decoupled_regularizer(p, cfg)
+    start_slope = lc.start_slope(p, cfg)
     lr_steps = slopes.learning_rates(cfg, per_epoch)[: steps + WARMUP]
     predicted = [
         1.0 - slopes.distance_after(lr_steps[: i + 1], 1.0 - start_slope, p.lam, decoupled, cfg)
         for i in range(len(lr_steps))
     ]
     every = max(1, len(measured) // 20)
-    whole = METHODS.get("layercollapse").prediction(p, cfg)
+    whole = lc.prediction(p, cfg)
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,
@@ -207,14 +209,6 @@ def rehearse_run(
             "forced": p.force,
         },
     }
-
-
-def _start(cfg: RunConfig, params) -> float:
-    if params.init_slope is not None:
-        return params.init_slope
-    from . import architecture
-
-    return min(b.init_slope for b in architecture.selected(cfg, params.k, params.blocks))
 
 
 class _Dummy(torch.utils.data.Dataset):

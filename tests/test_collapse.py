@@ -159,7 +159,7 @@ def test_batchnorm_with_batch_statistics_is_not_collapsible():
 
 def test_bad_selections_are_clear_errors():
     vit = create_model("digits_vit", 10, 1)
-    with pytest.raises(ConfigError, match="has 4 collapsible blocks, so k must be in 1..4"):
+    with pytest.raises(ConfigError, match="has 4 collapsible blocks, so it must be in 1..4"):
         collapse.select_blocks(vit, 5, model_name="digits_vit")
     with pytest.raises(ConfigError, match="no collapsible block 'blocks.9.mlp'.*blocks.0.mlp.act"):
         collapse.select_blocks(vit, names=["blocks.9.mlp"])

@@ -76,7 +76,7 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
         assert main(["tune", str(rundir.path), "lr=0.02", "lam=2"]) == 0
         ack = json.loads(capsys.readouterr().out)
         assert ack["accepted"] and [c["key"] for c in ack["changes"]] == ["lr", "lam"]
-        assert ack["changes"][0]["old"] == 0.01 and ack["changes"][1]["old"] == 1.0
+        assert ack["changes"][0]["old"] == 0.01 and ack["changes"][1]["old"] == 10.0
         changed_at = ack["step"]
         # invalid values and unknown keys are refused; nothing changes
         assert main(["tune", str(rundir.path), "lr=-1"]) == 2

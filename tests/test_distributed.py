@@ -54,7 +54,7 @@ def test_ranks_share_each_global_batch_once():
 @pytest.mark.slow
 def test_ddp_matches_one_process_for_every_method(tmp_path, capsys):
     variants = {
-        "lc": {"method": "layercollapse", "k": 2},
+        "lc": {"method": "layercollapse", "k": 2, "allow_unfolded": True},
         "kd": {"method": "kd", "student": "collapsed:2", "init": "teacher"},
         "fusion": {"method": "layer_fusion", "match_collapse": 2, "stages": 2},
         "prune": {"method": "magnitude_pruning", "match_collapse": 2},

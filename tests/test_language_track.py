@@ -68,7 +68,7 @@ def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(t
     )
     spec = str(REPO / "runs" / "glue.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
-    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (3 + 7 * 3)  # an original per seed
+    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (3 + 8 * 3)  # an original per seed
     assert (runs["status"] == "completed").all(), runs.loc[runs["status"] != "completed", "error"].tolist()
     assert set(runs["method"]) == {"original"} | set(METHODS.names()) - {"none"}
     sst2, stsb = runs[runs["dataset"] == "glue_sst2"], runs[runs["dataset"] == "glue_stsb"]

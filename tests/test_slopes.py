@@ -109,7 +109,7 @@ def test_impossible_blocks_are_refused_before_any_folder_exists(tmp_path):
     for method_args in (["method=layercollapse", "k=9"], ["method=kd", "student=collapsed:9"]):
         done = run_cli("run", "stage=compress", "model=digits_vit", f"output_root={out}", *method_args)
         assert done.returncode == 2 and "digits_vit has 4 collapsible blocks" in done.stderr
-        assert "nothing was run" in done.stderr and not out.exists()
+        assert not out.exists()
     spec = tmp_path / "levels.yaml"
     spec.write_text(
         "base: {stage: compress, dataset: digits, model: digits_vit, output_root: " + str(out) + "}\n"

@@ -48,7 +48,7 @@ def test_sweep_goes_in_as_one_array_per_stage_and_completes(tmp_path, monkeypatc
         {"model": "digits_mlp", "epochs": 1, "tracking": {"mode": "offline"}, "pretrain": {"epochs": 2}},
         {
             "ft": {"method": "finetune"},
-            "lc": {"method": "layercollapse", "k": 1},
+            "lc": {"method": "layercollapse", "k": 1, "allow_unfolded": True},
             "kd": {"method": "kd", "student": "collapsed:1"},
             "prune": {"method": "magnitude_pruning", "target_compression": 1.5},
         },
@@ -131,13 +131,15 @@ def test_failed_run_shows_its_error_and_only_failed_resubmits_it(tmp_path):
     data = tmp_path / "imgs"  # not there yet: the run fails with the data set's error
     base = {"stage": "pretrain", "model": "resnet18", "dataset": "imagefolder", "data_root": str(data)}
     base.update(epochs=1, img_size=32, batch_size=4, eval_batch_size=4)
+    # data unchecked: with its fingerprint, data that appears later is other data, so another run
+    base["data_fingerprint"] = ""
     path = write_spec(tmp_path, "fails", base)
     assert main(["launch", str(path), "--executor", "slurm", "--profile", "local"]) == 0
     assert main(["status", str(path), "--wait", "--poll", "2"]) == 1
     (failed,) = statuses(path)
     assert failed.status == "failed" and "DataError" in failed.detail and str(data) in failed.detail
 
-    write_image_folder(data)  # the fix; data_root is not part of the run id, so it is the same run
+    write_image_folder(data)  # the fix; neither data_root nor (unchecked) the data is in the id: same run
     assert main(["launch", str(path), "--executor", "slurm", "--profile", "local", "--only-failed"]) == 0
     subs = read_submissions(tmp_path / "out", "fails")
     assert len(subs) == 2 and list(subs[1].jobs) == [failed.run.run_id]

@@ -146,9 +146,7 @@ def paired_differences(
     family = sum(c is not None for c in found)
     return pd.DataFrame(
         [
-            {**row, **verdict_columns(c, rule, p, family=family)}
-            if row["n_pairs"]
-            else {**row, **why}
+            {**row, **verdict_columns(c, rule, p, family=family)} if row["n_pairs"] else {**row, **why}
             for (row, c, p), why in zip(_with_holm(rows, found), uncompared)
         ]
     )

@@ -61,7 +61,8 @@ class LayerCollapseParams:
     )
 
 
-def _decoupled(params: LayerCollapseParams, cfg: RunConfig) -> bool:
+def decoupled_regularizer(params: LayerCollapseParams, cfg: RunConfig) -> bool:
+    """Whether the run's slopes are pulled outside the optimizer (`regularizer`, auto: under AdamW)."""
     return params.regularizer == "decoupled" or (params.regularizer == "auto" and cfg.optimizer == "adamw")
 
 
@@ -81,7 +82,7 @@ class LayerCollapse(Method):
         self.folded: list[str] = []
         self.fold_reports: dict[str, dict] = {}  # the latest fold attempt per block
         self.prelus: list[nn.PReLU] = []
-        self.decoupled = _decoupled(params, ctx.cfg)
+        self.decoupled = decoupled_regularizer(params, ctx.cfg)
         self.target: dict | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------
@@ -100,22 +101,30 @@ class LayerCollapse(Method):
         pred = cls.prediction(params, cfg)
         if pred is not None and not pred.folds and not params.force and not params.allow_unfolded:
             raise ConfigError(
-                slopes.refusal(cfg, pred, params.lam, _decoupled(params, cfg), _progressive(params, count))
+                slopes.refusal(
+                    cfg, pred, params.lam, decoupled_regularizer(params, cfg), _progressive(params, count)
+                )
             )
 
     @classmethod
     def prediction(cls, params: LayerCollapseParams, cfg: RunConfig) -> slopes.SlopePrediction | None:
         """The slopes' predicted value at the fold from the run's recipe (`slopes.predict`)."""
         chosen = architecture.selected(cfg, params.k, params.blocks)
-        start = params.init_slope if params.init_slope is not None else min(b.init_slope for b in chosen)
         return slopes.predict(
             cfg,
             params.lam,
-            _decoupled(params, cfg),
-            start,
+            decoupled_regularizer(params, cfg),
+            cls.start_slope(params, cfg),
             params.threshold,
             _progressive(params, len(chosen)),
         )
+
+    @classmethod
+    def start_slope(cls, params: LayerCollapseParams, cfg: RunConfig) -> float:
+        """The slope the selected blocks start from (the one farthest from 1 when they differ)."""
+        if params.init_slope is not None:
+            return params.init_slope
+        return min(b.init_slope for b in architecture.selected(cfg, params.k, params.blocks))
 
     @classmethod
     def plan_note(cls, params: LayerCollapseParams, cfg: RunConfig) -> str:
