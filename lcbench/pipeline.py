@@ -439,7 +439,8 @@ def _execute(
         "wall_seconds": time.perf_counter() - started,
         "epochs": trainer.progress.epoch,
         "samples_seen": trainer.progress.samples,
-        "train_flops": trainer.progress.train_flops,
+        "train_flops": trainer.progress.train_flops + method.calibration_flops,
+        "calibration_flops": method.calibration_flops,
         "device": str(device),
     }
     return {**_record(ctx, method, original_m, final_m, pretrain_record, cost), "examples": kept}

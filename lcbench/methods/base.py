@@ -71,11 +71,15 @@ class RunContext:
         """The data set's headline metric (`top1`, `perplexity`, ...): what a method compares."""
         return DATASETS.get(self.cfg.dataset).metric
 
+    def training_indices(self, size: int = 128) -> list[int]:
+        """The indices of `size` training examples drawn with the run's seed (`training_batch`'s)."""
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.cfg.seed))
+        return order[: min(size, len(order))].tolist()
+
     def training_batch(self, size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
         """`size` training examples (inputs, targets) drawn with the run's seed: calibration that chooses
         something, such as low-rank's allocation, never looks at the held-out set."""
-        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.cfg.seed))
-        first = Subset(self.data.train, order[: min(size, len(order))].tolist())
+        first = Subset(self.data.train, self.training_indices(size))
         loader = make_loader(first, self.val_loader.batch_size, False, 0, device=self.device)
         pairs = [(x.to(self.device), y.to(self.device)) for x, y in loader]
         return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
@@ -116,6 +120,9 @@ class Method:
         # per-example outcomes of evaluations the run keeps besides its final model's (`examples.npz`),
         # by name (LayerCollapse: "prefold", the regularised model before its fold)
         self.outcomes: dict[str, dict[str, np.ndarray]] = {}
+        # forward FLOPs spent on calibration data before training (Wanda's activation norms): counted in the
+        # run's training FLOPs, so cost-to-accuracy compares it honestly with methods that train
+        self.calibration_flops = 0.0
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model
