@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench import architecture
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.fields import option
@@ -105,11 +104,6 @@ def apply_groups(model: nn.Module, groups: list[list[str]]) -> nn.Module:
 class LayerFusion(Method):
     title = "Layer fusion"
     Params = FusionParams
-
-    @classmethod
-    def check(cls, params: FusionParams, cfg) -> None:
-        if params.match_collapse:  # the architecture has that many blocks to match
-            architecture.selected(cfg, params.match_collapse, what="match_collapse")
 
     def __init__(self, params: FusionParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)

@@ -23,7 +23,6 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench import architecture
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.fields import option
@@ -181,11 +180,6 @@ def resize_like(model: nn.Module, shapes: dict[str, Any]) -> nn.Module:
 class MagnitudePruning(Method):
     title = "Magnitude pruning"
     Params = PruningParams
-
-    @classmethod
-    def check(cls, params: PruningParams, cfg) -> None:
-        if params.match_collapse:  # the architecture has that many blocks to match
-            architecture.selected(cfg, params.match_collapse, what="match_collapse")
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """One-shot pruning; on resume it re-derives the same masks or shapes from the same weights."""

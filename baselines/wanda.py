@@ -25,7 +25,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench import architecture
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.cost import forward_flops
 from lcbench.errors import ConfigError
@@ -101,11 +100,6 @@ def input_norms(model: nn.Module, layer: nn.Linear, inputs: torch.Tensor) -> tor
 class Wanda(Method):
     title = "Wanda"
     Params = WandaParams
-
-    @classmethod
-    def check(cls, params: WandaParams, cfg) -> None:
-        if params.match_collapse:
-            architecture.selected(cfg, params.match_collapse, what="match_collapse")
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """One-shot: score and mask layer by layer in forward order (on resume: the same masks again from

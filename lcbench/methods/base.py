@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from .. import architecture
 from ..config import RunConfig
 from ..data import DATASETS, DataSplits
 from ..evaluation import evaluate, examine
@@ -106,7 +107,10 @@ class Method:
     def check(cls, params: Any, cfg: RunConfig) -> None:
         """Reject parameters that cannot work with the run's config (raise ConfigError), before any run
         folder exists; `lcbench.architecture` reads the model's blocks from the meta device for rules that
-        need them (a `k` the model does not have); rules that need its weights are checked in `prepare`."""
+        need them (a `k` the model does not have); rules that need its weights are checked in `prepare`.
+        By default: a `match_collapse=k` parameter must name blocks the model has."""
+        if getattr(params, "match_collapse", 0):
+            architecture.selected(cfg, params.match_collapse, what="match_collapse")
 
     @classmethod
     def plan_note(cls, params: Any, cfg: RunConfig) -> str:
