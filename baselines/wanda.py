@@ -17,7 +17,6 @@ counted in the run's training FLOPs.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
+from lcbench.collapse import MATCH_TOLERANCE
 from lcbench.cost import forward_flops
 from lcbench.errors import ConfigError
 from lcbench.fields import option
@@ -105,13 +104,9 @@ class Wanda(Method):
         """One-shot: score and mask layer by layer in forward order (on resume: the same masks again from
         the same weights and calibration examples)."""
         p, ctx = self.params, self.ctx
-        target, matched = p.target_compression, None
-        if p.match_collapse:
-            matched = collapse_targets(model, p.match_collapse, ctx.input_shape, ctx.cfg.model)
-            target = matched["compression"]
+        target, matched = self.compression_target(model, p.target_compression)
         named = prunable_linears(model)
         sparsity = uniform_sparsity(model, [m for _, m in named], target)
-        indices = ctx.training_indices(p.calibration_size)
         inputs, _ = ctx.training_batch(p.calibration_size)
         was_training = model.training
         model.eval()
@@ -120,7 +115,7 @@ class Wanda(Method):
             prune.custom_from_mask(layer, "weight", mask)
         model.train(was_training)
         self.calibration_flops = (
-            forward_flops(count_macs(model, ctx.input_shape)["gmacs"]) * len(indices) * len(named)
+            forward_flops(count_macs(model, ctx.input_shape)["gmacs"]) * len(inputs) * len(named)
         )
         dense = count_parameters(model)[0]
         self.report = {
@@ -128,13 +123,7 @@ class Wanda(Method):
             "achieved_compression": dense / count_parameters_effective(model),
             "sparsity_per_layer": sparsity,
             "layers": [n for n, _ in named],
-            "calibration": {
-                "samples": len(indices),
-                "seed": ctx.cfg.seed,
-                "indices_sha256": hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest(),
-                "split": "train",
-                "forward_flops": self.calibration_flops,
-            },
+            "calibration": ctx.calibration_record(p.calibration_size, self.calibration_flops),
         }
         if matched:
             self.report["matched_to_layercollapse"] = matched

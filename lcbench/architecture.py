@@ -1,6 +1,7 @@
-"""What a run's model is made of, read before anything is trained: its collapsible blocks, from the model
-built on the meta device (no memory, no weights), so that a `k`, a `collapsed:K` student or a level the
-architecture does not have is refused when the run is planned, not after its original model is trained."""
+"""What a run's model is made of, read before anything is trained: its collapsible and residual blocks,
+from the model built on the meta device (no memory, no weights), so that a `k`, a `collapsed:K` student, a
+level or a block removal the architecture does not have is refused when the run is planned, not after its
+original model is trained."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from . import collapse
+from . import collapse, residual
 from .config import RunConfig
 from .data import DATASETS, model_img_size
 from .models import create_model
@@ -26,18 +28,31 @@ class BlockInfo:
 
 def blocks(cfg: RunConfig) -> tuple[BlockInfo, ...]:
     """The run's model's collapsible blocks in registration order (the last ones nearest the output)."""
+    return _blocks(*_model_key(cfg))
+
+
+def residual_stack(cfg: RunConfig) -> residual.ResidualStack | None:
+    """The run's model's residual blocks (None for a model without a stack of them: an MLP, VGG)."""
+    return residual.find_stack(_meta_model(*_model_key(cfg)))
+
+
+def _model_key(cfg: RunConfig) -> tuple:
     spec = DATASETS.get(cfg.dataset)
     num_classes = spec.num_classes if spec.num_classes is not None else 1000
-    return _blocks(cfg.model, num_classes, spec.in_chans, model_img_size(cfg), spec.is_text)
+    return cfg.model, num_classes, spec.in_chans, model_img_size(cfg), spec.is_text
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(model: str, num_classes: int, in_chans: int, img_size: int | None, text: bool) -> nn.Module:
+    with torch.device("meta"):
+        if text:  # a registered name fixes the architecture; a save_pretrained folder only its weights
+            return create_model(model, num_classes)
+        return create_model(model, num_classes, in_chans, img_size)
 
 
 @functools.lru_cache(maxsize=256)
-def _blocks(model: str, num_classes: int, in_chans: int, img_size: int | None, text: bool):
-    with torch.device("meta"):
-        if text:  # a registered name fixes the architecture; a save_pretrained folder only its weights
-            net = create_model(model, num_classes)
-        else:
-            net = create_model(model, num_classes, in_chans, img_size)
+def _blocks(*key) -> tuple[BlockInfo, ...]:
+    net = _meta_model(*key)
     return tuple(
         BlockInfo(b.name, b.container, collapse.default_init_slope(collapse.activation(net, b)))
         for b in collapse.find_blocks(net)

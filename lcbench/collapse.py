@@ -180,6 +180,11 @@ def choose_blocks(blocks: list, k: int, names, label: str, what: str = "k") -> l
     return list(reversed(blocks))[:k]
 
 
+def part_path(block: Block, path: str) -> str:
+    """The module path in the model of the block's part `path` (`block.first`, `block.second`, ...)."""
+    return f"{block.container}.{path}" if block.container else path
+
+
 def _parent(model: nn.Module, block: Block) -> nn.Module:
     return model.get_submodule(block.container) if block.container else model
 

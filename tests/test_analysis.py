@@ -430,3 +430,11 @@ def test_every_registered_method_has_its_own_colour_marker_and_name():
     assert method_color("layercollapse") == method_color("layercollapse")  # the same in every figure
     assert method_name("kd") == "KD" and method_name("not_installed_here") == "not installed here"
     assert all(method_name(m) == (METHODS.get(m).title or m.replace("_", " ")) for m in methods)
+
+
+def test_a_caption_names_the_data_sets_metric_and_what_its_examples_are():
+    from lcbench.analysis.tables import caption_notes
+
+    rows = pd.DataFrame({"method": ["layercollapse"], "n": [3], "val_samples_mean": [249.0]})
+    assert "perplexity on 249 held-out examples" in caption_notes(rows.assign(dataset="text_stdlib"))
+    assert "top-1 on 249 held-out images" in caption_notes(rows.assign(dataset="digits"))

@@ -54,7 +54,7 @@ def test_list_commands(capsys):
         ("method=kd_typo", "unknown method"),
         ("lerning_rate=0.1", "unknown key lerning_rate"),
         ("lamm=2", "unknown key lamm"),
-        ("lam=2", "unknown key lam (lam is a parameter of method layercollapse)"),
+        ("lam=2", "unknown key lam (lam is a parameter of method layer_folding, layercollapse)"),
         ("tracking.mdoe=offline", "unknown key tracking.mdoe (did you mean tracking.mode?)"),
         ("epochs=-1", "epochs: must be >= 0"),
         ("lr=nan", "lr: must be a finite number"),

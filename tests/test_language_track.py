@@ -52,6 +52,17 @@ def _local(tmp_path, data, model: str, *extra: str) -> list[str]:
     ]
 
 
+def assert_matched_but_coarse_units(runs: pd.DataFrame) -> None:
+    """Every compressed point matched, but where the unit is a whole residual block (block removal,
+    ReplaceMe's span) or Layer Folding left a block unfolded: those are labelled "not matched"."""
+    compressed = runs[runs["stage"] == "compress"].dropna(subset=["matched"])
+    unmatched = compressed[~compressed["matched"].astype(bool)]
+    coarse = unmatched["variant"].str.startswith(("block_removal", "replaceme")) & ~unmatched[
+        "variant"
+    ].str.contains("mlp")
+    assert (coarse | (unmatched["method"] == "layer_folding")).all(), unmatched[["variant", "compression"]]
+
+
 def _run(spec: str, overrides: list[str], out) -> pd.DataFrame:
     assert main(["launch", spec, *overrides, "--executor", "local", "--cpu", "--wait", "--poll", "0.5"]) == 0
     assert main(["measure", spec, *overrides, "--threads", "1"]) == 0
@@ -68,7 +79,7 @@ def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(t
     )
     spec = str(REPO / "runs" / "glue.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
-    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (3 + 9 * 3)  # an original per seed
+    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (3 + 14 * 3)  # an original per seed
     assert (runs["status"] == "completed").all(), runs.loc[runs["status"] != "completed", "error"].tolist()
     assert set(runs["method"]) == {"original"} | set(METHODS.names()) - {"none"}
     sst2, stsb = runs[runs["dataset"] == "glue_sst2"], runs[runs["dataset"] == "glue_stsb"]
@@ -81,7 +92,7 @@ def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(t
     assert (originals["min"] == originals["max"]).all()  # every seed's original has the same architecture
     originals = originals["min"]
     assert (lc["params_dense"] + saved == lc["dataset"].map(originals)).all()  # the closed form, exactly
-    assert runs.loc[runs["stage"] == "compress", "matched"].dropna().astype(bool).all()
+    assert_matched_but_coarse_units(runs)
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "## Claims" in readme and "pearson" in readme
     table = (tmp_path / "report" / "per_method.md").read_text()
@@ -106,7 +117,7 @@ def test_wikitext_spec_reports_perplexity_with_its_direction(tmp_path):
     runs = _run(spec, overrides, tmp_path / "report")
     assert (runs["status"] == "completed").all(), runs.loc[runs["status"] != "completed", "error"].tolist()
     assert runs["perplexity"].notna().all() and (runs["perplexity"] > 1).all()
-    assert runs["matched"].dropna().astype(bool).all()  # LayerCollapse folded both MLPs, the others matched
+    assert_matched_but_coarse_units(runs)  # LayerCollapse folded both MLPs, the others matched
     record = json.loads(next((tmp_path / "out").glob("*/result.json")).read_text())
     assert record["metric"] == "perplexity" and record["input_shape"] == [32]
     tokenizer = load_tokenizer("gpt2-tiny", str(tmp_path / "models" / "gpt2-tiny"), 1000)
@@ -171,7 +182,7 @@ def test_glue_and_wikitext_targets_plan_dry_and_need_their_folders():
         ["make", "-s", "reproduce-wikitext", "DRY=1"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert dry.returncode == 0, dry.stderr
-    assert "sweep wikitext: 75 runs" in dry.stdout and "GPU-hours" in dry.stdout
+    assert "sweep wikitext: 129 runs" in dry.stdout and "GPU-hours" in dry.stdout
     plan = plan_sweep(REPO / "runs" / "glue.yaml", ["pretrain.pretrained=/models/{model}"])
     assert {r.cfg.dataset for r in plan.runs} == {
         f"glue_{t}" for t in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_mm", "qnli", "rte", "wnli")

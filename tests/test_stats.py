@@ -279,3 +279,34 @@ def test_a_verdict_near_alpha_is_flagged_borderline():
     assert wording(decide(comparison, rule, 0.03, 1.0), comparison, rule, "LayerCollapse") == (
         "LayerCollapse better (practically; borderline; screening, n=3)"
     )
+
+
+def test_prior_art_rows_name_the_mechanism_count_training_free_flops_and_never_judge_unmatched_points(
+    tmp_path,
+):
+    rng = np.random.default_rng(11)
+    lc = [accuracy(N, 340, rng) for _ in range(3)]
+    rows = [run(tmp_path, "layercollapse", "layercollapse", s, c, flops=100.0) for s, c in enumerate(lc)]
+    for s, c in enumerate(lc):
+        behind = flip(c, np.flatnonzero(c)[:36])  # 10 pp behind at every seed
+        rows += [
+            run(tmp_path, "layer_folding", "layer_folding", s, behind),
+            run(tmp_path, "replaceme_mlp", "replaceme", s, behind, epochs=0, flops=2.0 + s),
+            run(tmp_path, "block_removal", "block_removal", s, behind, matched=False, epochs=0, flops=1.0),
+        ]
+    frame = add_scores(pd.DataFrame(rows))
+    claims = claims_table(frame, flops_to_reach(frame), Outcomes(frame, tmp_path)).set_index("claim")
+    folding = claims.loc[
+        "LayerCollapse vs Layer Folding, the same mechanism: more accurate at matched compression"
+    ]
+    assert folding["verdict"] == "supported (practically; screening, n=3)"
+    free = claims.loc[
+        "LayerCollapse vs training-free depth reduction at matched compression: ReplaceMe (mlp)"
+    ]
+    assert free["verdict"] == "supported (practically; screening, n=3)"
+    assert "0.02x to 0.04x LayerCollapse's (median 0.03x, 3 runs" in free["measured"]
+    removal = claims.loc[
+        "LayerCollapse vs training-free depth reduction at matched compression: Block removal (ShortGPT)"
+    ]
+    assert removal["verdict"] == "not compared (no matched point)"  # 10 pp behind, but never matched
+    assert "no point within 2% of layercollapse's compression that is counted" in removal["measured"]

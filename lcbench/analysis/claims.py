@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..collapse import MATCH_TOLERANCE
 from .headline import headline
 from .names import method_name, variant_label
 from .outcomes import Outcomes
@@ -34,6 +35,7 @@ from .verdicts import (
 MINIMAL_LOSS = 1.0  # "minimal accuracy loss": the change is shown to stay above -1
 FOLD_TOLERANCE = 0.5  # "the fold keeps accuracy": after - before is shown to stay above -0.5
 KD_ADVANTAGE = 8.0  # the paper's "+8% over KD" (accuracy points)
+DEPTH_REDUCTIONS = {"block_removal", "replaceme"}  # training-free twins of the fold, at epochs=0
 
 
 @dataclass
@@ -308,15 +310,49 @@ def claims_table(
     for method, variant in other_methods(frame, reference):
         result, points = pooled_comparison(frame, outcomes, reference, variant, rule)
         measured = f"{reference} - {variant}, averaged over {points} matched points: {_fmt(result, rule)}"
-        rows.append(
-            (
-                f"At matched compression, {method_name(reference_method)} is more accurate than "
-                f"{variant_label(method, variant)}",
-                advantage,
-                _advantage_test(measured, result, rule),
+        if not points:
+            measured = (
+                f"{reference} - {variant}: no point within {MATCH_TOLERANCE:.0%} of {reference}'s "
+                "compression that is counted (matched.csv shows where each lands)"
             )
-        )
+        label = variant_label(method, variant)
+        name = method_name(reference_method)
+        claim = f"At matched compression, {name} is more accurate than {label}"
+        if method == "layer_folding":
+            claim = f"{name} vs {label}, the same mechanism: more accurate at matched compression"
+        elif method in DEPTH_REDUCTIONS and training_free(frame, variant):
+            claim = f"{name} vs training-free depth reduction at matched compression: {label}"
+            measured += "; " + flops_ratio_text(frame, reference, variant)
+        if points:
+            rows.append((claim, advantage, _advantage_test(measured, result, rule)))
+        else:  # labelled, never a verdict either way
+            rows.append(
+                (claim, advantage, Test(measured, judge=lambda p, f: "not compared (no matched point)"))
+            )
     return _judged(rows, rule)
+
+
+def training_free(frame: pd.DataFrame, variant: str) -> bool:
+    """Whether every completed run of `variant` compressed without a training step (epochs 0)."""
+    epochs = frame.loc[(frame["variant"] == variant) & (frame["status"] == "completed"), "epochs"]
+    return len(epochs) > 0 and bool((epochs == 0).all())
+
+
+def flops_ratio_text(frame: pd.DataFrame, reference: str, variant: str) -> str:
+    """`variant`'s training FLOPs (its calibration) as a fraction of the reference's at the same points and
+    seeds, every point (matched or not) with both runs: the cost side of a training-free comparison."""
+    done = frame[frame["status"] == "completed"]
+    keys = ["model", "level", "seed"]
+    both = done[done["variant"] == reference].merge(
+        done[done["variant"] == variant], on=keys, suffixes=("", "_o")
+    )
+    if both.empty:
+        return "training FLOPs: no paired runs"
+    ratio = both["train_flops_o"] / both["train_flops"]
+    return (
+        f"its training FLOPs (calibration) are {ratio.min():.3g}x to {ratio.max():.3g}x "
+        f"LayerCollapse's (median {ratio.median():.3g}x, {len(ratio)} runs; counted, not tested)"
+    )
 
 
 def _judged(rows: list[tuple[str, str, Test]], rule: Rule) -> pd.DataFrame:

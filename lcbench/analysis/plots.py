@@ -116,6 +116,7 @@ def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"
                     yerr=_positive_errors(group["score_mean"], group["score_std"]),
                     marker=method_marker(method),
                     ls=LINESTYLES[i % len(LINESTYLES)],
+                    markerfacecolor="white" if i % 2 else method_color(method),  # variants apart in the key
                     capsize=3,
                     label=variant_label(method, variant),
                     color=method_color(method),
@@ -145,7 +146,14 @@ def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"
         for handle, name in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(name, handle)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="lower center",
+        ncol=min(len(handles), 5),
+        fontsize=8,
+        handlelength=3.5,  # long enough to show a variant's line style beside its marker
+    )
     return fig
 
 

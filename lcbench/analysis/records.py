@@ -69,7 +69,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
 # claims where it is not a real compressed model at its level.
 FLAGS = {
     "infeasible": "infeasible at this compression: no allocation reached it at a useful rank",
-    "not folded": "LayerCollapse blocks whose slopes stayed outside the fold band (not collapsed)",
+    "not folded": "blocks whose slopes did not reach the fold (LayerCollapse's band, Layer Folding's 1/2)",
     "forced fold": "folded whatever the slope (the official BERT protocol)",
 }
 NOT_COUNTED = ("infeasible", "not folded")

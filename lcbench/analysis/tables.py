@@ -404,6 +404,22 @@ def write_table(table: pd.DataFrame, stem: Path, group_by: list[str], caption: s
     atomic_write_text(stem.with_suffix(".tex"), latex_table(table, group_by, latex_caption, label))
 
 
+def _specs(table: pd.DataFrame) -> list:
+    names = table["dataset"].dropna().unique() if "dataset" in table else []
+    return [DATASETS.get(n) for n in names if n in DATASETS.names()]
+
+
+def held_out_words(table: pd.DataFrame) -> str:
+    """The headline metric the table's data sets are scored by (`top-1`, `perplexity`, ...)."""
+    metrics = sorted({spec.metric for spec in _specs(table)}) or ["top1"]
+    return "/".join("top-1" if m == "top1" else m for m in metrics)
+
+
+def examples_word(table: pd.DataFrame) -> str:
+    """`images`, or `examples` where a data set is text (sequences, sentences)."""
+    return "examples" if any(spec.is_text for spec in _specs(table)) else "images"
+
+
 def caption_notes(table: pd.DataFrame) -> str:
     """What a LaTeX reader needs to read the numbers: n, the held-out split's size, the marks."""
     runs = table.loc[table["method"] != "original", "n"].astype(int)
@@ -417,7 +433,9 @@ def caption_notes(table: pd.DataFrame) -> str:
     parts = [f"Mean $\\pm$ sample std over {n} (std left out where it rounds to 0)"]
     if "val_samples_mean" in table and table["val_samples_mean"].notna().any():
         sizes = sorted({int(v) for v in table["val_samples_mean"].dropna()})
-        parts.append(f"top-1 on {', '.join(map(str, sizes))} held-out images")
+        parts.append(
+            f"{held_out_words(table)} on {', '.join(map(str, sizes))} held-out {examples_word(table)}"
+        )
     parts.append("bold: best of a model among matched rows (no bold when all are equal)")
     if "speedup_quiet_b1_mean" in table:
         parts.append(

@@ -28,6 +28,7 @@ counted in the training FLOPs by the trainer and the planner alike),
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .. import architecture
+from ..collapse import collapse_targets
 from ..config import RunConfig
 from ..data import DATASETS, DataSplits
 from ..evaluation import evaluate, examine
@@ -85,6 +87,23 @@ class RunContext:
         pairs = [(x.to(self.device), y.to(self.device)) for x, y in loader]
         return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
+    def calibration_record(self, size: int, forward_flops: float) -> dict[str, Any]:
+        """What a run records about its calibration on `size` training examples (`training_indices`): the
+        count, seed, a hash of the indices, and the forward FLOPs spent on them."""
+        indices = self.training_indices(size)
+        return {
+            "samples": len(indices),
+            "seed": self.cfg.seed,
+            "indices_sha256": hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest(),
+            "split": "train",
+            "forward_flops": forward_flops,
+        }
+
+    def training_chunks(self, size: int = 128) -> list[torch.Tensor]:
+        """`training_batch`'s inputs in chunks of the held-out batch size (one chunk in memory at a time)."""
+        inputs, _ = self.training_batch(size)
+        return list(inputs.split(self.val_loader.batch_size or len(inputs)))
+
     def calibration_batch(self, size: int = 128) -> torch.Tensor:
         """The first `size` held-out inputs (a fixed batch for measuring a fold's output error; the same
         on every rank of a DDP run, whose held-out loader holds the rank's share only)."""
@@ -130,6 +149,15 @@ class Method:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model
+
+    def compression_target(self, model: nn.Module, target: float) -> tuple[float, dict | None]:
+        """The compression to aim at: `target`, or with a `match_collapse=k` parameter what folding the
+        last k blocks of `model` gives (returned with that measurement, recorded by the run)."""
+        k = getattr(self.params, "match_collapse", 0)
+        if not k:
+            return target, None
+        matched = collapse_targets(model, k, self.ctx.input_shape, self.ctx.cfg.model)
+        return matched["compression"], matched
 
     def loss(
         self,
