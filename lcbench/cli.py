@@ -192,7 +192,7 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from .methods import METHODS
     from .resolve import method_params
-    from .status import summarize, sweep_status
+    from .status import counts_text, summarize, sweep_status
     from .sweep import training_flops
 
     plan = _plan(args)
@@ -225,16 +225,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     total = sum(known)
     print(
         f"\nsweep {plan.name}: {len(plan.runs)} runs ({len(plan.stage('pretrain'))} pretrain, "
-        f"{len(plan.stage('compress'))} compress); {summarize(statuses)}"
+        f"{len(plan.stage('compress'))} compress); {counts_text(summarize(statuses))}"
     )
     unknown = f"; {len(todo) - len(known)} runs of unknown data size" if len(known) < len(todo) else ""
+    if todo and not known:
+        print(
+            f"to run: {len(todo)} runs; training FLOPs unknown (no run's data size is known before loading)"
+        )
+        return 0
     print(
         f"to run: {len(todo)} runs, {total / 1e15:.4g} PFLOP of training "
         f"(3 x forward FLOPs, plus a KD teacher's forward, x training samples x epochs{unknown})"
-        f" = {total / (args.tflops * 1e12) / 3600:.3g} GPU-hours at {args.tflops:g} TFLOP/s sustained"
-        f" (--tflops), {total / (args.cpu_gflops * 1e9) / 3600:.3g} CPU-hours at {args.cpu_gflops:g} GFLOP/s"
+        f" = {_hours(total / (args.tflops * 1e12) / 3600)} GPU-hours at {args.tflops:g} TFLOP/s sustained"
+        f" (--tflops), {_hours(total / (args.cpu_gflops * 1e9) / 3600)} CPU-hours at {args.cpu_gflops:g} "
+        "GFLOP/s (--cpu-gflops)"
     )
     return 0
+
+
+def _hours(hours: float) -> str:
+    """`383`, `23.4`, `0.19`, `< 0.01`: hours as a person plans them (no 4.45e-07)."""
+    if hours == 0:
+        return "0"
+    if hours < 0.01:
+        return "< 0.01"
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -273,7 +288,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .runner import wait_for
-    from .status import summarize, sweep_status
+    from .status import counts_text, summarize, sweep_status
 
     plan = _plan(args)
     if args.wait:
@@ -285,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _status_rows(statuses), ["run_id", "stage", "method", "level", "model", "seed", "status", "detail"]
     )
     counts = summarize(statuses)
-    print(f"\nsweep {plan.name}: {counts}")
+    print(f"\nsweep {plan.name}: {counts_text(counts)}")
     bad = counts.get("failed", 0) + counts.get("missing", 0)
     logs = [s for s in statuses if s.status == "failed" and s.log and Path(s.log).exists()]
     for s in logs[:10]:  # where to look first

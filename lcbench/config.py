@@ -33,8 +33,12 @@ class TrackingConfig:
     mode: str = option("disabled", choices=["online", "offline", "disabled"])
     project: str = "lcbench"
     entity: str = ""
-    group: str = ""
+    group: str = option("", help="W&B group (a sweep's runs: the sweep's name)")
     tags: list[str] = option(default_factory=list)
+    variant: str = option(
+        "", help="the sweep variant this run belongs to (set by the sweep; W&B name and config)"
+    )
+    level: str = option("", help="the variant's compression level (set by the sweep; W&B name and config)")
 
 
 @dataclass
@@ -293,6 +297,7 @@ INHERITED_BY_PRETRAIN = (
 def pretrain_config(cfg: RunConfig) -> RunConfig:
     """The pretrain run that a compress run starts from."""
     inherited = {key: getattr(cfg, key) for key in INHERITED_BY_PRETRAIN}
+    inherited["tracking"] = dataclasses.replace(cfg.tracking, variant="", level="")  # not the compress run's
     return RunConfig(stage="pretrain", **inherited, **dataclasses.asdict(cfg.pretrain))
 
 

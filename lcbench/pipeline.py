@@ -38,7 +38,7 @@ from .loaders import make_loader
 from .methods import METHODS, Method, RunContext
 from .models import create_model, last_linear
 from .provenance import environment
-from .record import RunRecord
+from .record import IN_RUN_TIMINGS, RunRecord
 from .resolve import method_params
 from .rng import seed_everything
 from .store import RunDir, atomic_torch_save, atomic_write_json, atomic_write_text, live_status
@@ -263,7 +263,8 @@ def _completed(run: RunDir, tracker: Tracker, result: dict) -> dict:
     result = {"run_id": run.run_id, "status": "completed", "wandb_id": tracker.wandb_id, **result}
     result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
     atomic_write_json(run.result_path, result)
-    tracker.summary({**RunRecord(result).summary(), "pretrain_run_id": result.get("pretrain_run_id")})
+    summary = {k: v for k, v in RunRecord(result).summary().items() if k not in IN_RUN_TIMINGS}
+    tracker.summary({**summary, "pretrain_run_id": result.get("pretrain_run_id")})
     tracker.finish()
     return result
 

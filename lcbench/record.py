@@ -22,6 +22,10 @@ class Metric:
     count: bool = False  # the path holds a list: the metric is its length
 
 
+# timed in the run while other runs may share the machine: in the record, never in a W&B summary, where
+# a reader would take them for the quiet pass's (`lcbench measure`)
+IN_RUN_TIMINGS = ("speedup_b1", "latency_ms_b1")
+
 SUMMARY: dict[str, Metric] = {
     "top1": Metric("final.top1", "top-1 accuracy of the final model on the held-out set (%)", headline=True),
     "top5": Metric("final.top5", "top-5 accuracy of the final model (%)"),

@@ -90,6 +90,11 @@ def summarize(statuses: list[RunStatus]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
+def counts_text(counts: dict[str, int]) -> str:
+    """`22 completed, 3 failed, 5 missing` (what `summarize` counted, for a person)."""
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no runs"
+
+
 def cancel_sweep(plan: Plan) -> list[str]:
     """Withdraw every job of the sweep its executor still holds; returns the run ids cancelled."""
     wanted = {run.run_id for run in plan.runs}

@@ -196,6 +196,13 @@ def expand(spec: dict, source: str = "") -> Plan:
                         level = {"level": matched, **level}
                     for seed in seeds:
                         values = {**point, "stage": "compress", **assignment, "seed": seed}
+                        values["tracking"] = {
+                            **(values.get("tracking") or {}),
+                            "variant": vname,
+                            "level": ",".join(
+                                f"{v}" if k == "level" else f"{k}={v}" for k, v in level.items()
+                            ),
+                        }
                         if independent:  # each seed trains its own original (and draws its own split)
                             values["pretrain"] = {**(values.get("pretrain") or {}), "seed": seed}
                         cfg = _config(source, values, f"variant {vname} {level}")

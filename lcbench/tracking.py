@@ -27,6 +27,25 @@ def _has_netrc_key() -> bool:
     return bool(auth and auth[2])
 
 
+def run_name(cfg: RunConfig, run_id: str) -> str:
+    """`digits/layercollapse/digits_vit/L2/s0` in a sweep (sweep, variant, model, level, seed);
+    `digits/original/digits_vit/s0` for its pretrain runs; outside a sweep the run id ends the name."""
+    t = cfg.tracking
+    if cfg.stage == "pretrain":
+        parts = [t.group, "original", cfg.model, f"s{cfg.seed}"]
+    else:
+        parts = [
+            t.group,
+            t.variant or cfg.method,
+            cfg.model,
+            f"L{t.level}" if t.level else "",
+            f"s{cfg.seed}",
+        ]
+    if not t.variant and cfg.stage == "compress":
+        parts.append(run_id)  # no sweep point names it: two configs could share the rest
+    return "/".join(p for p in parts if p)
+
+
 class Tracker:
     """One W&B run per lcbench run, resumable under the same id (kept in the run record).
 
@@ -46,15 +65,19 @@ class Tracker:
             entity=cfg.tracking.entity or None,
             group=cfg.tracking.group or None,
             job_type=cfg.stage,
-            name=f"{cfg.method}-{cfg.model}-{run_id}"
-            if cfg.stage == "compress"
-            else f"pretrain-{cfg.model}-{run_id}",
+            name=run_name(cfg, run_id),
             tags=[cfg.method, cfg.model, cfg.dataset, *(["replay"] if replay else []), *cfg.tracking.tags],
-            config={**to_dict(cfg), "run_id": run_id},
+            config={
+                **to_dict(cfg),
+                "run_id": run_id,
+                "sweep": cfg.tracking.group,
+                "variant": cfg.tracking.variant,
+                "level": cfg.tracking.level,
+            },
             # a replay is a new W&B run (never appended to the original's history)
             id=f"{run_id}-replay-{int(time.time())}" if replay else run_id,
             resume="allow",
-            dir=run_dir,
+            dir=os.environ.get("WANDB_DIR") or run_dir,
             mode=self.mode,
             reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off"),

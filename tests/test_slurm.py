@@ -209,7 +209,7 @@ def test_a_controller_that_does_not_answer_is_said_not_guessed(tmp_path, monkeyp
     capsys.readouterr()
     assert main(["status", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "do not resubmit them" in out and "'unknown': 1" in out
+    assert "do not resubmit them" in out and "1 unknown" in out
     assert main(["launch", str(path), "--executor", "local"]) == 2  # it may still be queued: refused
     assert "is unknown" in capsys.readouterr().err
 

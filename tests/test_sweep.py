@@ -139,7 +139,9 @@ def test_plan_command_prints_runs_and_estimate(tmp_path, capsys):
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "4 runs (2 pretrain, 2 compress)" in out and "GPU-hours" in out  # an original per seed
-    assert "{'missing': 4}" in out  # nothing ran yet
+    assert "compress); 4 missing" in out  # nothing ran yet, said as a person reads it
+    estimate = next(line for line in out.splitlines() if line.startswith("to run:"))
+    assert "< 0.01 GPU-hours" in estimate and "e-0" not in estimate.split("=")[1]  # not 4.45e-07 GPU-hours
     assert not (tmp_path / "out").exists()  # planning runs nothing and writes nothing
     assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
 

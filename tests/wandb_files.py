@@ -42,7 +42,7 @@ def records(path: str | Path) -> list:
 
 
 def run_info(path: str | Path) -> dict:
-    """The run record's id, group, job_type, tags; every history row; the final summary."""
+    """The run record's id, name, group, job_type, tags; every history row; the final summary."""
     info: dict = {"history": [], "summary": {}}
     logged = records(path)
     kinds = [record.WhichOneof("record_type") for record in logged]
@@ -50,7 +50,13 @@ def run_info(path: str | Path) -> dict:
     for record, kind in zip(logged, kinds):
         if kind == "run":
             run = record.run
-            info.update(id=run.run_id, group=run.run_group, job_type=run.job_type, tags=list(run.tags))
+            info.update(
+                id=run.run_id,
+                name=run.display_name,
+                group=run.run_group,
+                job_type=run.job_type,
+                tags=list(run.tags),
+            )
             info["config"] = {item.key: json.loads(item.value_json) for item in run.config.update}
         elif kind == "history":
             info["history"].append({_key(item): json.loads(item.value_json) for item in record.history.item})
