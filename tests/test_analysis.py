@@ -2,6 +2,7 @@
 checked, and reports that list failed and missing runs."""
 
 import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -80,10 +81,10 @@ def test_aggregate_means_and_sample_stds_are_exact():
     assert agg.loc["original", "n"] == 1 and np.isnan(agg.loc["original", "top1_std"])
 
 
-def test_tables_put_the_original_first_and_bold_the_best(tmp_path):
+def test_tables_put_the_original_first_then_layercollapse_and_bold_the_best(tmp_path):
     agg = aggregate(fixed_frame())
     table = per_method_table(agg)
-    assert list(table["method"]) == ["original", "kd", "layercollapse"]
+    assert list(table["method"]) == ["original", "layercollapse", "kd"]  # the method under test leads
     write_table(table, tmp_path / "t", ["dataset", "model", "level"], "Caption", "tab:x")
     csv = pd.read_csv(tmp_path / "t.csv")
     assert csv.loc[csv["method"] == "layercollapse", "top1_mean"].item() == 92.0
@@ -103,7 +104,9 @@ def test_tables_put_the_original_first_and_bold_the_best(tmp_path):
     assert "\\bfseries 1.50" not in tex
     assert "S[table-format=2.2(3)]" in tex  # siunitx, aligned on the point and the ±
     matched = matched_table(agg)
-    assert set(matched["method"]) == {"kd", "layercollapse"}  # the original has no level
+    # the original heads the model's rows (no level), then each level with LayerCollapse first
+    assert list(matched["method"]) == ["original", "layercollapse", "kd"]
+    assert matched["level"].isna().tolist() == [True, False, False]
 
 
 def two_levels_frame() -> pd.DataFrame:
@@ -438,3 +441,19 @@ def test_a_caption_names_the_data_sets_metric_and_what_its_examples_are():
     rows = pd.DataFrame({"method": ["layercollapse"], "n": [3], "val_samples_mean": [249.0]})
     assert "perplexity on 249 held-out examples" in caption_notes(rows.assign(dataset="text_stdlib"))
     assert "top-1 on 249 held-out images" in caption_notes(rows.assign(dataset="digits"))
+
+
+def test_a_figure_saved_twice_from_the_same_data_has_the_same_bytes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from lcbench.analysis.plots import save
+
+    def draw():
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([1, 2, 3], [3, 1, 2])
+        return fig
+
+    first = [p.read_bytes() for p in save(draw(), tmp_path / "a" / "fig")]
+    time.sleep(1.1)  # a PDF's creation date has a resolution of one second
+    second = [p.read_bytes() for p in save(draw(), tmp_path / "b" / "fig")]
+    assert first == second  # PNG and PDF alike: a report rerun changes no figure whose data did not

@@ -60,6 +60,10 @@ def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
     return [list(std.where(mean - std > 0, mean).clip(lower=0)), list(std)]
 
 
+# no creation date (nor software version) in the files: the same data gives the same bytes
+STABLE_METADATA = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "Producer": None}}
+
+
 def save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
@@ -67,7 +71,7 @@ def save(fig, stem: Path) -> list[Path]:
         for path in paths:
             tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
             try:
-                fig.savefig(tmp, dpi=150, bbox_inches="tight")
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=STABLE_METADATA[path.suffix])
                 tmp.replace(path)
             finally:
                 tmp.unlink(missing_ok=True)  # a write that failed (full disk) leaves no temp file

@@ -230,14 +230,14 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
     """The CSV, Markdown and LaTeX tables; returns the frames the README quotes."""
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
     write_table(
-        per_method_table(agg),
+        per_method_table(agg, reference),
         out / "per_method",
         ["dataset", "model", "level"],
         f"{plan.name}: every method and level",
         f"tab:{plan.name}-per-method",
     )
     write_table(
-        matched_table(agg),
+        matched_table(agg, reference),
         out / "matched",
         ["dataset", "model", "level"],
         f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",

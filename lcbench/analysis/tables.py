@@ -375,19 +375,29 @@ def with_originals(agg: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([*parts, alone], ignore_index=True) if parts or len(alone) else agg
 
 
-def per_method_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """One row per (data set, model, method, level), original first; sorted by model then method."""
+def method_rank(method: str, reference: str = "layercollapse") -> int:
+    """Row order within a block: the original, then the method under test, then the others."""
+    return {"original": 0, reference: 1}.get(method, 2)
+
+
+def per_method_table(agg: pd.DataFrame, reference: str = "layercollapse") -> pd.DataFrame:
+    """One row per (data set, model, method, level): the original first, then the reference method, then
+    the others by name."""
     table = with_originals(agg)
-    order = {"original": 0}
-    table = table.assign(_o=table["method"].map(lambda m: order.get(m, 1)))
+    table = table.assign(_o=table["method"].map(lambda m: method_rank(m, reference)))
     order = ["dataset", "model", "_o", "method", "variant", "level"]
     return table.sort_values(order, kind="stable").drop(columns="_o")
 
 
-def matched_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """Methods side by side at each shared level (same achieved compression target), per model."""
-    leveled = agg[agg["level"].notna()]
-    return leveled.sort_values(["dataset", "model", "level", "method"], kind="stable").reset_index(drop=True)
+def matched_table(agg: pd.DataFrame, reference: str = "layercollapse") -> pd.DataFrame:
+    """Methods side by side at each shared level (same achieved compression target), per model: the
+    original's row heads each model, the reference method leads each level."""
+    leveled = with_originals(agg[agg["level"].notna() | (agg["method"] == "original")])
+    leveled = leveled.assign(
+        _l=leveled["level"].fillna(-1), _o=leveled["method"].map(lambda m: method_rank(m, reference))
+    )
+    order = ["dataset", "model", "_l", "_o", "method", "variant"]
+    return leveled.sort_values(order, kind="stable").drop(columns=["_l", "_o"]).reset_index(drop=True)
 
 
 def write_table(table: pd.DataFrame, stem: Path, group_by: list[str], caption: str, label: str) -> None:
