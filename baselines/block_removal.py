@@ -73,6 +73,7 @@ def blocks_needed(sizes: list[int], dense: int, target: float) -> int:
 @METHODS.register("block_removal")
 class BlockRemoval(Method):
     title = "Block removal (ShortGPT)"
+    summary = "removes the residual blocks of lowest Block Influence (training-free, or healed)"
     Params = BlockRemovalParams
 
     @classmethod

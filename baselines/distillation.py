@@ -76,6 +76,7 @@ class KDParams:
 @METHODS.register("kd")
 class KnowledgeDistillation(Method):
     title = "KD"
+    summary = "distils the original into a smaller student (the collapsed network, or a zoo model)"
     original_forward_passes = 1.0  # the teacher (the original model) sees every training sample
     Params = KDParams
 

@@ -103,6 +103,7 @@ def apply_groups(model: nn.Module, groups: list[list[str]]) -> nn.Module:
 @METHODS.register("layer_fusion")
 class LayerFusion(Method):
     title = "Layer fusion"
+    summary = "ties the weights of similar same-shape layers"
     Params = FusionParams
 
     def __init__(self, params: FusionParams, ctx: RunContext) -> None:

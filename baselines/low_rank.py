@@ -222,6 +222,7 @@ def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
 @METHODS.register("low_rank")
 class LowRank(Method):
     title = "Low-rank (SVD)"
+    summary = "truncated-SVD factorisation of the Linears of the blocks LayerCollapse folds"
     Params = LowRankParams
 
     @classmethod

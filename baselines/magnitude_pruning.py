@@ -179,6 +179,7 @@ def resize_like(model: nn.Module, shapes: dict[str, Any]) -> nn.Module:
 @METHODS.register("magnitude_pruning")
 class MagnitudePruning(Method):
     title = "Magnitude pruning"
+    summary = "L1 magnitude pruning (global, layerwise) or structured channel pruning"
     Params = PruningParams
 
     def prepare(self, model: nn.Module) -> nn.Module:

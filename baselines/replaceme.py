@@ -177,6 +177,7 @@ def fit_mlps(model: nn.Module, run: list[collapse.Block], chunks: list[torch.Ten
 @METHODS.register("replaceme")
 class ReplaceMe(Method):
     title = "ReplaceMe"
+    summary = "replaces blocks (or LayerCollapse's MLPs) by least-squares linear maps, training-free"
     Params = ReplaceMeParams
 
     @classmethod

@@ -98,6 +98,7 @@ def input_norms(model: nn.Module, layer: nn.Linear, inputs: torch.Tensor) -> tor
 @METHODS.register("wanda")
 class Wanda(Method):
     title = "Wanda"
+    summary = "prunes each row by |W| * ||X|| from calibration activations"
     Params = WandaParams
 
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -23,6 +23,17 @@ from .errors import ConfigError, LcbenchError
 from .exits import exit_code
 from .record import RunRecord
 
+EXIT_CODES = """exit codes: 0 success; 1 a negative answer to a question asked (`list` found no match,
+`replay` differs, `status --wait` ended with failed or missing runs); 2 a user error (bad config, missing
+data, refused submission), with a one-line message; 70 an internal error (please report it); 130
+interrupted."""
+
+RUN_EXAMPLES = """examples:
+  lcbench run runs/digits_compress.yaml method=layercollapse model=digits_vit k=2
+  lcbench run runs/digits_compress.yaml method=kd model=digits_vit student=collapsed:2 init=teacher
+  lcbench run runs/digits_pretrain.yaml model=digits_mlp epochs=5 --print-config
+`lcbench list keys` explains every key; `lcbench list keys METHOD` a method's parameters."""
+
 
 def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
     files = [a for a in items if "=" not in a]
@@ -120,8 +131,33 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not names:
         print(f"no {args.kind} match {args.pattern!r}", file=sys.stderr)
         return 1
-    print("\n".join(names))
+    describe = {"methods": _method_line, "datasets": _dataset_line}.get(args.kind, lambda name: "")
+    width = max(map(len, names))
+    print("\n".join(f"{name:{width}}  {describe(name)}".rstrip() for name in names))
     return 0
+
+
+def _method_line(name: str) -> str:
+    """`Layer Folding: PReLU from 0 ...`: a method's display name and its one-line summary."""
+    from .methods import METHODS
+
+    cls = METHODS.get(name)
+    return f"{cls.title or name}: {cls.summary}" if cls.summary else cls.title
+
+
+def _dataset_line(name: str) -> str:
+    """`classification, top1, 10 classes, 1x8x8` — what a data set is scored by and its inputs."""
+    from .data import DATASETS
+
+    spec = DATASETS.get(name)
+    classes = f"{spec.num_classes} classes" if spec.num_classes else "classes from the folder"
+    if spec.task == "regression":
+        classes = "a score"
+    if spec.is_text:
+        shape = f"{spec.seq_len} tokens" + ("" if spec.task == "language_modeling" else f", {classes}")
+    else:
+        shape = f"{classes}, {spec.in_chans}x{spec.img_size}x{spec.img_size}"
+    return f"{spec.task}, headline {spec.metric}, {shape}"
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -435,12 +471,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lcbench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lcbench",
+        description="Compare LayerCollapse with other compression methods: run one run, plan and launch "
+        "sweeps, report their claims, tables and figures.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"lcbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="execute one run (config files then key=value overrides)")
+    p = sub.add_parser(
+        "run",
+        help="execute one run (config files then key=value overrides)",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value")
     p.add_argument("--force", action="store_true", help="run again even if a completed record exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

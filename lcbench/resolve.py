@@ -54,12 +54,14 @@ def make_config(
                 for u in unknown
             }
             hint += "".join(f" ({u} is a parameter of method {', '.join(o)})" for u, o in owners.items() if o)
-            method_list = ", ".join(method_keys) or "none"
-            keys = f"Run config keys: {', '.join(sorted(run_keys))}; {method_name}'s: {method_list}"
+            own = f"({', '.join(method_keys)})" if method_keys else "(it has none)"
+            listing = "`lcbench list keys` lists the run config keys" + (
+                f" and `lcbench list keys {method_name}` its parameters" if method_keys else ""
+            )
             plural = "s" if len(unknown) > 1 else ""
             raise ConfigError(
                 f"unknown key{plural} {', '.join(unknown)}{hint}: not a run config key, nor a parameter of "
-                f"method {method_name}. {keys} (`lcbench list keys [METHOD]` explains each)"
+                f"method {method_name} {own}; {listing}"
             ) from None
         raise ConfigError(f"method {method_name}: {e}") from None
     raw["method_args"] = dataclasses.asdict(params)

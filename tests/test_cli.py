@@ -37,7 +37,13 @@ def test_list_commands(capsys):
     assert main(["list", "datasets"]) == 0
     assert {"digits", "imagenet", "cifar10", "tiny_imagenet"} <= set(capsys.readouterr().out.split())
     assert main(["list", "methods"]) == 0
-    assert "finetune" in capsys.readouterr().out.split()
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "finetune" in lines and "Layer Folding: PReLU from 0" in lines["layer_folding"]  # what each is
+    assert main(["list", "datasets", "text_stdlib"]) == 0
+    assert (
+        capsys.readouterr().out.split(None, 1)[1].strip()
+        == "language_modeling, headline perplexity, 64 tokens"
+    )
     assert main(["list", "keys"]) == 0
     assert "lr" in capsys.readouterr().out
     assert main(["list", "keys", "layercollapse"]) == 0

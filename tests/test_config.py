@@ -46,11 +46,13 @@ def test_bad_values_name_the_key_and_the_fix(override, message):
         make_config({}, [override])
 
 
-def test_unknown_key_lists_the_valid_keys():
+def test_unknown_key_names_close_keys_and_where_to_list_them_all():
     with pytest.raises(ConfigError) as e:
-        make_config({}, ["learning_rate=0.1"])
-    assert "Run config keys: " in str(e.value) and "`lcbench list keys [METHOD]`" in str(e.value)
-    assert "lr" in str(e.value)
+        make_config({}, ["weight_decy=0.1"])
+    message = str(e.value)
+    assert "unknown key weight_decy (did you mean weight_decay?)" in message
+    assert "method none (it has none); `lcbench list keys` lists the run config keys" in message
+    assert "warmup_epochs" not in message  # not every run key on one line
 
 
 def test_stage_and_method_must_agree():

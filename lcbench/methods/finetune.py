@@ -10,3 +10,4 @@ class Finetune(Method):
     """Every hook is the identity: train the original model as it is."""
 
     title = "Fine-tune"
+    summary = "the control, the same epochs with no compression"

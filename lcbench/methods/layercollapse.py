@@ -73,6 +73,7 @@ def _progressive(params: LayerCollapseParams, count: int) -> int:
 @METHODS.register("layercollapse")
 class LayerCollapse(Method):
     title = "LayerCollapse"
+    summary = "regularises PReLU slopes toward 1, then folds the blocks into single Linears"
     Params = LayerCollapseParams
 
     def __init__(self, params: LayerCollapseParams, ctx: RunContext) -> None:
