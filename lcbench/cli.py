@@ -142,7 +142,8 @@ def _method_line(name: str) -> str:
     from .methods import METHODS
 
     cls = METHODS.get(name)
-    return f"{cls.title or name}: {cls.summary}" if cls.summary else cls.title
+    summary = cls.__dict__.get("summary", "")  # its own, never one inherited from the class it extends
+    return f"{cls.title or name}: {summary}" if summary else cls.title or name
 
 
 def _dataset_line(name: str) -> str:

@@ -116,7 +116,7 @@ class Method:
     """The identity method (`none`, a pretrain run); every hook is documented in the module docstring."""
 
     title = ""  # the display name in tables and plots (default: the registered name, spaces for "_")
-    summary = "plain training, no compression (pretrain runs)"  # one line for `lcbench list methods`
+    summary = "plain training, no compression (pretrain runs)"  # `lcbench list methods`: each class its own
     original_forward_passes = 0.0  # forward passes of the original model per training sample (KD: 1)
 
     @dataclass
