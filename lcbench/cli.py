@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -631,6 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_fingerprint.cache_clear()  # each command reads the data as it is now (once, however many runs)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `lcbench list models | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (Exception, KeyboardInterrupt) as e:
         return exit_code(e)
 

@@ -2,6 +2,8 @@
 record marked completed."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -181,3 +183,13 @@ def test_exit_codes_tell_a_negative_answer_from_a_bug(capsys, monkeypatch):
     assert main(["list", "models"]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug" in err and "internal error" in err
+
+
+def test_a_reader_that_stops_early_is_no_internal_error():
+    """`lcbench list models | head -1`: the pipe closes under the writer, which then ends quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lcbench", "list", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # gone before the command (seconds of imports) writes its first line
+    assert proc.wait(timeout=120) == 0
+    assert b"internal error" not in proc.stderr.read()
