@@ -163,11 +163,11 @@ def _dataset_line(name: str) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .store import SUMMARY_COLUMNS, records_table
+    from .store import headline_columns, records_table
 
     table = records_table(args.out)
     if not args.all_columns:
-        table = table[[c for c in SUMMARY_COLUMNS if c in table.columns]]
+        table = table[headline_columns(table)]
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} records to {args.csv}", file=sys.stderr)

@@ -403,6 +403,24 @@ def live_status(run_path: Path) -> str:
     return "incomplete"
 
 
+def headline_columns(table) -> list[str]:
+    """`lcbench results`' columns for these records: identity, each data set's own headline metric and its
+    change (perplexity for a language model, not its next-token top-1), cost, error; never the latency
+    timed inside a run beside other runs."""
+    metrics = set(table["metric"].dropna()) if "metric" in table else set()
+    own = [p for m in sorted(metrics - {"top1"}) for p in (f"final.{m}", f"delta_{m}")]
+    skip = {"final.latency_ms_b1"}
+    if metrics and "top1" not in metrics:
+        skip |= {"final.top1", "delta_top1"}
+    columns = []
+    for column in SUMMARY_COLUMNS:
+        if column == "compression":
+            columns += own  # where top-1 stands, before the cost columns
+        if column not in skip:
+            columns.append(column)
+    return [c for c in dict.fromkeys(columns) if c in table.columns]
+
+
 def records_table(root: str | Path):
     """All run records as one flat pandas DataFrame (nested keys joined with dots)."""
     import pandas as pd  # only for tables (`lcbench results`, reports): runs never need it

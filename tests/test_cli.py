@@ -30,7 +30,25 @@ def test_run_then_results_table(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("run_id,status") and summary["run_id"] in out[1]
     header = out[0].split(",")  # the same headline metrics, under their record paths
-    assert [c for c in header if c in summary_paths()] == summary_paths()
+    in_run = "final.latency_ms_b1"  # timed beside other runs: the quiet pass (`measure`) is the latency
+    assert [c for c in header if c in summary_paths()] == [p for p in summary_paths() if p != in_run]
+
+
+def test_results_show_a_language_models_perplexity_not_its_next_token_top1():
+    import pandas as pd
+
+    from lcbench.store import headline_columns
+
+    columns = ["run_id", "status", "metric", "final.top1", "delta_top1", "final.perplexity"]
+    columns += ["delta_perplexity", "compression", "final.latency_ms_b1", "cost.train_seconds"]
+    text = pd.DataFrame(
+        [["a", "completed", "perplexity", 40.0, -1.0, 23.9, 0.4, 1.35, 3.0, 8.0]], columns=columns
+    )
+    assert headline_columns(text) == [
+        "run_id", "status", "final.perplexity", "delta_perplexity", "compression", "cost.train_seconds"
+    ]  # fmt: skip
+    both = pd.concat([text, text.assign(metric="top1", **{"final.perplexity": None})])
+    assert headline_columns(both)[2:6] == ["final.top1", "delta_top1", "final.perplexity", "delta_perplexity"]
 
 
 def test_list_commands(capsys):
