@@ -96,8 +96,7 @@ class BlockRemoval(Method):
         removed = [stack.blocks[i] for i in sorted(order[: blocks_needed(sizes, dense, target)])]
         samples = sum(len(c) for c in chunks)
         self.calibration_flops = forward_flops(count_macs(model, ctx.input_shape)["gmacs"]) * samples
-        for path in removed:
-            residual.skip(model, path, as_tuple)
+        residual.skip_all(model, removed, as_tuple)
         self.removed, self.as_tuple = removed, as_tuple
         self.report = {
             "target_compression": target,
@@ -118,6 +117,4 @@ class BlockRemoval(Method):
 
     @classmethod
     def rebuild(cls, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
-        for path in structure["removed"]:
-            residual.skip(model, path, structure["as_tuple"])
-        return model
+        return residual.skip_all(model, structure["removed"], structure["as_tuple"])

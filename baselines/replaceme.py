@@ -235,8 +235,7 @@ class ReplaceMe(Method):
         transform, self.as_tuple = span_map(model, stack, chunks, start, n, branch)
         merge_into(model.get_submodule(branch), transform)
         self.removed = list(stack.blocks[start : start + n])
-        for path in self.removed:
-            residual.skip(model, path, self.as_tuple)
+        residual.skip_all(model, self.removed, self.as_tuple)
         self.report.update(
             target_compression=target,
             angular_distance={stack.blocks[i]: d for i, d in distances.items()},
@@ -266,6 +265,5 @@ class ReplaceMe(Method):
 
     @classmethod
     def rebuild(cls, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
-        for path in structure["removed"]:
-            residual.skip(model, path, structure["as_tuple"])
+        residual.skip_all(model, structure["removed"], structure["as_tuple"])
         return collapse.apply_structure(model, [], structure["folded"])

@@ -93,6 +93,13 @@ def skip(model: nn.Module, path: str, as_tuple: bool = False) -> None:
     setattr(model.get_submodule(holder) if holder else model, child, Skipped(as_tuple))
 
 
+def skip_all(model: nn.Module, paths: list[str] | tuple[str, ...], as_tuple: bool = False) -> nn.Module:
+    """`skip` every block in `paths` (a removal, or its rebuild from a recorded structure)."""
+    for path in paths:
+        skip(model, path, as_tuple)
+    return model
+
+
 def removed_parameters(model: nn.Module, paths: list[str] | tuple[str, ...]) -> int:
     return sum(p.numel() for path in paths for p in model.get_submodule(path).parameters())
 
