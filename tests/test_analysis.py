@@ -3,6 +3,7 @@ checked, and reports that list failed and missing runs."""
 
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from lcbench.analysis import plots
 from lcbench.analysis.headline import add_scores
 from lcbench.analysis.records import sweep_frame
 from lcbench.analysis.report import load_paper, paper_comparison, write_report
+from lcbench.analysis.best import TIED
 from lcbench.analysis.tables import aggregate, matched_table, per_method_table, write_table
 from lcbench.record import SUMMARY
 from lcbench.store import RunDir, atomic_write_json
@@ -81,7 +83,7 @@ def test_aggregate_means_and_sample_stds_are_exact():
     assert agg.loc["original", "n"] == 1 and np.isnan(agg.loc["original", "top1_std"])
 
 
-def test_tables_put_the_original_first_then_layercollapse_and_bold_the_best(tmp_path):
+def test_tables_put_the_original_first_then_layercollapse_and_bold_only_what_was_tested(tmp_path):
     agg = aggregate(fixed_frame())
     table = per_method_table(agg)
     assert list(table["method"]) == ["original", "layercollapse", "kd"]  # the method under test leads
@@ -89,20 +91,25 @@ def test_tables_put_the_original_first_then_layercollapse_and_bold_the_best(tmp_
     csv = pd.read_csv(tmp_path / "t.csv")
     assert csv.loc[csv["method"] == "layercollapse", "top1_mean"].item() == 92.0
     md = (tmp_path / "t.md").read_text()
-    assert "**92.00 ± 2.00**" in md and "Top-1 (%)" in md  # the original is the reference, never bold
-    assert "**95.00**" not in md
-    assert "| 1.50 " in md and "**1.50**" not in md  # compression ties: all equal, no bold
+    assert "| 92.00 ± 2.00 " in md and "Top-1 (%)" in md
+    assert "**" not in md  # no per-example records, no verdict: nothing is called best
     assert "Dense MACs (MMACs)" in md and "Effective MACs (MMACs)" in md  # a unit a reader can use
     assert "| 3.00 " in md  # 0.003 GMACs shown as 3.00 MMACs
     assert "| KD " in md and "| LayerCollapse " in md  # display names
     tex = (tmp_path / "t.tex").read_text()
     assert "\\toprule" in tex and "\\label{tab:x}" in tex and "\\centering" in tex
     assert "\\caption{Caption. Mean $\\pm$ sample std over $n = 3$ seeds" in tex
-    assert "360 held-out images" in tex
-    assert "\\multicolumn{9}{@{}l}{\\textit{digits\\_vit}}" in tex  # the model once, as a block header
-    assert "\\bfseries 92.00 \\pm 2.00" in tex and "\\textbf{$" not in tex  # bold that works in math
-    assert "\\bfseries 1.50" not in tex
-    assert "S[table-format=2.2(3)]" in tex  # siunitx, aligned on the point and the ±
+    assert "360 held-out images" in tex and "bold:" not in tex
+    assert "\\multicolumn{11}{@{}l}{\\textit{digits\\_vit}}" in tex  # the model once, as a block header
+    # siunitx columns: the mean aligned on its point, the std in its own column after a ± siunitx sets
+    assert "S[table-format=2.2]@{}S[table-format=1.2, table-space-text-pre={${}\\pm{}$}]" in tex
+    assert "LayerCollapse & 1 & 92.00 & {${}\\pm{}$}2.00 & " in tex
+    assert "\\bfseries" not in tex
+    table[TIED] = [np.nan, True, False]  # as the verdict rule would say: KD distinguishably worse
+    write_table(table, tmp_path / "b", ["dataset", "model", "level"], "Caption", "tab:x")
+    md, tex = (tmp_path / "b.md").read_text(), (tmp_path / "b.tex").read_text()
+    assert "**92.00 ± 2.00**" in md and "**87.00" not in md and "**1.50**" not in md  # quality only
+    assert "\\bfseries 92.00 & {${}\\pm{}$}2.00" in tex and "bold: the best of a model and level" in tex
     matched = matched_table(agg)
     # the original heads the model's rows (no level), then each level with LayerCollapse first
     assert list(matched["method"]) == ["original", "layercollapse", "kd"]
@@ -126,18 +133,22 @@ def two_levels_frame() -> pd.DataFrame:
     return frame
 
 
-def test_bold_is_never_given_to_an_unmatched_row_an_interval_spanning_one_or_a_tie():
+def test_bold_is_the_quality_of_tested_ties_never_an_unmatched_row_and_not_when_all_tie():
     from lcbench.analysis.tables import bold_mask
 
     frame = two_levels_frame()
     agg = matched_table(aggregate(frame)).set_index("method", drop=False)
+    agg[TIED] = pd.Series({"original": np.nan, "layercollapse": True, "kd": True, "magnitude_pruning": False})
     bold = bold_mask(agg, ["dataset", "model", "level"]).set_index(agg.index)
-    assert bold.at["layercollapse", "top1"]
-    assert not bold.at["layercollapse", "speedup_quiet_b1"]  # 1.3 [0.9, 1.5] contains 1
-    assert bold.at["kd", "speedup_quiet_b1"] and not bold.at["magnitude_pruning", "speedup_quiet_b1"]
-    assert not bold["compression"].any()  # all 1.50: a tie of every row is no best
-    assert bold.at["magnitude_pruning", "gmacs_effective"] and not bold.at["magnitude_pruning", "gmacs"]
-    assert bold.at["layercollapse", "gmacs"] and not bold.at["layercollapse", "gmacs_effective"]
+    assert bold.at["layercollapse", "top1"] and bold.at["kd", "top1"] and bold.at["kd", "delta_top1"]
+    assert not bold.loc["magnitude_pruning"].any() and not bold.loc["original"].any()
+    # compression, MACs, speed-up and cost are never bold: they are matched by design or not a quality
+    assert (
+        not bold[["compression", "gmacs", "gmacs_effective", "speedup_quiet_b1", "train_flops"]].any().any()
+    )
+    agg.loc["magnitude_pruning", TIED] = True  # every counted row ties: none stands out
+    assert not bold_mask(agg, ["dataset", "model", "level"]).any().any()
+    agg.loc["magnitude_pruning", TIED] = False
     agg.loc["layercollapse", "matched"] = False  # missed its match: never bold, whatever its value
     bold = bold_mask(agg, ["dataset", "model", "level"]).set_index(agg.index)
     assert not bold.loc["layercollapse"].any() and bold.at["kd", "top1"]
@@ -176,10 +187,12 @@ def test_infeasible_and_forced_points_are_labelled_and_an_infeasible_one_is_neve
     assert not pairs(frame, "layercollapse")["matched"].any()  # the infeasible KD seeds are not compared
 
 
-def _compile(tmp_path, pdflatex, body: str) -> tuple[str, bytes]:
+def _compile(tmp_path, pdflatex, body: str, preamble: str = "") -> tuple[str, bytes]:
     doc = tmp_path / "doc.tex"
     doc.write_text(
         "\\documentclass{article}\\usepackage{booktabs}\\usepackage{siunitx}\\usepackage{graphicx}\n"
+        + preamble
+        + "\n"
         "\\pdfobjcompresslevel=0\\begin{document}\n" + body + "\n\\end{document}\n"
     )
     done = subprocess.run(
@@ -200,21 +213,62 @@ def test_latex_renders_bold_and_fits_the_line(tmp_path, pdflatex):
     wide = frame[(frame["method"] == "kd") & (frame["status"] == "completed")].copy()
     wide["variant"] = "kd_teacher_with_a_deliberately_long_variant_name_5x"  # wider than the line
     wide["top1"] = [10.0, 40.0, 70.0]
-    agg = aggregate(pd.concat([frame, wide], ignore_index=True))
-    write_table(per_method_table(agg), tmp_path / "t", ["dataset", "model", "level"], "Per method", "tab:t")
+    table = per_method_table(aggregate(pd.concat([frame, wide], ignore_index=True)))
+    table[TIED] = table["method"].map({"layercollapse": True, "kd": True}).astype(object)
+    write_table(table, tmp_path / "t", ["dataset", "model", "level"], "Per method", "tab:t")
     log, pdf = _compile(tmp_path, pdflatex, "\\input{t.tex}")
     assert "Overfull \\hbox" not in log and "siunitx" in log
     assert b"CMBX" in pdf  # bold digits
-    assert b"CMBSY" in pdf  # a bold ± (bold math: `\textbf{$92.00 \pm 2.00$}` set it in the regular font)
 
     ties = fixed_frame()
     ties = ties[ties["method"] != "kd"]  # one method per level: nothing to be best against
-    write_table(
-        per_method_table(aggregate(ties)), tmp_path / "u", ["dataset", "model", "level"], "Ties", "tab:u"
-    )
+    table = per_method_table(aggregate(ties))
+    table[TIED] = table["method"].map({"layercollapse": True}).astype(object)
+    write_table(table, tmp_path / "u", ["dataset", "model", "level"], "Ties", "tab:u")
     assert "\\bfseries" not in (tmp_path / "u.tex").read_text()
     _, pdf = _compile(tmp_path, pdflatex, "\\input{u.tex}")
     assert b"CMBX" not in pdf
+
+
+def test_a_long_table_goes_on_in_floats_that_each_fit_a_page(tmp_path, pdflatex):
+    """90 rows: three floats of at most MAX_ROWS body rows, the model named again where it continues, and
+    no "Float too large" or Overfull warning on a letter page."""
+    from lcbench.analysis.tables import MAX_ROWS
+
+    frame = fixed_frame()
+    many = []
+    for i in range(88):
+        extra = frame[frame["method"] == "kd"].copy()
+        extra["variant"] = f"kd_{i:02d}"
+        many.append(extra)
+    table = per_method_table(aggregate(pd.concat([frame, *many], ignore_index=True)))
+    assert len(table) > 2 * MAX_ROWS
+    write_table(table, tmp_path / "t", ["dataset", "model", "level"], "Long", "tab:long")
+    tex = (tmp_path / "t.tex").read_text()
+    assert tex.count("\\begin{table}") == 3 and "\\label{tab:long-2}" in tex and "\\label{tab:long-3}" in tex
+    assert "Long (continued from Table~\\ref{tab:long})" in tex
+    assert "\\textit{digits\\_vit (continued)}" in tex
+    for preamble in PAGES.values():
+        log, _ = _compile(tmp_path, pdflatex, "\\input{t.tex}", preamble)
+        assert "Float too large" not in log and "Overfull" not in log
+
+
+GENERATED_TEX = sorted((Path(__file__).resolve().parents[1] / "results").glob("*/*.tex"))
+
+
+PAGES = {"article": "", "wide": "\\usepackage[margin=1in]{geometry}"}  # wide: shrunk least, so tallest
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("tex", GENERATED_TEX, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_generated_table_compiles_without_a_warning(tmp_path, pdflatex, tex, page):
+    """Every .tex `make reproduce` wrote into results/, in a minimal document (article's text width, and
+    1 in margins where a wide table is shrunk least and so stands tallest): no Overfull box and no
+    "Float too large" (a table taller than the page)."""
+    (tmp_path / tex.name).write_text(tex.read_text())
+    log, _ = _compile(tmp_path, pdflatex, f"\\input{{{tex.name}}}", PAGES[page])
+    warnings = [line for line in log.splitlines() if "Overfull" in line or "Float too large" in line]
+    assert not warnings, warnings
 
 
 def test_plots_hold_the_series_of_the_table():

@@ -310,3 +310,33 @@ def test_prior_art_rows_name_the_mechanism_count_training_free_flops_and_never_j
     ]
     assert removal["verdict"] == "not compared (no matched point)"  # 10 pp behind, but never matched
     assert "no point within 2% of layercollapse's compression that is counted" in removal["measured"]
+
+
+def test_bold_marks_the_best_and_the_rows_the_verdict_rule_cannot_tell_from_it(tmp_path):
+    """LayerCollapse best; pruning one image apart in each seed, either way (a tie by the rule); KD 20
+    images worse in each seed (distinguishably worse); a row that missed its target is never counted,
+    however good."""
+    from lcbench.analysis.best import TIED, ties_with_best
+    from lcbench.analysis.tables import aggregate, bold_mask, matched_table
+
+    rng = np.random.default_rng(7)
+    lc = [accuracy(N, 340, rng) for _ in range(5)]
+    near = [flip(c, np.flatnonzero(c if s % 2 else ~c)[:1]) for s, c in enumerate(lc)]
+    far = [flip(c, np.flatnonzero(c)[:20]) for c in lc]
+    better = [flip(c, np.flatnonzero(~c)[:15]) for c in lc]  # 15 images better, but unmatched
+    frame, outcomes_ = sweep(tmp_path, lc, {"magnitude_pruning": near, "kd_teacher": far})
+    unmatched = [run(tmp_path, "wanda", "wanda", s, c, matched=False) for s, c in enumerate(better)]
+    frame = add_scores(pd.concat([frame, pd.DataFrame(unmatched)], ignore_index=True))
+    for column in ("delta_top1", "gmacs", "gmacs_effective", "params", "params_dense", "speedup_quiet_b1"):
+        frame[column] = 1.0
+    for column in ("train_seconds", "val_samples", "blocks_folded", "speedup_quiet_b1_low"):
+        frame[column] = 1.0
+    frame["speedup_quiet_b1_high"] = 1.0
+    outcomes_ = Outcomes(frame, tmp_path)
+    table = matched_table(aggregate(frame))
+    table[TIED] = ties_with_best(table, frame, outcomes_, Rule.for_metric("top1"))
+    tied = dict(zip(table["variant"], table[TIED]))
+    assert tied["layercollapse"] is True and tied["magnitude_pruning"] is True
+    assert tied["kd_teacher"] is False and pd.isna(tied["wanda"])  # never counted
+    bold = dict(zip(table["variant"], bold_mask(table, ["dataset", "model", "level"])["top1"]))
+    assert bold == {"layercollapse": True, "magnitude_pruning": True, "kd_teacher": False, "wanda": False}

@@ -16,6 +16,7 @@ from ..data import DATASETS
 from ..store import atomic_write_text
 from ..sweep import Plan
 from . import plots
+from .best import TIED, ties_with_best
 from .claims import claims_table
 from .cost import epoch_curves, flops_to_reach
 from .headline import headline, metric_of
@@ -229,6 +230,9 @@ def write_report(plan: Plan, out: Path) -> dict:
 def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference: str, out: Path) -> dict:
     """The CSV, Markdown and LaTeX tables; returns the frames the README quotes."""
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
+    outcomes = Outcomes(frame, plan.output_root)
+    rule = rule_for(frame, plan.margin)
+    agg = agg.assign(**{TIED: ties_with_best(agg, frame, outcomes, rule)})
     write_table(
         per_method_table(agg, reference),
         out / "per_method",
@@ -243,8 +247,6 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",
         f"tab:{plan.name}-matched",
     )
-    outcomes = Outcomes(frame, plan.output_root)
-    rule = rule_for(frame, plan.margin)
     diffs = paired_differences(frame, outcomes, reference, rule)
     atomic_write_text(out / "differences.csv", diffs.to_csv(index=False))
     curves = epoch_curves(frame, plan.output_root)

@@ -1,19 +1,17 @@
 """Tables over seeds: per-method and matched-compression, written as CSV, Markdown and LaTeX.
 
 Numbers are mean and sample standard deviation (ddof=1) over the completed seeds of a group, with n (a std
-that rounds to 0 is not printed). The original model of every (data set, model) is a row of its own. In the
-formatted tables the best value of a column at each (model, level) is bold among the compressed rows that
-met their matched compression; never the original, never an unmatched row (`Matched: NO`, ‡ in LaTeX),
-never a speed-up whose interval contains 1, and nothing when all are equal. The speed-up is the quiet
-pass's (`lcbench measure`): median with the widest 95% interval of its seeds, marked † where that interval
-contains 1. Dense and effective MACs are separate columns; counted units (MACs, training FLOPs) take one SI
-prefix per table.
+that rounds to 0 is not printed). The original model of every (data set, model) is a row of its own. Bold
+marks only the quality columns, and only the rows the verdict rule cannot tell from the best of their
+(model, level) among the rows that count (`best.py`): never the original, an unmatched row or one labelled
+infeasible or not folded. The speed-up is the quiet pass's (`lcbench measure`): median with the widest 95%
+interval of its seeds, marked † where that interval contains 1. Dense and effective MACs are separate
+columns; counted units (MACs, training FLOPs) take one SI prefix per table.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pandas as pd
 from ..data import DATASETS
 from ..store import atomic_write_text
 from ..tasks import QUALITIES, Quality
+from .best import TIED, counted
 from .names import variant_label
 from .records import FLAGS, NOT_COUNTED
 from .stats import is_matched
@@ -30,31 +29,26 @@ from .stats import is_matched
 
 @dataclass(frozen=True)
 class Shown:
-    """A measure as a table shows it: header (Markdown), LaTeX header (quantity, unit), which way is
-    better (None: never bold), decimals, and `count` ("MACs", "FLOPs") when a unit prefix is chosen per
-    table (so a tiny model reads 1.86 MMACs, not 0.002 GMACs)."""
+    """A measure as a table shows it: header (Markdown), LaTeX header (quantity, unit), decimals, and
+    `count` ("MACs", "FLOPs") when a unit prefix is chosen per table (so a tiny model reads 1.86 MMACs,
+    not 0.002 GMACs)."""
 
     header: str
     latex: tuple[str, str]
-    better: str | None
     decimals: int
     count: str | None = None
 
 
 def _quality_columns(quality: Quality) -> dict[str, Shown]:
     """base_<metric> (Markdown only: LaTeX has the Original row), <metric> and delta_<metric>."""
-    better = "max" if quality.higher_is_better else "min"
     name = "top-1" if quality.key == "top1" else quality.key
     delta_unit = f" ({quality.unit})" if quality.unit else ""
     return {
-        f"base_{quality.key}": Shown(
-            f"Base {quality.label[0].lower()}{quality.label[1:]}", ("", ""), None, 2
-        ),
-        quality.key: Shown(quality.label, quality.latex, better, 2),
+        f"base_{quality.key}": Shown(f"Base {quality.label[0].lower()}{quality.label[1:]}", ("", ""), 2),
+        quality.key: Shown(quality.label, quality.latex, 2),
         f"delta_{quality.key}": Shown(
             f"Δ {name}{delta_unit}",
             (f"$\\Delta$ {name}", f"({quality.unit})" if quality.unit else ""),
-            better,
             2,
         ),
     }
@@ -66,11 +60,11 @@ QUALITY_COLUMNS = {
 }
 SHOWN = {
     **QUALITY_COLUMNS,
-    "compression": Shown("Compression (×)", ("Compr.", "($\\times$)"), "max", 2),
-    "gmacs": Shown("Dense MACs", ("MACs", "dense"), "min", 2, "MACs"),
-    "gmacs_effective": Shown("Effective MACs", ("MACs", "eff."), "min", 2, "MACs"),
-    "speedup_quiet_b1": Shown("Speed-up b=1 (×, 95% CI)", ("Speed-up", "b=1 ($\\times$)"), "max", 2),
-    "train_flops": Shown("Training FLOPs", ("FLOPs", "training"), "min", 1, "FLOPs"),
+    "compression": Shown("Compression (×)", ("Compr.", "($\\times$)"), 2),
+    "gmacs": Shown("Dense MACs", ("MACs", "dense"), 2, "MACs"),
+    "gmacs_effective": Shown("Effective MACs", ("MACs", "eff."), 2, "MACs"),
+    "speedup_quiet_b1": Shown("Speed-up b=1 (×, 95% CI)", ("Speed-up", "b=1 ($\\times$)"), 2),
+    "train_flops": Shown("Training FLOPs", ("FLOPs", "training"), 1, "FLOPs"),
 }
 GROUP = ["dataset", "model", "method", "variant", "level"]
 MEASURES = [
@@ -153,13 +147,6 @@ def _scaled(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     return table, headers
 
 
-def _spans_one(table: pd.DataFrame) -> pd.Series:
-    low, high = table.get("speedup_quiet_b1_low"), table.get("speedup_quiet_b1_high")
-    if low is None:
-        return pd.Series(False, index=table.index)
-    return (low <= 1) & (high >= 1)
-
-
 def decimals_of(mean: float, shown: Shown) -> int:
     """Decimals a value is shown with: the measure's, or 3 significant digits for a counted measure."""
     if not shown.count or not mean or not math.isfinite(mean):
@@ -167,57 +154,64 @@ def decimals_of(mean: float, shown: Shown) -> int:
     return min(max(0, 2 - math.floor(math.log10(abs(mean)))), 6)
 
 
-def _shown_means(table: pd.DataFrame, column: str) -> pd.Series:
-    """The means as displayed (rounded), for comparisons that agree with what a reader sees."""
-    shown = SHOWN[column]
-    return table[f"{column}_mean"].map(lambda m: round(m, decimals_of(m, shown)) if pd.notna(m) else m)
-
-
 def bold_mask(table: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
-    """True where a shown value is the best of its column within its group, among the compressed rows
-    that met their matched compression (and, for the speed-up, whose interval excludes 1). The original
-    is the reference, never a contender. Values are compared as displayed; a group whose eligible
-    values are all equal has no bold."""
+    """True in the quality columns (the headline metric and its delta) of the rows that tie with their
+    group's best by the verdict rule (`best.ties_with_best`, column `tied_with_best`). Never the original,
+    an unmatched row or one labelled infeasible or not folded; no bold in a group with a single counted row
+    or where every counted row ties; none at all without the column (nothing was tested)."""
     mask = pd.DataFrame(False, index=table.index, columns=list(SHOWN))
-    eligible = table["method"] != "original"
-    if "matched" in table:
-        eligible &= table["matched"].map(is_matched).astype(bool)
-    for column, shown in SHOWN.items():
-        if shown.better is None or f"{column}_mean" not in table:
-            continue
-        ok = eligible & ~_spans_one(table) if column == "speedup_quiet_b1" else eligible
-        values = _shown_means(table, column).where(ok)
-        groups = values.groupby([table[g] for g in group_by])
-        best, distinct = groups.transform(shown.better), groups.transform("nunique")
-        mask[column] = values.notna() & (values == best) & (distinct > 1)
+    if TIED not in table:
+        return mask
+    ok = counted(table)
+    tied = table[TIED].where(ok).map(lambda v: v is True or v == 1.0)
+    groups = [table[g].fillna(-1) if g == "level" else table[g] for g in group_by]
+    contenders = ok.groupby(groups).transform("sum")
+    ties = tied.groupby(groups).transform("sum")
+    bold = tied & (contenders > 1) & (ties < contenders)
+    for column in QUALITY_COLUMNS:
+        if not column.startswith("base_") and f"{column}_mean" in table:
+            mask[column] = bold
     return mask
 
 
-def _value(mean: float, std: float, n: int, decimals: int, pm: str) -> str | None:
-    """`mean ± std`; the std left out for one run or when it rounds to zero (a deterministic quantity)."""
+def _value(mean: float, std: float, n: int, decimals: int) -> tuple[str, str | None] | None:
+    """(mean, std) as text; the std left out (None) for one run or when it rounds to zero (a deterministic
+    quantity); None for no value."""
     if pd.isna(mean):
         return None
     if n <= 1 or pd.isna(std) or round(std, decimals) == 0:
-        return f"{mean:.{decimals}f}"
-    return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
+        return f"{mean:.{decimals}f}", None
+    return f"{mean:.{decimals}f}", f"{std:.{decimals}f}"
 
 
-def _cells(table: pd.DataFrame, column: str, latex: bool) -> list[str | None]:
-    """One column's text: mean ± std, or the quiet speed-up with its interval († where it contains 1)."""
+def _values(table: pd.DataFrame, column: str) -> list[tuple[str, str | None] | None]:
+    """One measure's (mean, std) texts, row by row (a delta's std only where the original varies)."""
     shown = SHOWN[column]
     means, stds, ns = table[f"{column}_mean"], table[f"{column}_std"], table["n"]
     if column.startswith("delta_") and f"base_{column[6:]}_std" in table:  # one original: its std isn't shown
         stds = stds.where(table[f"base_{column[6:]}_std"].fillna(0).round(shown.decimals) != 0)
-    if column != "speedup_quiet_b1":
-        pm = " \\pm " if latex else " ± "
-        return [_value(m, s, int(n), decimals_of(m, shown), pm) for m, s, n in zip(means, stds, ns)]
+    return [_value(m, s, int(n), decimals_of(m, shown)) for m, s, n in zip(means, stds, ns)]
+
+
+def _speedups(table: pd.DataFrame, latex: bool) -> list[str | None]:
+    """The quiet speed-up: median, its interval in Markdown, † where the interval contains 1."""
     dagger = "$^\\dagger$" if latex else "†"
     cells = []
-    for mean, low, high in zip(means, table["speedup_quiet_b1_low"], table["speedup_quiet_b1_high"]):
+    for mean, low, high in zip(
+        table["speedup_quiet_b1_mean"], table["speedup_quiet_b1_low"], table["speedup_quiet_b1_high"]
+    ):
         mark = dagger if low <= 1 <= high else ""
         interval = "" if latex else f" [{low:.2f}, {high:.2f}]"  # LaTeX: the mark only (width)
         cells.append(None if pd.isna(mean) else f"{mean:.2f}{interval}{mark}")
     return cells
+
+
+def _markdown_cells(table: pd.DataFrame, column: str) -> list[str | None]:
+    if column == "speedup_quiet_b1":
+        return _speedups(table, latex=False)
+    return [
+        None if v is None else v[0] if v[1] is None else f"{v[0]} ± {v[1]}" for v in _values(table, column)
+    ]
 
 
 def _key_text(value) -> str:
@@ -246,7 +240,7 @@ def markdown_table(table: pd.DataFrame, group_by: list[str]) -> str:
         {"Model": table["model"], "Method": _labels(table), "Level": table["level"].map(_key_text)}
     )
     for column in headers:
-        cells = _cells(table, column, latex=False)
+        cells = _markdown_cells(table, column)
         out[headers[column]] = [
             "-" if c is None else f"**{c}**" if bold else c for c, bold in zip(cells, mask[column])
         ]
@@ -269,92 +263,158 @@ def _escape(text: str) -> str:
     return text
 
 
-def _table_format(cells: list[str | None]) -> str:
-    """siunitx's table-format for a column of `mean` / `mean ± std` cells: sign, integer digits,
-    decimals and uncertainty digits, read from the cells themselves."""
-    parts = [c.split(" \\pm ") for c in cells if c is not None]
-    if not parts:
+# the ± before a std: siunitx text set before the std's own column, spaced as a binary operator
+PM = "{${}\\pm{}$}"
+MAX_ROWS = 40  # body rows per float; a longer table goes on in a second float (each fits a page)
+LATEX_FLAG_MARKS = {"infeasible": "$^{*}$", "not folded": "$^{\\S}$", "forced fold": "$^{\\P}$"}
+SETUP = (
+    "\\footnotesize\\setlength{\\tabcolsep}{3pt}\n"
+    "\\sisetup{reset-text-series=false, text-series-to-math=true, group-digits=integer}\n"
+)
+
+
+def _number_format(numbers: list[str]) -> str:
+    """siunitx's table-format (sign, integer digits, decimals) that holds every number of a column."""
+    if not numbers:
         return "1.0"
-    means = [p[0] for p in parts]
-    sign = "-" if any(m.startswith("-") for m in means) else ""
-    digits = max(len(m.lstrip("-").split(".")[0]) for m in means)
-    decimals = max(len(m.split(".")[1]) if "." in m else 0 for m in means)
-    uncertainty = max((len(p[1].replace(".", "").lstrip("0")) for p in parts if len(p) == 2), default=0)
-    return f"{sign}{digits}.{decimals}" + (f"({uncertainty})" if uncertainty else "")
+    sign = "-" if any(m.startswith("-") for m in numbers) else ""
+    digits = max(len(m.lstrip("-").split(".")[0]) for m in numbers)
+    decimals = max(len(m.split(".")[1]) if "." in m else 0 for m in numbers)
+    return f"{sign}{digits}.{decimals}"
+
+
+@dataclass
+class LatexMeasure:
+    """One measure's LaTeX: header (quantity over unit), column specs (value, and ± std where any row has
+    one) and each row's cells."""
+
+    quantity: str
+    unit: str
+    specs: list[str]
+    rows: list[list[str]]
+
+
+def _latex_measure(table: pd.DataFrame, column: str, headers: dict, bold: pd.Series) -> LatexMeasure:
+    shown = SHOWN[column]
+    quantity, unit = shown.latex
+    if shown.count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."
+        quantity = f"{quantity} ({headers[column].rsplit('(', 1)[1].removesuffix(shown.count + ')')})"
+    if column == "speedup_quiet_b1":
+        return LatexMeasure(
+            quantity, unit, ["r"], [["{--}" if c is None else c] for c in _speedups(table, True)]
+        )
+    values = _values(table, column)
+    means = [v[0] for v in values if v is not None]
+    stds = [v[1] for v in values if v is not None and v[1] is not None]
+    specs = [f"S[table-format={_number_format(means)}]"]
+    if stds:
+        specs.append(f"@{{}}S[table-format={_number_format(stds)}, table-space-text-pre={PM}]")
+    rows = []
+    for value, strong in zip(values, bold):
+        if value is None:
+            rows.append(["{--}"] + [""] * bool(stds))
+            continue
+        mean = f"\\bfseries {value[0]}" if strong else value[0]
+        rows.append([mean] + ([f"{PM}{value[1]}" if value[1] else ""] if stds else []))
+    return LatexMeasure(quantity, unit, specs, rows)
+
+
+def _header(measures: list[LatexMeasure]) -> list[str]:
+    """Two header rows: quantities (one spanning the measures that share it, ruled below) over units."""
+    top, rules, column = ["", "{$k$}"], [], 3
+    spans: list[tuple[str, int]] = []
+    for m in measures:
+        if spans and spans[-1][0] == m.quantity:
+            spans[-1] = (m.quantity, spans[-1][1] + len(m.specs))
+        else:
+            spans.append((m.quantity, len(m.specs)))
+    for quantity, width in spans:
+        top.append(f"\\multicolumn{{{width}}}{{c}}{{{quantity}}}")
+        if width > 1 and sum(1 for m in measures if m.quantity == quantity) > 1:
+            rules.append(f"\\cmidrule(lr){{{column}-{column + width - 1}}}")
+        column += width
+    units = ["", ""] + [f"\\multicolumn{{{len(m.specs)}}}{{c}}{{{m.unit}}}" for m in measures]
+    return [" & ".join(top) + " \\\\", *([" ".join(rules)] if rules else []), " & ".join(units) + " \\\\"]
 
 
 def latex_table(table: pd.DataFrame, group_by: list[str], caption: str, label: str) -> str:
-    """A booktabs table through pandas' Styler: siunitx columns aligned on the decimal point and the ±,
-    bold that works in math (`\\bfseries` with siunitx's text-series-to-math), one block per model
-    between `\\midrule`s, display names, footnotesize, and never wider than `\\linewidth`. Needs booktabs,
+    """booktabs tables: siunitx columns aligned on the decimal point, each std in a column of its own
+    after a ± that siunitx sets, the bold of `bold_mask` (`\\bfseries` with text-series-to-math), one
+    block per model under its name, footnotesize, never wider than `\\linewidth`, and at most `MAX_ROWS`
+    body rows per float (a longer table goes on in further floats, its model named again). Needs booktabs,
     siunitx (v3) and graphicx in the preamble."""
-    frame, formats = _latex_frame(table, bold_mask(table, group_by))
-    latex = frame.style.to_latex(
-        column_format="l" + "".join(formats),
-        hrules=True,
-        siunitx=True,
-        caption=caption,
-        label=label,
-        position_float="centering",
-        multicol_align="c",
+    mask = bold_mask(table, group_by).reset_index(drop=True)
+    table, headers = _scaled(table.reset_index(drop=True))  # one unit prefix for every float
+    table["_label"] = _latex_row_labels(table)
+    floats, previous = [], None
+    for i, rows in enumerate(_float_rows(table["model"])):
+        title = caption if i == 0 else f"{caption.split('. ')[0]} (continued from Table~\\ref{{{label}}})"
+        name = label if i == 0 else f"{label}-{i + 1}"
+        floats.append(_latex_float(table.loc[rows], mask.loc[rows], headers, title, name, previous))
+        previous = table.at[rows[-1], "model"]
+    return "\n".join(floats) + "\n"
+
+
+def _float_rows(models: pd.Series) -> list[list[int]]:
+    """The rows of each float: at most `MAX_ROWS` lines, counting a model's name line at each block."""
+    floats, rows, lines, model = [], [], 0, None
+    for index, name in models.items():
+        lines += 1 + (name != model)
+        if rows and lines > MAX_ROWS:
+            floats.append(rows)
+            rows, lines = [], 2
+        rows.append(index)
+        model = name
+    return [*floats, rows]
+
+
+def _latex_float(
+    table: pd.DataFrame, mask: pd.DataFrame, headers: dict, caption: str, label: str, previous: str | None
+) -> str:
+    """One float: its own column formats (a std column only where one of its rows has a std); a model
+    the previous float ended with is named "(continued)"."""
+    measures = [_latex_measure(table, c, headers, mask[c]) for c in headers if not c.startswith("base_")]
+    width = 2 + sum(len(m.specs) for m in measures)
+    levels = table["level"].map(_key_text).replace("-", "--").tolist()
+    body, model = [], None
+    for i, (name, label_text) in enumerate(zip(table["model"], table["_label"])):
+        if name != model:
+            more = " (continued)" if model is None and name == previous else ""
+            body += ["\\midrule"] * (model is not None)
+            body.append(f"\\multicolumn{{{width}}}{{@{{}}l}}{{\\textit{{{_escape(str(name))}{more}}}}} \\\\")
+            model = name
+        body.append(" & ".join([label_text, levels[i], *(c for m in measures for c in m.rows[i])]) + " \\\\")
+    return "\n".join(
+        [
+            "\\begin{table}",
+            "\\centering",
+            SETUP.rstrip("\n"),
+            f"\\caption{{{caption}}}",
+            f"\\label{{{label}}}",
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
+            f"\\begin{{tabular}}{{lc{''.join(s for m in measures for s in m.specs)}}}",
+            "\\toprule",
+            *_header(measures),
+            "\\midrule",
+            *body,
+            "\\bottomrule",
+            "\\end{tabular}}",
+            "\\end{table}",
+        ]
     )
-    return _finish_latex(latex, frame.shape[1] + 1)
 
 
-def _latex_frame(table: pd.DataFrame, mask: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The cells (bold as Styler writes it for siunitx, `\\bfseries`) under two header rows, a marker row
-    before each model's block, and each column's format."""
-    table, headers = _scaled(table)
-    unmatched = table["matched"].map(lambda m: m is False) if "matched" in table else False
+def _latex_row_labels(table: pd.DataFrame) -> list[str]:
+    """Display names with their marks: ‡ not matched (unless a label says why), *, §, ¶ for the labels."""
+    unmatched = (
+        table["matched"].map(lambda m: m is False)
+        if "matched" in table
+        else pd.Series(False, index=table.index)
+    )
     flags = table["flag"].fillna("") if "flag" in table else pd.Series("", index=table.index)
     marks = flags.map(lambda f: "".join(LATEX_FLAG_MARKS[k] for k in FLAGS if k in f))
     unmatched &= ~flags.map(lambda f: any(k in f for k in NOT_COUNTED))  # its own mark says why
-    methods = _labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "") + marks
-    body, formats = {("$k$", ""): list(table["level"].map(_key_text).replace("-", "--"))}, ["c"]
-    for column in [c for c in headers if not c.startswith("base_")]:
-        shown, cells = SHOWN[column], _cells(table, column, latex=True)
-        quantity, unit = shown.latex
-        if shown.count:  # the unit's prefix on the quantity: "MACs (M)" over "dense" and "eff."
-            quantity = f"{quantity} ({headers[column].rsplit('(', 1)[1].removesuffix(shown.count + ')')})"
-        body[(quantity, unit)] = [
-            "{--}" if c is None else f"\\bfseries {c}" if bold else c for c, bold in zip(cells, mask[column])
-        ]
-        formats.append("r" if column == "speedup_quiet_b1" else f"S[table-format={_table_format(cells)}]")
-    frame = pd.DataFrame(body, index=list(methods))
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
-    blocks = []
-    for model, rows in frame.groupby(table["model"].to_numpy(), sort=False):
-        marker = pd.DataFrame(
-            [[""] * frame.shape[1]], index=[f"@model@{_escape(model)}"], columns=frame.columns
-        )
-        blocks += [marker, rows]
-    return pd.concat(blocks), formats
-
-
-LATEX_FLAG_MARKS = {"infeasible": "$^{*}$", "not folded": "$^{\\S}$", "forced fold": "$^{\\P}$"}
-
-
-def _finish_latex(latex: str, width: int) -> str:
-    """Font size and siunitx settings; the shrink-to-fit box; model marker rows as `\\multicolumn`
-    headers with a `\\midrule` before each (the first follows the header's own rule)."""
-    setup = (
-        "\\footnotesize\\setlength{\\tabcolsep}{2pt}\n"
-        "\\sisetup{uncertainty-mode=separate, reset-text-series=false, text-series-to-math=true, "
-        "group-digits=integer}\n"
-    )
-    latex = latex.replace("\\centering\n", "\\centering\n" + setup, 1)
-    latex = latex.replace(  # shrunk (graphicx) only when its natural width exceeds \linewidth
-        "\\begin{tabular}",
-        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n\\begin{tabular}",
-        1,
-    ).replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
-    latex = re.sub(
-        r"^@model@(.*?) &.*$",
-        lambda m: f"\\multicolumn{{{width}}}{{@{{}}l}}{{\\textit{{{m.group(1)}}}}} \\\\",
-        latex,
-        flags=re.M,
-    )
-    return re.sub(r"(?<!\\midrule\n)(\\multicolumn\{\d+\}\{@\{\}l\}\{\\textit)", r"\\midrule\n\1", latex)
+    return list(_labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "") + marks)
 
 
 def _latex_label(label: str) -> str:
@@ -446,7 +506,11 @@ def caption_notes(table: pd.DataFrame) -> str:
         parts.append(
             f"{held_out_words(table)} on {', '.join(map(str, sizes))} held-out {examples_word(table)}"
         )
-    parts.append("bold: best of a model among matched rows (no bold when all are equal)")
+    if TIED in table and table[TIED].notna().any():
+        parts.append(
+            "bold: the best of a model and level among matched rows, and every row the verdict rule cannot "
+            "tell from it (paired per seed and example, Holm-corrected); none where all tie"
+        )
     if "speedup_quiet_b1_mean" in table:
         parts.append(
             "speed-up: batch 1, median of the quiet latency pass; $^\\dagger$ its 95\\% CI contains 1 "
