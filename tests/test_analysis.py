@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from lcbench.analysis import plots
+from lcbench.analysis.best import TIED
 from lcbench.analysis.headline import add_scores
 from lcbench.analysis.records import sweep_frame
 from lcbench.analysis.report import load_paper, paper_comparison, write_report
-from lcbench.analysis.best import TIED
 from lcbench.analysis.tables import aggregate, matched_table, per_method_table, write_table
 from lcbench.record import SUMMARY
 from lcbench.store import RunDir, atomic_write_json
@@ -288,7 +288,10 @@ def test_plots_hold_the_series_of_the_table():
     assert lines["original"].get_zorder() < containers["KD"].lines[0].get_zorder()
     cost = plots.score_against(agg, "train_flops").axes[0]
     x, _ = {c.get_label(): c for c in cost.containers}["KD"].lines[0].get_data()
-    assert list(x) == [40.0] and cost.get_xlabel() == "training FLOPs (counted) (GFLOPs)"  # 40e9
+    assert list(x) == [40.0] and cost.get_xlabel() == "training GFLOPs (counted)"  # 40e9
+    assert cost.get_ylabel() == "top-1 (%), ↑ better"  # the quality's direction on the axis
+    # one level per variant: drawn as points, not as lines
+    assert all(c.lines[0].get_linestyle() == "None" for c in cost.containers)
 
 
 def test_plots_pick_a_unit_per_panel_keep_error_bars_positive_and_flag_off_scale_points():
@@ -301,19 +304,24 @@ def test_plots_pick_a_unit_per_panel_keep_error_bars_positive_and_flag_off_scale
         [12.0] * 2,
         [11.0] * 2,
     ]  # near chance: would flatten the panel
-    frame.loc[kd, "gmacs"] = [0.0001, 0.0058, 0.0001]  # std larger than the mean
+    lc = frame["method"] == "layercollapse"
+    frame.loc[lc, "gmacs"] = [0.0001, 0.0058, 0.0001]  # std larger than the mean
     fig = plots.score_against(aggregate(pd.concat([frame, big], ignore_index=True)), "gmacs")
     small_ax, big_ax = fig.axes[:2]
-    assert small_ax.get_xlabel() == "dense MACs per image (MMACs)"
-    assert big_ax.get_xlabel() == "dense MACs per image (TMACs)"
-    kd_bars = {c.get_label(): c for c in small_ax.containers}["KD"]
-    x, _ = kd_bars.lines[0].get_data()
+    assert small_ax.get_xlabel() == "dense MMACs per image"
+    assert big_ax.get_xlabel() == "dense TMACs per image"
+    bars = {c.get_label(): c for c in small_ax.containers}
+    kd_bars, lc_bars = bars["KD"], bars["LayerCollapse"]
+    x, _ = lc_bars.lines[0].get_data()
     assert list(x) == pytest.approx([2.0])
-    segments = [seg for coll in kd_bars.lines[2] for seg in coll.get_segments()]
+    segments = [seg for coll in lc_bars.lines[2] for seg in coll.get_segments()]
     assert min(seg[:, 0].min() for seg in segments) >= 0  # no MACs error bar below 0
-    assert small_ax.get_ylim()[0] > 50  # the 11% point no longer sets the scale ...
+    low, high = small_ax.get_ylim()
+    assert 85 < low < 92 and high < 96  # the 11% point no longer sets the scale: fitted to 92-95 ...
     flagged = [t.get_text() for t in small_ax.texts]
-    assert flagged == ["11.0%"]  # ... it is drawn at the floor with its value
+    assert flagged == ["11.0%"]  # ... it is drawn on the edge with its value
+    (edge,) = [ln for ln in small_ax.get_lines() if ln.get_marker() == "v" and ln.get_ydata()[0] == low]
+    assert edge.get_color() == kd_bars.lines[0].get_color()
 
 
 def test_blocks_folded_plot_uses_the_blocks_actually_folded():
@@ -325,7 +333,10 @@ def test_blocks_folded_plot_uses_the_blocks_actually_folded():
     ours, paper = fig.axes
     assert list(ours.get_lines()[0].get_xdata()) == [0, 1, 2, 2]
     assert [t.get_text() for t in ours.texts] == ["asked 1", "asked 2", "asked 3"]
-    assert list(paper.get_lines()[0].get_ydata())[:3] == [75.35, 75.79, 75.34]
+    # both as the change from their own original, on one scale (the paper's: 75.35, 75.79, 75.34)
+    assert list(paper.get_lines()[0].get_ydata())[:3] == pytest.approx([0.0, 0.44, -0.01])
+    assert list(ours.get_lines()[0].get_ydata()) == pytest.approx([0.0, -5.0, -3.0, -1.0])
+    assert ours.get_shared_y_axes().joined(ours, paper)
 
 
 def _lc_row(model: str, level: float, params_m: float, top1: float, prefold: float = np.nan) -> dict:
@@ -421,6 +432,8 @@ def test_report_lists_failed_and_missing_runs(tmp_path):
     assert summary["counts"] == {"completed": 2, "failed": 1}
     assert "## Failed or missing runs" in readme and lc1.run_id in readme and "boom" in readme
     assert "97.00" in readme and (tmp_path / "out" / "top1_vs_compression.pdf").exists()
+    assert (tmp_path / "out" / "top1_vs_compression_column.pdf").exists()
+    assert readme.count("- `top1_vs_train_flops.png`") == 1  # one figure, listed once (the curves differ)
     assert "n counts fine-tuning replicates only" in readme
 
 
@@ -468,9 +481,11 @@ def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_ban
         ]
     )
     ax = plots.slope_trajectories(frame, tmp_path).axes[0]
-    (line,) = [ln for ln in ax.get_lines() if "→" in ln.get_label()]
-    assert line.get_label() == "5 → 6 → 8"  # digits_mlp's last Linear, its activation, the next Linear
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("MLP")]
+    assert line.get_label() == "MLP 1"  # a plain Sequential's MLP by number, not by its indices
     assert list(line.get_xdata()) == [0, 1, 2] and line.get_ydata()[0] == 0.0  # ReLU's slope at the start
+    assert ax.get_title().endswith(": 1 of 1 folded")
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # whole epochs only
     (band,) = ax.patches
     assert band.get_label() == "fold band |a-1| < 0.2"
 
@@ -511,3 +526,40 @@ def test_a_figure_saved_twice_from_the_same_data_has_the_same_bytes(tmp_path):
     time.sleep(1.1)  # a PDF's creation date has a resolution of one second
     second = [p.read_bytes() for p in save(draw(), tmp_path / "b" / "fig")]
     assert first == second  # PNG and PDF alike: a report rerun changes no figure whose data did not
+
+
+def test_figures_come_at_text_and_column_width_with_fonts_of_7_pt_and_one_look_per_variant(tmp_path):
+    """Printed at 3.3 in (one column) no text is under 7 pt; a variant keeps its marker and line style in
+    a panel where its method's other variant is missing (the look came from the index within a panel)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+    from PIL import Image
+
+    from lcbench.analysis.style import COLUMN, LAYOUTS, rc
+
+    frame = fixed_frame()
+    other = frame[frame["method"] != "original"].copy()
+    other["model"] = "digits_mixer"
+    second = frame[frame["method"] == "kd"].copy()
+    second["variant"] = "kd_random"  # only in the first panel
+    agg = aggregate(pd.concat([frame, second, other], ignore_index=True))
+    paths = plots.save_layouts(
+        lambda layout: plots.score_against(agg, "compression", layout=layout), tmp_path / "f"
+    )
+    assert [p.name for p in paths] == ["f.png", "f.pdf", "f_column.png", "f_column.pdf"]
+    assert Image.open(tmp_path / "f_column.png").size[0] == round(COLUMN.width * plots.DPI)
+    assert Image.open(tmp_path / "f.png").size[0] == round(7.0 * plots.DPI)
+    for layout in LAYOUTS:
+        with plt.rc_context(rc(layout)):
+            fig = plots.score_against(agg, "compression", layout=layout)
+            fig.canvas.draw()
+            sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+            assert min(sizes) >= 7
+            looks = {}
+            for ax in fig.axes:
+                for c in ax.containers:
+                    line = c.lines[0]
+                    looks.setdefault(c.get_label(), set()).add((line.get_marker(), line.get_color()))
+            plt.close(fig)
+        assert all(len(v) == 1 for v in looks.values())  # one look per variant across panels
+        assert len({next(iter(v)) for v in looks.values()}) == len(looks)  # and each its own

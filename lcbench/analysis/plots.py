@@ -1,12 +1,16 @@
-"""Plots (matplotlib, PNG and PDF): the headline metric (top-1, perplexity) against compression, GMACs
-and training cost (one line per method over its levels, error bars over seeds, the original marked);
-LayerCollapse slope trajectories; accuracy against blocks folded beside the paper's vit_tiny row.
+"""Plots (matplotlib, PNG and PDF, each at text width and at column width): the headline metric (top-1,
+perplexity) against compression, MACs and training cost (one line per method variant over its levels,
+error bars over seeds, the original marked); the metric after each epoch against cumulative training
+FLOPs; LayerCollapse slope trajectories; the accuracy change against blocks folded beside the paper's
+vit_tiny row. The look of methods and variants, the layouts and the axis text live in `style.py`.
 
 Each function returns its figure so tests can read the data behind the axes.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -15,43 +19,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..data import DATASETS  # noqa: E402
-from ..methods import method_order  # noqa: E402
 from ..store import RunDir  # noqa: E402
 from ..tasks import QUALITIES, Quality  # noqa: E402
+from .best import counted  # noqa: E402
 from .names import variant_label  # noqa: E402
+from .style import FULL, LAYOUTS, Layout, Looks, log_axis, method_color, method_marker, quality_label, rc  # noqa: E402, F401
 from .tables import si_prefix  # noqa: E402
 
-# one colour and marker per method in every panel and figure, by the method's place in the registry
-# (discovery order: stable, and a new method takes the next free one)
-PALETTE = [f"C{i}" for i in range(10)]
-MARKERS = ["s", "o", "^", "v", "D", "P", "X", "*", "h", "<"]
-LINESTYLES = ["-", "--", ":", "-."]
 # (wall seconds and in-sweep latency are left out: they were taken while other runs shared the cores)
 # axis -> (label, log scale, counted unit whose prefix is chosen per panel, stored scale of that unit)
 AXES = {
-    "compression": ("compression (original / remaining parameters, ×)", True, None, 1.0),
-    "gmacs": ("dense MACs per image", False, "MACs", 1e9),
-    "train_flops": ("training FLOPs (counted)", True, "FLOPs", 1.0),
+    "compression": ("compression (×)", True, None, 1.0),
+    "gmacs": ("dense {}MACs per image", False, "MACs", 1e9),
+    "train_flops": ("training {}FLOPs (counted)", True, "FLOPs", 1.0),
 }
-OFF_SCALE_PP = 25.0  # a point this far below its panel's best is drawn at the floor, flagged with its value
-
-
-def _method_index(method: str) -> int:
-    """The method's place among the registered compression methods (`none` left out); an id not
-    installed here takes a place from its name, the same in every figure."""
-    order = [m for m in method_order() if m != "none"]
-    return order.index(method) if method in order else len(order) + sum(map(ord, method))
-
-
-def method_color(method: str) -> str:
-    return PALETTE[_method_index(method) % len(PALETTE)]
-
-
-def method_marker(method: str) -> str:
-    return MARKERS[_method_index(method) % len(MARKERS)]
+# A point this far from its panel's best is drawn on the axes' edge with its value, and the axis is fitted
+# to the rest: the comparisons a figure is for (a few points apart) are not squashed by one collapsed run.
+OFF_SCALE_PP = 5.0  # higher is better (points of top-1, F1, ...): below the best by this much
+OFF_SCALE_RELATIVE = 0.15  # lower is better (perplexity): above the best by this fraction
 
 
 def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
@@ -62,16 +50,18 @@ def _positive_errors(mean: pd.Series, std: pd.Series) -> list[list[float]]:
 
 # no creation date (nor software version) in the files: the same data gives the same bytes
 STABLE_METADATA = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "Producer": None}}
+DPI = 300  # a column-width PNG is 990 px wide
 
 
 def save(fig, stem: Path) -> list[Path]:
+    """`stem`.png and `stem`.pdf at the figure's own size (no tight crop: the width is the print width)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     try:
         for path in paths:
             tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
             try:
-                fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=STABLE_METADATA[path.suffix])
+                fig.savefig(tmp, dpi=DPI, metadata=STABLE_METADATA[path.suffix])
                 tmp.replace(path)
             finally:
                 tmp.unlink(missing_ok=True)  # a write that failed (full disk) leaves no temp file
@@ -80,84 +70,164 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _axis_label(quality: Quality, prefix: str = "") -> str:
-    text = (
-        "top-1 (%)"
-        if quality.key == "top1"
-        else quality.label.lower()
-        if quality.key != "score"
-        else quality.label
+def save_layouts(draw: Callable[[Layout], object], stem: Path) -> list[Path]:
+    """The figure at text width (`stem`) and at column width (`stem`_column), each drawn at its size."""
+    paths = []
+    for layout in LAYOUTS:
+        with plt.rc_context(rc(layout)):
+            paths += save(draw(layout), stem.with_name(stem.name + layout.suffix))
+    return paths
+
+
+KEY_HANDLE = 2.6  # em: long enough to show a variant's line style beside its marker
+
+
+def _grid(panels: int, layout: Layout, key: list[str] | None = None):
+    """A figure of `panels` axes at the layout's width, room below for a shared key with these labels."""
+    cols = max(1, min(panels, layout.columns))
+    rows = max(1, -(-panels // cols))
+    key = key or []
+    key_rows = math.ceil(len(key) / _key_columns(layout, key)) if key else 0
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(
+            layout.width,
+            layout.row_height * rows + key_rows * layout.font * 1.45 / 72 + 0.1 * bool(key),
+        ),
+        squeeze=False,
+        layout="constrained",
     )
-    return f"{prefix}{text}"
+    for ax in list(axes.flat)[panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:panels]
 
 
-def score_against(agg: pd.DataFrame, x: str, quality: Quality = QUALITIES["top1"]):
+def _key_columns(layout: Layout, labels: list[str]) -> int:
+    """As many key columns as the longest label lets fit across the figure (at most 4)."""
+    if not labels:
+        return 1
+    column = (max(map(len, labels)) * 0.55 + KEY_HANDLE + 2.5) * layout.font  # points
+    return max(1, min(4, len(labels), int(layout.width * 72 // column)))
+
+
+def _shared_key(fig, axes, layout: Layout) -> None:
+    """One key below the panels, each label once (a variant looks the same in every panel)."""
+    handles = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    if handles:
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="outside lower center",
+            ncol=_key_columns(layout, list(handles)),
+            handlelength=KEY_HANDLE,
+            frameon=False,
+        )
+
+
+def _key_labels(frame: pd.DataFrame) -> list[str]:
+    """The key's labels of a figure over `frame`'s method variants (and the original)."""
+    pairs = frame[frame["method"] != "original"][["method", "variant"]].drop_duplicates()
+    return ["original", *(variant_label(m, v) for m, v in zip(pairs["method"], pairs["variant"]))]
+
+
+def off_scale(
+    scores: pd.Series, quality: Quality, groups: pd.Series | None = None, reference: pd.Series | None = None
+) -> pd.Series:
+    """True for a point so far from the best of its group (its compression level; rows without one, the
+    original and the fine-tune control, form their own) that it is drawn on the axes' edge with its
+    value, so one collapsed run does not squash the comparison the panel is for. The best is taken
+    among the `reference` rows (those that count: not an unmatched, infeasible or unfolded point) where
+    a group has any."""
+    keys = groups.fillna(-1) if groups is not None else pd.Series(0, index=scores.index)
+    reference = reference if reference is not None else pd.Series(True, index=scores.index)
+    past = pd.Series(False, index=scores.index)
+    for _, index in scores.groupby(keys).groups.items():
+        best_of = scores[index][reference[index]] if reference[index].any() else scores[index]
+        past[index] = _past(scores[index], _off_scale_limit(best_of, quality), quality)
+    return past.fillna(False).astype(bool)
+
+
+def _fit_y(ax, values: pd.Series, beyond: pd.Series, quality: Quality, room: float = 4) -> None:
+    """The y range of the points on scale with a margin, and `room` margins at the edge that holds the
+    off-scale markers (or the note saying they are left out)."""
+    shown = values[~beyond].dropna()
+    if not len(shown):
+        return
+    low, high = shown.min(), shown.max()
+    pad = max((high - low) * 0.08, 0.2 if high - low < 2 else 0.5)
+    edge = room if beyond.any() else 1
+    below, above = (edge, 1) if quality.higher_is_better else (1, edge)
+    ax.set_ylim(low - below * pad, high + above * pad)
+
+
+def score_against(
+    agg: pd.DataFrame,
+    x: str,
+    quality: Quality = QUALITIES["top1"],
+    layout: Layout = FULL,
+    looks: Looks | None = None,
+):
     """The headline metric (`score`: top-1, perplexity, ...) against `x`. One panel per (data set, model);
-    one line per method variant through its levels; the original as a hollow star beneath them. Counted
-    units are scaled per panel (MMACs for a tiny model, GMACs for a ViT); where higher is better, a point
-    far below the rest is drawn at the panel's floor with its value, so it does not flatten the others."""
+    one line per method variant through its levels (a single level: a point); the original as a hollow
+    star beneath them. Counted units are scaled per panel (MMACs for a tiny model, GMACs for a ViT); a
+    point far from the best is drawn at the panel's edge with its value, so it does not squash the rest."""
+    looks = looks or Looks(zip(agg["method"], agg["variant"]))
     label, log, count, stored = AXES[x]
     panels = list(agg.groupby(["dataset", "model"], sort=False).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (dataset, model) in zip(axes[0], panels):
+    fig, axes = _grid(len(panels), layout, _key_labels(agg))
+    for ax, (dataset, model) in zip(axes, panels):
         rows = agg[(agg["dataset"] == dataset) & (agg["model"] == model)].copy()
         xlabel = label.replace("per image", "per sequence") if DATASETS.get(dataset).is_text else label
         if count:  # one unit per panel
             prefix, factor = si_prefix(rows[f"{x}_mean"] * stored)
             for part in ("mean", "std"):
                 rows[f"{x}_{part}"] = rows[f"{x}_{part}"] * stored / factor
-            xlabel = f"{label} ({prefix}{count})"
-        floor = _off_scale_floor(rows["score_mean"]) if quality.higher_is_better else None
+            xlabel = xlabel.format(prefix)
+        beyond = off_scale(rows["score_mean"], quality, rows["level"], counted(rows))
         _draw_original(ax, rows[rows["method"] == "original"], x)
         compressed = rows[rows["method"] != "original"]
-        for method, by_method in compressed.groupby("method", sort=True):
-            for i, (variant, group) in enumerate(by_method.groupby("variant", sort=True)):
-                group = group.sort_values(f"{x}_mean")
-                ax.errorbar(
-                    group[f"{x}_mean"],
-                    group["score_mean"],
-                    xerr=_positive_errors(group[f"{x}_mean"], group[f"{x}_std"]),
-                    yerr=_positive_errors(group["score_mean"], group["score_std"]),
-                    marker=method_marker(method),
-                    ls=LINESTYLES[i % len(LINESTYLES)],
-                    markerfacecolor="white" if i % 2 else method_color(method),  # variants apart in the key
-                    capsize=3,
-                    label=variant_label(method, variant),
-                    color=method_color(method),
-                    zorder=3,
-                )
-                _flag_off_scale(
-                    ax,
-                    group[f"{x}_mean"],
-                    group["score_mean"],
-                    floor,
-                    method_color(method),
-                    rows[f"{x}_mean"],
-                )
-                _label_points(ax, group, x, floor)
-        if floor is not None:
-            ax.set_ylim(bottom=floor - 1.5, top=rows["score_mean"].max() + 1.5)
+        edges, flagged = [], []  # drawn once the axes have their limits
+        for (method, variant), group in compressed.groupby(["method", "variant"], sort=True):
+            group = group.sort_values(f"{x}_mean")
+            look = looks(method, variant)
+            score = group["score_mean"]
+            out = beyond[group.index]
+            ax.errorbar(
+                group[f"{x}_mean"],
+                score.where(~out),  # the line joins the points on scale; the others sit at the edge
+                xerr=_positive_errors(group[f"{x}_mean"], group[f"{x}_std"]),
+                yerr=_positive_errors(score, group["score_std"]),
+                marker=look.marker,
+                ls=look.linestyle if len(group) > 1 else "none",  # a single level is a point
+                markerfacecolor=look.color if look.filled else "white",
+                label=variant_label(method, variant),
+                color=look.color,
+                lw=1.2,
+                elinewidth=0.8,
+                zorder=3,
+            )
+            edges += [(xv, yv, look) for xv, yv, o in zip(group[f"{x}_mean"], score, out) if o]
+            if "flag" in group:
+                flagged += [
+                    (xv, yv, f) for xv, yv, f in zip(group[f"{x}_mean"], score, group["flag"].fillna("")) if f
+                ]
+        _fit_y(ax, rows["score_mean"], beyond, quality)
         if log:
-            _log_axis(ax, rows[f"{x}_mean"])
+            log_axis(ax, rows[f"{x}_mean"])
         else:
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        labels = Labels(ax)
+        _draw_edges(ax, edges, quality, labels)
+        _label_points(ax, flagged, labels)
         ax.set_title(f"{model} ({dataset})")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(_axis_label(quality))
+        ax.set_ylabel(quality_label(quality))
         ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes[0]:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(name, handle)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.legend(
-        handles.values(),
-        handles.keys(),
-        loc="lower center",
-        ncol=min(len(handles), 5),
-        fontsize=8,
-        handlelength=3.5,  # long enough to show a variant's line style beside its marker
-    )
+    _shared_key(fig, axes, layout)
     return fig
 
 
@@ -169,97 +239,108 @@ def _draw_original(ax, original: pd.DataFrame, x: str) -> None:
             original["score_mean"],
             "*",
             color="k",
-            markersize=15,
+            markersize=10,
             markerfacecolor="none",
             zorder=1,
             label="original",
         )
 
 
-def _off_scale_floor(top1: pd.Series) -> float | None:
-    """The y floor of a panel when some point lies more than OFF_SCALE_PP below its best, else None."""
-    best = top1.max()
-    return best - OFF_SCALE_PP if (top1 < best - OFF_SCALE_PP).any() else None
+class Labels:
+    """Small texts placed in a panel without overlapping each other: a label whose box meets one already
+    placed moves away from its point (up, or down at a ceiling) until it is free."""
 
+    STEP = 8.0  # points
 
-def _flag_off_scale(ax, xs: pd.Series, ys: pd.Series, floor: float | None, color: str, panel_xs) -> None:
-    """Points below the floor: a downward triangle at the floor, labelled with the true value (to the
-    left of a point in the right half of the panel, so the label stays inside)."""
-    if floor is None:
-        return
-    middle = (
-        (np.nanmin(panel_xs) * np.nanmax(panel_xs)) ** 0.5
-        if np.nanmin(panel_xs) > 0
-        else np.nanmean(panel_xs)
-    )
-    for x, y in zip(xs, ys):
-        if y < floor:
-            right = x > middle
-            ax.plot([x], [floor - 0.5], marker="v", color=color, markersize=8, zorder=4, clip_on=False)
-            ax.annotate(
-                f"{y:.1f}%",
-                (x, floor - 0.5),
-                textcoords="offset points",
-                xytext=(-6 if right else 6, 2),
-                ha="right" if right else "left",
-                fontsize=7,
-                color=color,
+    def __init__(self, ax) -> None:
+        self.ax = ax
+        self.placed = []
+
+    def add(self, text: str, xy: tuple[float, float], dx: float, dy: float, **kw) -> None:
+        sign = 1 if dy >= 0 else -1
+        for _ in range(12):
+            annotation = self.ax.annotate(
+                text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7, **kw
             )
+            box = annotation.get_window_extent(self.ax.figure.canvas.get_renderer())
+            if not any(box.overlaps(other) for other in self.placed):
+                break
+            annotation.remove()
+            dy += sign * self.STEP
+        self.placed.append(box)
 
 
-def _label_points(ax, group: pd.DataFrame, x: str, floor: float | None) -> None:
+def _draw_edges(ax, edges: list, quality: Quality, labels: Labels) -> None:
+    """Off-scale points: a triangle on the axes' edge (the bottom where higher is better) pointing where
+    the value lies,
+    labelled with it (to the left of a point in the right half of the panel, so the label stays inside)."""
+    if not edges:
+        return
+    at_floor = quality.higher_is_better
+    low, high = ax.get_ylim()
+    edge = low if at_floor else high
+    left, right = ax.get_xlim()
+    middle = (left * right) ** 0.5 if ax.get_xscale() == "log" else (left + right) / 2
+    unit = "%" if quality.key == "top1" else ""
+    for x, y, look in sorted(edges, key=lambda e: e[0]):
+        ax.plot(
+            [x],
+            [edge],
+            marker="v" if at_floor else "^",
+            color=look.color,
+            markersize=6,
+            zorder=4,
+            clip_on=False,
+        )
+        on_right = x > middle
+        labels.add(
+            f"{y:.1f}{unit}",
+            (x, edge),
+            -5 if on_right else 5,
+            4 if at_floor else -10,
+            ha="right" if on_right else "left",
+            color=look.color,
+        )
+
+
+def _label_points(ax, flagged: list, labels: Labels) -> None:
     """A point's label beside it (`infeasible`, `not folded`, `forced fold`): such a point is no
-    method's win and a reader of the figure alone must see it."""
-    if "flag" not in group:
-        return
-    for xv, yv, flag in zip(group[f"{x}_mean"], group["score_mean"], group["flag"].fillna("")):
-        if flag and pd.notna(yv):
-            y = max(yv, floor - 0.5) if floor is not None else yv
-            ax.plot([xv], [y], marker="o", markersize=13, markerfacecolor="none", color="0.3", zorder=4)
-            ax.annotate(
-                flag,
-                (xv, y),
-                textcoords="offset points",
-                xytext=(0, 10),
-                ha="center",
-                fontsize=7,
-                color="0.3",
-            )
+    method's win and a reader of the figure alone must see it (at the edge where it is off scale)."""
+    low, high = ax.get_ylim()
+    for x, y, flag in flagged:
+        if pd.isna(y):
+            continue
+        y = min(max(y, low), high)
+        ax.plot(
+            [x], [y], marker="o", markersize=9, markerfacecolor="none", color="0.3", zorder=4, clip_on=False
+        )
+        labels.add(flag, (x, y), 0, -12 if y > low + 0.8 * (high - low) else 7, ha="center", color="0.3")
 
 
-def _log_axis(ax, xs: pd.Series) -> None:
-    """A log x axis with plain-number ticks that never crowd: linear-spaced ticks within a decade,
-    2 and 5 labelled within a few decades, decades only beyond."""
-    ax.set_xscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    finite = xs[np.isfinite(xs) & (xs > 0)]
-    decades = np.log10(finite.max() / finite.min()) if len(finite) else 3.0
-    if decades < 1:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(plain)
-    two_five = FuncFormatter(lambda v, _: f"{v:g}" if decades < 2.5 and f"{v:g}"[0] in "25" else "")
-    ax.xaxis.set_minor_formatter(two_five)
-
-
-def slope_trajectories(frame: pd.DataFrame, output_root: Path):
-    """Per LayerCollapse run (seed 0, each model's highest level): each converted block's PReLU slope from
-    epoch 0 (its initial value) on, with the fold threshold's band around 1; legends name the layers."""
+def slope_trajectories(frame: pd.DataFrame, output_root: Path, layout: Layout = FULL):
+    """Per LayerCollapse run (seed 0, each model's highest level): each converted MLP's PReLU slope from
+    epoch 0 (its initial value) on, with the fold band around 1. A series is named by its module path
+    (numbered MLPs in a plain Sequential) and "not folded" where its slope stayed outside the band; the
+    panel says how many of its MLPs folded."""
     lc = (frame["method"] == "layercollapse") & (frame["status"] == "completed")
     runs = frame[lc & (frame["seed"] == 0)]
     runs = runs.sort_values("level").groupby("model", sort=False).tail(1)
-    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 3.4), squeeze=False)
-    for ax, (_, run) in zip(axes[0], runs.iterrows()):
+    fig, axes = _grid(max(len(runs), 1), layout)
+    for ax, (_, run) in zip(axes, runs.iterrows()):
         folder = RunDir(output_root, run["run_id"])
         events = [e for e in folder.events() if e["event"] in ("initial", "epoch")]
-        report = (folder.result() or {}).get("method_report") or {}
-        layers = {b["block"]: b.get("layers", b["block"]) for b in report.get("blocks", [])}
-        threshold = (folder.result() or {}).get("config", {}).get("method_args", {}).get("threshold", 0.05)
+        result = folder.result() or {}
+        report = result.get("method_report") or {}
+        not_folded = set(report.get("not_folded") or [])
+        threshold = result.get("config", {}).get("method_args", {}).get("threshold", 0.05)
         blocks = sorted({k for e in events for k in e if k.startswith("slope/")})
-        for key in blocks:
+        for i, key in enumerate(blocks):
             points = [(e["epoch"], e[key]) for e in events if key in e]
             name = key.removeprefix("slope/")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=layers.get(name, name))
+            label = (name if "." in name else f"MLP {i + 1}") + (
+                " (not folded)" if name in not_folded else ""
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.axhspan(
             1 - threshold,
@@ -270,88 +351,135 @@ def slope_trajectories(frame: pd.DataFrame, output_root: Path):
             label=f"fold band |a-1| < {threshold:g}",
         )
         level = run["level_label"] or f"k={run['level']:g}"  # e.g. "level=2" or "blocks=1"
-        ax.set_title(f"{run['model']}, {level}")
+        folded = len(blocks) - len(not_folded & {b.removeprefix("slope/") for b in blocks})
+        state = f"{folded} of {len(blocks)} folded" if folded else "not folded"
+        ax.set_title(f"{run['model']}, {level}: {state}", color="k" if folded == len(blocks) else "C3")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("PReLU slope a")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.legend(fontsize=7, handlelength=1.5, frameon=False, loc="center right")
     return fig
 
 
-def blocks_folded_vs_paper(agg: pd.DataFrame, paper: pd.DataFrame, model: str = "digits_vit"):
-    """Top-1 against the blocks LayerCollapse actually folded (mean ± std over seeds; a level whose blocks
-    did not all fold sits at what it folded, not at what it asked for) beside the paper's vit_tiny row."""
-    fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+def blocks_folded_vs_paper(
+    agg: pd.DataFrame, paper: pd.DataFrame, model: str = "digits_vit", layout: Layout = FULL
+):
+    """The change in top-1 from the original against the blocks LayerCollapse actually folded (mean ±
+    std over seeds; a level whose blocks did not all fold sits at what it folded) beside the paper's
+    vit_tiny row, both in percentage points on one shared scale, so a wobble inside the error bars does
+    not look like the paper's curve."""
+    fig, (ours_ax, paper_ax) = plt.subplots(
+        1 if layout.columns > 1 else 2,
+        2 if layout.columns > 1 else 1,
+        figsize=(layout.width, layout.row_height * (1 if layout.columns > 1 else 2)),
+        sharey=True,
+        layout="constrained",
+        squeeze=True,
+    )
     lc = agg[(agg["model"] == model) & (agg["method"] == "layercollapse")]
     variant = "layercollapse" if (lc["variant"] == "layercollapse").any() else lc["variant"].iloc[0]
     ours = lc[lc["variant"] == variant].sort_values("blocks_folded_mean")
     original = agg[(agg["model"] == model) & (agg["method"] == "original")]
+    base = original["top1_mean"].iloc[0] if len(original) else np.nan
     xs = pd.concat([original["top1_mean"] * 0, ours["blocks_folded_mean"]])
     xerr = pd.concat([original["top1_mean"] * 0, ours["blocks_folded_std"].fillna(0)])
-    ys = pd.concat([original["top1_mean"], ours["top1_mean"]])
-    yerr = pd.concat([original["top1_std"], ours["top1_std"]])
-    ours_ax.errorbar(
-        xs,
-        ys,
-        xerr=xerr,
-        yerr=_positive_errors(ys, yerr),
-        marker="o",
-        capsize=3,
-        color=method_color("layercollapse"),
-    )
-    for level, x, y in zip(ours["level"], ours["blocks_folded_mean"], ours["top1_mean"]):
-        ours_ax.annotate(f"asked {level:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ours_ax.set_title(f"lcbench: {model} ({variant_label('layercollapse', variant)})")
+    ys = pd.concat([original["top1_mean"], ours["top1_mean"]]) - base
+    yerr = pd.concat([original["top1_std"], ours["top1_std"]]).fillna(0)
+    ours_ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", color=method_color("layercollapse"), lw=1.2)
+    for level, x, y in zip(ours["level"], ours["blocks_folded_mean"], ours["top1_mean"] - base):
+        ours_ax.annotate(f"asked {level:g}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7)
+    ours_ax.set_title(f"lcbench: {model}", loc="left")
     tiny = paper[paper["model"] == "vit_tiny_patch16_224"].sort_values("paper_blocks")
-    paper_ax.plot(tiny["paper_blocks"], tiny["top1"], marker="s", color="C3")
-    paper_ax.set_title("paper: vit_tiny_patch16_224 (ImageNet)")
+    paper_base = tiny.loc[tiny["paper_blocks"] == 0, "top1"]
+    paper_ax.plot(
+        tiny["paper_blocks"],
+        tiny["top1"] - (paper_base.iloc[0] if len(paper_base) else np.nan),
+        marker="s",
+        color="0.3",
+    )
+    paper_ax.set_title("paper: vit_tiny (ImageNet)", loc="left")
     for ax in (ours_ax, paper_ax):
+        ax.axhline(0, color="k", lw=0.6)
         ax.set_xlabel("blocks folded")
-        ax.set_ylabel("top-1 (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    ours_ax.set_ylabel("Δ top-1 from the original (pp)")
+    if layout.columns == 1:
+        paper_ax.set_ylabel("Δ top-1 from the original (pp)")
     return fig
 
 
+def _off_scale_limit(scores: pd.Series, quality: Quality) -> float:
+    """A panel's edge: the best minus OFF_SCALE_PP (higher is better), or times 1 + OFF_SCALE_RELATIVE."""
+    if quality.higher_is_better:
+        return scores.max() - OFF_SCALE_PP
+    return scores.min() * (1 + OFF_SCALE_RELATIVE)
+
+
+def _past(scores: pd.Series, limit: float, quality: Quality) -> pd.Series:
+    return (scores < limit) if quality.higher_is_better else (scores > limit)
+
+
 def score_vs_train_flops(
-    curves: pd.DataFrame, reference: str = "layercollapse", quality: Quality = QUALITIES["top1"]
+    curves: pd.DataFrame,
+    reference: str = "layercollapse",
+    quality: Quality = QUALITIES["top1"],
+    layout: Layout = FULL,
+    looks: Looks | None = None,
 ):
     """The held-out headline metric after each epoch against cumulative training FLOPs (mean over seeds),
-    one panel per (model, level), one line per variant; the reference variant's final value dashed."""
+    one panel per (model, level), one line per variant; the reference variant's final value as a thin
+    line (in the key); a point far from the best drawn at the edge and the panel saying so."""
+    looks = looks or Looks(zip(curves["method"], curves["variant"]))
     leveled = curves[curves["level"].notna()]
     panels = list(leveled.groupby(["dataset", "model", "level"], sort=False).groups)
-    cols = min(len(panels), 4) or 1
-    rows = -(-len(panels) // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, (_, model, level) in zip(axes.flat, panels):
+    fig, axes = _grid(len(panels), layout, [*_key_labels(curves), "LayerCollapse: final"])
+    for ax, (_, model, level) in zip(axes, panels):
         here = curves[(curves["model"] == model) & ((curves["level"] == level) | curves["level"].isna())]
-        for i, (variant, runs) in enumerate(here.groupby("variant", sort=True)):
-            mean = runs.groupby("epoch")[["train_flops", "score"]].mean()
-            method = runs["method"].iloc[0]
+        means = {
+            key: runs.groupby("epoch")[["train_flops", "score"]].mean()
+            for key, runs in here.groupby(["method", "variant"], sort=True)
+        }
+        scores = pd.concat([m["score"] for m in means.values()])
+        limit = _off_scale_limit(scores, quality)
+        prefix, factor = si_prefix(pd.concat([m["train_flops"] for m in means.values()]))
+        for (method, variant), mean in means.items():
+            look = looks(method, variant)
             ax.plot(
-                mean["train_flops"],
-                mean["score"],
-                marker=".",
+                mean["train_flops"] / factor,
+                mean["score"].where(~_past(mean["score"], limit, quality)),
+                marker=look.marker,
+                markersize=3,
+                markerfacecolor=look.color if look.filled else "white",
                 label=variant_label(method, variant),
-                color=method_color(method),
-                ls=["-", "--", ":", "-."][i % 4],
+                color=look.color,
+                ls=look.linestyle,
+                lw=1.1,
             )
             if variant == reference:
-                ax.axhline(mean["score"].iloc[-1], color=method_color(method), lw=0.8, ls="--")
-        floor = _off_scale_floor(here["score"]) if quality.higher_is_better else None
-        if floor is not None:  # clipped, and said so
-            ax.set_ylim(bottom=floor, top=here["score"].max() + 1.5)
+                ax.axhline(
+                    mean["score"].iloc[-1],
+                    color=look.color,
+                    lw=0.7,
+                    ls=(0, (1, 1)),
+                    label=f"{variant_label(method, variant)}: final",
+                )
+        beyond = _past(scores, limit, quality)
+        _fit_y(ax, scores, beyond, quality, room=2)
+        if beyond.any():  # left out, and said so
+            edge = f"{'below' if quality.higher_is_better else 'above'} {limit:.1f}"
             ax.text(
-                0.02, 0.02, f"clipped below {floor:.0f}%", transform=ax.transAxes, fontsize=7, color="0.3"
+                0.02,
+                0.02 if quality.higher_is_better else 0.92,
+                f"epochs {edge} not drawn",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="0.3",
             )
-        ax.set_xscale("log")
+        log_axis(ax, pd.concat([m["train_flops"] for m in means.values()]) / factor)
+        ax.set_xlabel(f"cumulative training {prefix}FLOPs")
         ax.set_title(f"{model}, k={int(level)}")
-        ax.set_xlabel("cumulative training FLOPs")
-        ax.set_ylabel(_axis_label(quality, "held-out "))
+        ax.set_ylabel(quality_label(quality, "held-out "))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
+    _shared_key(fig, axes, layout)
     return fig

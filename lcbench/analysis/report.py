@@ -310,7 +310,7 @@ def _readme(
         "",
         "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
         f"KD ran at 1x, 2x and 5x {reference_name}'s epochs where the spec asks for it "
-        f"(`{quality.key}_vs_train_flops.png`).",
+        f"(`{CURVES_FIGURE.format(quality.key)}.png`).",
         "",
         (
             flops[["model", "level", "init", "reference_score", "budgets", "text"]].to_markdown(
@@ -331,7 +331,13 @@ def _readme(
         (out / "matched.md").read_text(),
         "## Plots",
         "",
-        *([f"- `{p.name}`" for p in written if p.suffix == ".png"] or ["None yet: no completed run."]),
+        "Each figure as PNG and PDF at text width (7 in) and at column width (3.3 in, `*_column`), fonts "
+        "at least 7 pt at those sizes.",
+        "",
+        *(
+            [f"- `{p.name}` (column width: `{p.stem}_column.png`)" for p in written if _full_png(p)]
+            or ["None yet: no completed run."]
+        ),
         "",
         "## Failed or missing runs",
         "",
@@ -393,23 +399,41 @@ def _header(plan: Plan, frame: pd.DataFrame, counts: dict) -> list[str]:
     ]
 
 
+CURVES_FIGURE = "{}_per_epoch_vs_train_flops"  # (beside `{}_vs_train_flops`: final points, not curves)
+
+
 def _plots(frame, agg, curves, paper, plan: Plan, out: Path, reference: str) -> list[Path]:
+    """Every figure at text width and at column width (`*_column`), one look per variant throughout."""
     written = []
     if agg.empty:  # no completed run yet: nothing to draw (the tables and README still say so)
         return written
     quality = headline(frame)
+    looks = plots.Looks(zip(agg["method"], agg["variant"]))
     for x in plots.AXES:
-        written += plots.save(plots.score_against(agg, x, quality), out / f"{quality.key}_vs_{x}")
-    if len(curves):
-        written += plots.save(
-            plots.score_vs_train_flops(curves, reference, quality), out / f"{quality.key}_vs_train_flops"
+        written += plots.save_layouts(
+            lambda layout, x=x: plots.score_against(agg, x, quality, layout, looks),
+            out / f"{quality.key}_vs_{x}",
         )
-    written += plots.save(plots.slope_trajectories(frame, plan.output_root), out / "slopes")
+    if len(curves):
+        written += plots.save_layouts(
+            lambda layout: plots.score_vs_train_flops(curves, reference, quality, layout, looks),
+            out / CURVES_FIGURE.format(quality.key),
+        )
+    written += plots.save_layouts(
+        lambda layout: plots.slope_trajectories(frame, plan.output_root, layout), out / "slopes"
+    )
     images = not any(DATASETS.get(d).is_text for d in agg["dataset"].unique())
     if images and (agg["method"] == "layercollapse").any():  # (the paper's figure is of ImageNet models)
         model = "digits_vit" if (agg["model"] == "digits_vit").any() else agg["model"].iloc[0]
-        written += plots.save(plots.blocks_folded_vs_paper(agg, paper, model), out / "blocks_folded_vs_paper")
+        written += plots.save_layouts(
+            lambda layout: plots.blocks_folded_vs_paper(agg, paper, model, layout),
+            out / "blocks_folded_vs_paper",
+        )
     return written
+
+
+def _full_png(path: Path) -> bool:
+    return path.suffix == ".png" and not path.stem.endswith(plots.LAYOUTS[1].suffix)
 
 
 def _not_done(frame: pd.DataFrame) -> list[str]:
