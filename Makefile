@@ -21,10 +21,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
-test: install
+# ONNX export and the onnxruntime latency backend (`lcbench[export]`): the suite tests them, a sweep needs none
+EXPORT_STAMP := $(VENV)/.installed-export
+$(EXPORT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[test,export]"
+	@touch $(EXPORT_STAMP)
+
+test: install $(EXPORT_STAMP)
 	$(PY) -m pytest -q -rs
 
-test-fast: install
+test-fast: install $(EXPORT_STAMP)
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 LCBENCH  := $(VENV)/bin/lcbench

@@ -186,6 +186,13 @@ def cmd_collapse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    print(export_run(_run_folder(args.run, args.root), args.format, args.out, args.force).summary())
+    return 0
+
+
 def _plan(args: argparse.Namespace):
     from .sweep import plan_sweep
 
@@ -427,7 +434,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         batches = [int(b) for b in args.batches.split(",")]
     except ValueError:
         raise ConfigError(f"--batches {args.batches!r}: expected batch sizes such as 1 or 1,32") from None
-    counts = measure_sweep(plan, batches, args.device, args.threads, args.force, args.rel)
+    counts = measure_sweep(
+        plan, batches, args.device, args.threads, args.force, args.rel, backend=args.backend
+    )
     print(
         f"quiet latency pass for sweep {plan.name}: {counts['measured']} measured, {counts['kept']} kept "
         f"from before (--force to redo), {counts['not_completed']} not completed"
@@ -513,6 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: <run>/collapsed.pt, report beside it)")
     p.set_defaults(func=cmd_collapse)
 
+    p = sub.add_parser(
+        "export",
+        help="a run's final model as safetensors (+ JSON any lcbench rebuilds), a transformers folder "
+        "(GPT-2, BERT) or ONNX; reloaded and checked before it is kept",
+        epilog="examples:\n  lcbench export outputs/1a2b3c4d5e6f --format onnx\n"
+        "  lcbench export 1a2b3c4d5e6f --root outputs --format hf --out gpt2-folded/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", help="the run's folder, or its id under --root")
+    p.add_argument("--format", required=True, choices=["safetensors", "hf", "onnx"])
+    p.add_argument("--out", help="destination folder (default: <run>/export/<format>)")
+    p.add_argument("--root", default="outputs", help="output root for a run id (default: outputs)")
+    p.add_argument("--force", action="store_true", help="replace an existing destination")
+    p.set_defaults(func=cmd_export)
+
     spec_help = "runs/NAME.yaml then key=value overrides of its base (seeds=[0] too)"
     p = sub.add_parser(
         "rehearse",
@@ -580,6 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
     p.add_argument("--rel", type=float, default=0.05, help="target half-width of the medians' 95%% CI")
     p.add_argument("--force", action="store_true", help="measure runs that already have latency.json")
+    p.add_argument(
+        "--backend",
+        choices=["eager", "onnxruntime"],
+        default="eager",
+        help="eager PyTorch (latency.json, the tables' speed-ups), or both models exported to ONNX and timed "
+        "in ONNX Runtime, with the final one against eager PyTorch (latency_onnxruntime.json)",
+    )
     p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser(

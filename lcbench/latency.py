@@ -15,12 +15,16 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .measure import _sync, device_name, example_input
 from .pipeline import load_model
 from .store import RunDir, atomic_write_json, read_json
@@ -41,15 +45,15 @@ def median_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, fl
     return statistics.median(ordered), ordered[low], ordered[high]
 
 
-def _timer(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[int], float]:
-    """A function timing `inner` forward passes and returning milliseconds per pass."""
+def _timer(forward: Callable[[], object], device: torch.device) -> Callable[[int], float]:
+    """A function timing `inner` calls of `forward` and returning milliseconds per call."""
 
     @torch.no_grad()
     def run(inner: int) -> float:
         _sync(device)
         start = time.perf_counter()
         for _ in range(inner):
-            model(x)
+            forward()
         _sync(device)
         return (time.perf_counter() - start) * 1e3 / inner
 
@@ -57,17 +61,18 @@ def _timer(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[
 
 
 def interleaved(
-    original: nn.Module,
-    final: nn.Module,
-    x: torch.Tensor,
+    original: Callable[[], object],
+    final: Callable[[], object],
     device: torch.device,
     rel: float = 0.05,
     min_rounds: int = 20,
     max_rounds: int = 2000,
     max_seconds: float = 20.0,
+    names: tuple[str, str] = ("original", "final"),
 ) -> dict:
-    """Time both models alternately until both medians' 95% intervals are within `rel` of the median."""
-    time_original, time_final = _timer(original.eval(), x, device), _timer(final.eval(), x, device)
+    """Time two forward calls alternately until both medians' 95% intervals are within `rel` of the median;
+    the speed-up is first / second (keys named by `names`)."""
+    time_original, time_final = _timer(original, device), _timer(final, device)
     for timer in (time_original, time_final):  # warm-up
         timer(3)
     fastest = min(time_original(3), time_final(3)) / 1e3
@@ -92,11 +97,12 @@ def interleaved(
     o_med, o_low, o_high = median_ci(originals)
     f_med, f_low, f_high = median_ci(finals)
     speedup, s_low, s_high = median_ci(ratios)
+    first, second = names
     return {
-        "original_ms": o_med,
-        "original_ci": [o_low, o_high],
-        "final_ms": f_med,
-        "final_ci": [f_low, f_high],
+        f"{first}_ms": o_med,
+        f"{first}_ci": [o_low, o_high],
+        f"{second}_ms": f_med,
+        f"{second}_ci": [f_low, f_high],
         "speedup": speedup,
         "ci_low": s_low,
         "ci_high": s_high,
@@ -108,27 +114,77 @@ def interleaved(
     }
 
 
-def measure_run(
-    root, record: dict, batches: Sequence[int], device: torch.device, threads: int, rel: float = 0.05
-) -> dict:
-    """Time one completed compress run's final model against its original; write and return latency.json."""
+def _eager(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    model.eval()
+    return lambda: model(x)
 
+
+BACKENDS = ("eager", "onnxruntime")
+
+
+def latency_file(backend: str) -> str:
+    return LATENCY_FILE if backend == "eager" else f"latency_{backend}.json"
+
+
+def measure_run(
+    root,
+    record: dict,
+    batches: Sequence[int],
+    device: torch.device,
+    threads: int,
+    rel: float = 0.05,
+    backend: str = "eager",
+) -> dict:
+    """Time one completed compress run's final model against its original; write and return latency.json.
+    `onnxruntime`: both exported to ONNX (in a temporary folder) and timed in ONNX Runtime, and in the same
+    pass the final model in ONNX Runtime against itself in eager PyTorch (`versus_eager`); written to
+    latency_onnxruntime.json."""
     run = RunDir(root, record["run_id"])
     original = load_model(RunDir(root, record["pretrain_run_id"]).model_path).to(device)
     final = load_model(run.model_path).to(device)
     shape = record["input_shape"]
     result = {
+        "backend": backend,
         "device": device_name(device),
         "torch": torch.__version__,
         "threads": threads,
         "rel_target": rel,
         "batches": {},
     }
-    for batch in batches:
-        x = example_input(original, shape, batch)  # images: N(0, 1); text: token ids of the model
-        result["batches"][str(batch)] = interleaved(original, final, x, device, rel=rel)
-    atomic_write_json(run.path / LATENCY_FILE, result)
+    if backend == "eager":
+        for batch in batches:
+            x = example_input(original, shape, batch)  # images: N(0, 1); text: token ids of the model
+            result["batches"][str(batch)] = interleaved(
+                _eager(original, x), _eager(final, x), device, rel=rel
+            )
+    else:
+        result.update(_onnxruntime_pass(original, final, shape, batches, device, threads, rel))
+    atomic_write_json(run.path / latency_file(backend), result)
     return result
+
+
+def _onnxruntime_pass(original, final, shape, batches, device, threads: int, rel: float) -> dict:
+    """Both models exported to ONNX and timed in ONNX Runtime; the final one also against eager PyTorch."""
+    import onnxruntime
+
+    from .export import onnx_export, onnx_session
+
+    out = {"onnxruntime": onnxruntime.__version__, "batches": {}, "versus_eager": {}}
+    with tempfile.TemporaryDirectory(prefix="lcbench-onnx-") as folder:
+        sessions = {}
+        for name, model in (("original", original.eval()), ("final", final.eval())):
+            onnx_export(model, example_input(original, shape, 2), Path(folder) / f"{name}.onnx")
+            sessions[name] = onnx_session(Path(folder) / f"{name}.onnx", threads)
+        for batch in batches:
+            x = example_input(original, shape, batch)
+            feed = {s: {s_in.name: x.cpu().numpy() for s_in in sessions[s].get_inputs()} for s in sessions}
+            run_original = partial(sessions["original"].run, None, feed["original"])
+            run_final = partial(sessions["final"].run, None, feed["final"])
+            out["batches"][str(batch)] = interleaved(run_original, run_final, device, rel=rel)
+            out["versus_eager"][str(batch)] = interleaved(
+                _eager(final, x), run_final, device, rel=rel, names=("eager", "onnxruntime")
+            )
+    return out
 
 
 def measure_sweep(
@@ -139,8 +195,17 @@ def measure_sweep(
     force: bool = False,
     rel: float = 0.05,
     echo: Callable[[str], None] = print,
+    backend: str = "eager",
 ) -> dict[str, int]:
     """The quiet pass over every completed compress run of `plan` (runs measured before are kept)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        from .export import require_onnx
+
+        require_onnx()
+        if torch.device(device).type != "cpu":
+            raise ConfigError("--backend onnxruntime times ONNX Runtime's CPU provider: use --device cpu")
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -152,19 +217,25 @@ def measure_sweep(
         if not record or record.get("status") != "completed":
             counts["not_completed"] += 1
             continue
-        if (rundir.path / LATENCY_FILE).exists() and not force:
+        if (rundir.path / latency_file(backend)).exists() and not force:
             counts["kept"] += 1
             continue
-        result = measure_run(plan.output_root, record, batches, dev, torch.get_num_threads(), rel)
+        result = measure_run(plan.output_root, record, batches, dev, torch.get_num_threads(), rel, backend)
         b1 = result["batches"][str(batches[0])]
+        versus = result.get("versus_eager", {}).get(str(batches[0]))
         echo(
             f"[{i}/{len(runs)}] {planned.run_id} {planned.cfg.model} {planned.variant}: speed-up "
             f"{b1['speedup']:.2f} [{b1['ci_low']:.2f}, {b1['ci_high']:.2f}] at batch {batches[0]} "
             f"({b1['rounds']} rounds{'' if b1['converged'] else ', not converged'})"
+            + (_versus_text(versus) if versus else "")
         )
         counts["measured"] += 1
     return counts
 
 
-def read_latency(root, run_id: str) -> dict | None:
-    return read_json(RunDir(root, run_id).path / LATENCY_FILE)
+def _versus_text(versus: dict) -> str:
+    return f"; ONNX Runtime {versus['speedup']:.2f}x eager [{versus['ci_low']:.2f}, {versus['ci_high']:.2f}]"
+
+
+def read_latency(root, run_id: str, backend: str = "eager") -> dict | None:
+    return read_json(RunDir(root, run_id).path / latency_file(backend))

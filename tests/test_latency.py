@@ -22,10 +22,10 @@ def test_a_smaller_model_is_measurably_faster_and_equal_models_are_not():
     big = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512))
     small = nn.Linear(512, 512)
     x = torch.randn(1, 512)
-    faster = interleaved(big, small, x, torch.device("cpu"), max_seconds=5)
+    faster = interleaved(lambda: big(x), lambda: small(x), torch.device("cpu"), max_seconds=5)
     assert faster["speedup"] > 2 and faster["ci_low"] > 1 and not faster["spans_one"]
     assert faster["original_ci"][0] <= faster["original_ms"] <= faster["original_ci"][1]
-    same = interleaved(small, small, x, torch.device("cpu"), max_seconds=5)
+    same = interleaved(lambda: small(x), lambda: small(x), torch.device("cpu"), max_seconds=5)
     assert 0.8 < same["speedup"] < 1.25 and len(same["ratios"]) == same["rounds"] >= 20
 
 
@@ -46,3 +46,15 @@ def test_measure_run_writes_latency_json_beside_the_record(tmp_path):
     saved = read_json(RunDir(tmp_path, record["run_id"]).path / LATENCY_FILE)
     assert saved["batches"]["1"]["speedup"] == result["batches"]["1"]["speedup"] > 0
     assert saved["threads"] == 1 and "device" in saved
+
+    # the second backend: both models in ONNX Runtime, and the final one against eager PyTorch
+    ort = measure_run(tmp_path, record, [1, 4], torch.device("cpu"), 1, backend="onnxruntime")
+    saved = read_json(RunDir(tmp_path, record["run_id"]).path / "latency_onnxruntime.json")
+    assert saved["backend"] == "onnxruntime" and saved["onnxruntime"] and set(saved["batches"]) == {"1", "4"}
+    versus = saved["versus_eager"]["4"]
+    assert versus["eager_ms"] > 0 and versus["onnxruntime_ms"] > 0
+    assert versus["speedup"] == ort["versus_eager"]["4"]["speedup"]
+    assert (
+        read_json(RunDir(tmp_path, record["run_id"]).path / LATENCY_FILE)["batches"]["1"]["speedup"]
+        == (result["batches"]["1"]["speedup"])
+    )  # the eager record is left as it was

@@ -27,6 +27,16 @@ LATENCY = {
 }
 
 
+# the second backend (`lcbench measure --backend onnxruntime`, latency_onnxruntime.json): the speed-up
+# in ONNX Runtime and the final model's ONNX Runtime speed over eager PyTorch, both at batch 1
+ONNXRUNTIME = {
+    "batches.1.speedup": "speedup_onnxruntime_b1",
+    "versus_eager.1.speedup": "onnxruntime_vs_eager_b1",
+    "versus_eager.1.ci_low": "onnxruntime_vs_eager_b1_low",
+    "versus_eager.1.ci_high": "onnxruntime_vs_eager_b1_high",
+}
+
+
 def sweep_frame(plan: Plan) -> pd.DataFrame:
     rows = []
     for status in sweep_status(plan):
@@ -61,6 +71,9 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         quiet = read_latency(plan.output_root, run.run_id) if completed else None
         for key, column in LATENCY.items():
             row[column] = number_at(quiet or {}, f"batches.1.{key}")
+        onnx = read_latency(plan.output_root, run.run_id, "onnxruntime") if completed else None
+        for key, column in ONNXRUNTIME.items():
+            row[column] = number_at(onnx or {}, key)
         rows.append(row)
     return add_scores(pd.DataFrame(rows))
 

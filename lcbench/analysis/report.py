@@ -320,6 +320,7 @@ def _readme(
             else "No KD budget runs."
         ),
         "",
+        *onnxruntime_section(frame),
         "## Findings",
         "",
         *findings(agg),
@@ -430,6 +431,41 @@ def _plots(frame, agg, curves, paper, plan: Plan, out: Path, reference: str) -> 
             out / "blocks_folded_vs_paper",
         )
     return written
+
+
+def onnxruntime_section(frame: pd.DataFrame) -> list[str]:
+    """The second backend's figures, where `lcbench measure --backend onnxruntime` ran: per model,
+    variant and level, the speed-up over the original in eager PyTorch and in ONNX Runtime, and the final
+    model's ONNX Runtime speed over eager (medians over seeds; the widest interval of the seeds)."""
+    if "onnxruntime_vs_eager_b1" not in frame or frame["onnxruntime_vs_eager_b1"].isna().all():
+        return []
+    done = frame[frame["onnxruntime_vs_eager_b1"].notna()]
+    rows = []
+    for (model, variant, level), g in done.groupby(["model", "variant", "level"], dropna=False, sort=True):
+        versus = g["onnxruntime_vs_eager_b1"].median()
+        low, high = g["onnxruntime_vs_eager_b1_low"].min(), g["onnxruntime_vs_eager_b1_high"].max()
+        rows.append(
+            {
+                "model": model,
+                "variant": variant,
+                "level": "-" if pd.isna(level) else f"{level:g}",
+                "n": len(g),
+                "speed-up, eager": f"{g['speedup_quiet_b1'].median():.2f}",
+                "speed-up, ONNX Runtime": f"{g['speedup_onnxruntime_b1'].median():.2f}",
+                "ONNX Runtime / eager (final model)": f"{versus:.2f} [{low:.2f}, {high:.2f}]",
+            }
+        )
+    return [
+        "## Second backend: ONNX Runtime",
+        "",
+        "`lcbench measure SPEC --backend onnxruntime`: both models exported to ONNX and timed in ONNX "
+        "Runtime (CPU provider) at batch 1, interleaved as the eager pass is; in the same pass the final "
+        "model in ONNX Runtime against itself in eager PyTorch (> 1: ONNX Runtime is faster). Medians over "
+        "seeds, the widest 95% interval of the seeds.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False),
+        "",
+    ]
 
 
 def _full_png(path: Path) -> bool:
