@@ -61,8 +61,11 @@ reproduce: install
 	@for spec in $(REPRODUCE_SPECS); do \
 		$(LCBENCH) status runs/$$spec.yaml $(SPEC_ARGS) --wait --poll 5 | tail -n 3; done
 	@for spec in $(REPRODUCE_SPECS); do \
-		$(RUN_ENV) $(LCBENCH) measure runs/$$spec.yaml $(SPEC_ARGS) --threads 1 | tail -n 1 && \
-		$(LCBENCH) report runs/$$spec.yaml $(SPEC_ARGS) --out results/$$spec || exit 1; done
+		$(RUN_ENV) $(LCBENCH) measure runs/$$spec.yaml $(SPEC_ARGS) --threads 1 | tail -n 1 || exit 1; done
+	@# the reports side by side once every quiet latency pass is done (each draws its figures twice)
+	@pids=""; for spec in $(REPRODUCE_SPECS); do \
+		$(LCBENCH) report runs/$$spec.yaml $(SPEC_ARGS) --out results/$$spec & pids="$$pids $$!"; done; \
+		for pid in $$pids; do wait $$pid || exit 1; done
 
 # Fashion-MNIST (runs/fashion.yaml: every method, five independent replicates, the 10,000 test images):
 # the four original IDX files from DATA, or Debian's dataset-fashion-mnist (installed here when missing and
