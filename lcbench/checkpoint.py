@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from .errors import CheckpointError, LcbenchError
+from .errors import CheckpointError, LcbenchError, first_line
 from .store import RunDir, atomic_torch_save
 
 
@@ -21,12 +21,6 @@ class Stateful(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def first_line(error: BaseException, limit: int = 160) -> str:
-    """An error's first line, shortened (state-dict errors list every key over many lines)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Checkpointer:
@@ -63,7 +57,7 @@ class Checkpointer:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # any unpickling failure means the file is unusable
             raise CheckpointError(
-                f"the run's checkpoint {self.path} cannot be read ({e}); "
+                f"the run's checkpoint {self.path} cannot be read ({first_line(e)}); "
                 "delete it to restart the run from scratch"
             ) from e
         if not isinstance(state, dict) or "metrics_size" not in state:

@@ -24,6 +24,7 @@ from .fields import option
 # Sizes beyond these are typos, not experiments: caught at config time, never after hours of training
 # (`eval_batch_size=10**12` failed only at the final evaluation; `threads=100000` crashed torch).
 MAX_BATCH = 1 << 20
+MAX_EPOCHS = 100_000  # far beyond any recipe (ImageNet: 300); a typo's 10**12 epochs is refused at once
 
 
 @dataclass
@@ -72,7 +73,7 @@ class RunConfig:
         "tokens, each token once (transformers' strided perplexity); default: non-overlapping blocks",
     )
     seed: int = option(0, min=0)
-    epochs: int = option(40, min=0)
+    epochs: int = option(40, min=0, max=MAX_EPOCHS)
     batch_size: int = option(64, min=1, max=MAX_BATCH)
     eval_batch_size: int = option(256, min=1, max=MAX_BATCH)
     optimizer: str = option("adamw", choices=["sgd", "adamw"])
@@ -85,15 +86,16 @@ class RunConfig:
     lr_cycle_epochs: int = option(
         0,
         min=0,
+        max=MAX_EPOCHS,
         help="restart warm-up + cosine every N epochs (0: one cycle); "
         "e.g. epochs/k for progressive LayerCollapse",
     )
-    step_epochs: int = option(10, min=1, help="lr_schedule=step: epochs between lr decays")
+    step_epochs: int = option(10, min=1, max=MAX_EPOCHS, help="lr_schedule=step: epochs between lr decays")
     step_steps: int = option(
         0, min=0, help="lr_schedule=step: optimizer steps between decays (overrides step_epochs)"
     )
     step_gamma: float = option(0.1, min_exclusive=0, max=1)
-    warmup_epochs: int = option(2, min=0)
+    warmup_epochs: int = option(2, min=0, max=MAX_EPOCHS)
     warmup_steps: int = option(0, min=0, help="optimizer steps of linear warm-up (overrides warmup_epochs)")
     label_smoothing: float = option(0.1, min=0, max=0.99)
     grad_clip: float = option(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
+import logging
 import os
 import socket
 import stat
@@ -29,8 +30,9 @@ from typing import Any
 
 from .errors import LcbenchError
 from .fields import check_range, coerce
-from .store import atomic_write_json, check_own_folder, read_json
+from .store import atomic_write_json, check_own_folder, live_status, read_json
 
+log = logging.getLogger("lcbench")
 MAX_REQUEST_BYTES = 4096
 ACK_LIFETIME_S = 3600.0  # an ack nobody read is removed after an hour
 TRIGGERS = ("save", "eval", "stop")
@@ -88,6 +90,7 @@ class ControlChannel:
         self.requests = self.root / "requests"
         self.interval_s = interval_s
         self._next = time.monotonic() + interval_s
+        self.ignored: set[str] = set()  # entries that could be neither removed nor renamed
 
     def due(self) -> bool:
         """At most one look per interval: a clock read per step otherwise."""
@@ -105,16 +108,36 @@ class ControlChannel:
             return []
         found = []
         for entry in entries:
-            if not entry.name.endswith(".json"):
+            if not entry.name.endswith(".json") or entry.name in self.ignored:
                 continue
             path = Path(entry.path)
             found.append((path, *_read_request(path)))
         return found
 
     def answer(self, path: Path, request: dict | None, ack: dict) -> None:
+        """Write the ack, then take the request out of the queue whatever kind of entry it is (a file, a
+        link, a folder someone named x.json): removed, else renamed aside, else never looked at again.
+        Nothing here can end the run."""
         rid = (request or {}).get("id") or path.stem
-        atomic_write_json(self.root / "acks" / f"{_safe_id(rid)}.json", {"id": rid, **ack})
-        path.unlink(missing_ok=True)
+        try:
+            atomic_write_json(self.root / "acks" / f"{_safe_id(rid)}.json", {"id": rid, **ack})
+        except OSError as e:
+            log.warning("live tuning: cannot write the answer to %s (%s)", path.name, e)
+        self._withdraw(path)
+
+    def _withdraw(self, path: Path) -> None:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # an empty folder; a full one is renamed aside below
+            else:
+                path.unlink(missing_ok=True)
+            return
+        except OSError:
+            pass
+        try:
+            path.rename(path.with_name(f"{path.name}.refused"))
+        except OSError:
+            self.ignored.add(path.name)
 
     def clean_acks(self, max_age_s: float = ACK_LIFETIME_S) -> None:
         """Acks nobody collected (the requester gave up or was killed) are removed after a while."""
@@ -187,13 +210,21 @@ def send(run_path: Path, values: dict[str, Any], trigger: str | None, timeout_s:
     atomic_write_json(root / "requests" / f"{rid}.json", request)
     ack_path = root / "acks" / f"{rid}.json"
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    ended = False
+    while time.monotonic() < deadline and not ended:
+        ended = live_status(Path(run_path)) != "running"  # then one last look for its answer
         ack = read_json(ack_path)
         if ack is not None:
             ack_path.unlink(missing_ok=True)  # read: nothing is left behind
             return ack
-        time.sleep(0.1)
+        if not ended:
+            time.sleep(0.1)
     (root / "requests" / f"{rid}.json").unlink(missing_ok=True)
+    if ended:
+        status = (read_json(Path(run_path) / "result.json") or {}).get("status", "stopped")
+        raise LcbenchError(
+            f"run {Path(run_path).name} ended ({status}) before it answered; the request was withdrawn"
+        )
     raise LcbenchError(
         f"no answer from run {Path(run_path).name} within {timeout_s:g} s (is it training? "
         "`lcbench status`); the request was withdrawn"

@@ -31,3 +31,9 @@ class DependencyError(LcbenchError):
 
 class RunStopped(Exception):  # noqa: N818 - a requested outcome, not an error
     """A run was asked to stop (`lcbench tune RUN --trigger stop`); it saved a resumable checkpoint."""
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An error's first line, shortened (state-dict and unpickling errors run over many lines)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

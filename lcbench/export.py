@@ -99,7 +99,7 @@ def run_model(path: str | Path) -> RunModel:
         )
     if run.model_path.is_symlink() or path.is_symlink():
         raise CheckpointError(f"{run.model_path} is a symbolic link: lcbench reads only a run's own files")
-    problem = run.model_file_problem(record)
+    problem = run.record_problem(record)
     if problem:
         raise CheckpointError(f"run {path.name}: {problem}")
     saved = read_model_file(run.model_path)

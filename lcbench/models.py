@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
 from . import text_models
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, first_line
 from .registry import Registry
 
 
@@ -303,7 +303,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file fails in many ways (EOF, zip, unpickling, index)
         raise CheckpointError(
-            f"cannot read {path}: it is truncated, corrupt or not a PyTorch/safetensors weights file ({e})"
+            f"cannot read {path}: it is truncated, corrupt or not a PyTorch/safetensors weights file "
+            f"({first_line(e)})"
         ) from e
     for key in ("state_dict", "model", "model_state", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -32,6 +32,7 @@ from .errors import (
     LcbenchError,
     RunLockedError,
     RunStopped,
+    first_line,
 )
 from .evaluation import AMP_DTYPES
 from .loaders import make_loader
@@ -124,7 +125,7 @@ def read_model_file(path: str | Path) -> dict:
         raise CheckpointError(f"model file {path} does not exist") from e
     except Exception as e:  # unpickling errors of every kind mean the same thing here
         raise CheckpointError(
-            f"cannot read the model file {path}: truncated or not an lcbench model ({e})"
+            f"cannot read the model file {path}: truncated or not an lcbench model ({first_line(e)})"
         ) from e
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path} is not an lcbench model file (format {MODEL_FORMAT})")

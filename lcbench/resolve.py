@@ -85,10 +85,26 @@ def validate(cfg: RunConfig) -> None:
     if cfg.stage == "compress" and cfg.method == "none":
         raise ConfigError("stage=compress needs a method, e.g. method=finetune or method=layercollapse")
     check_input_size(cfg)
+    check_sequence_length(cfg)
     if cfg.stage == "compress" and cfg.pretrained:
         raise ConfigError(
             "stage=compress starts from its pretrain run; "
             "set pretrain.pretrained=... instead of pretrained=..."
+        )
+
+
+def check_sequence_length(cfg: RunConfig) -> None:
+    """A text sample longer than the model has positions for fails in its position embedding mid-run
+    (IndexError): refused now."""
+    from .text_models import max_positions
+
+    spec = DATASETS.get(cfg.dataset)
+    limit = max_positions(cfg.model)
+    length = cfg.seq_len or spec.seq_len
+    if spec.is_text and limit is not None and length > limit:
+        setting = f"seq_len={cfg.seq_len}" if cfg.seq_len else f"{cfg.dataset}'s default of {length} tokens"
+        raise ConfigError(
+            f"{setting} is longer than {cfg.model}'s {limit} positions: set seq_len={limit} or less"
         )
 
 

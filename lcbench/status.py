@@ -66,11 +66,12 @@ def _status(run: PlannedRun, rundir: RunDir, held: JobState | None, job: Job | N
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
     record = rundir.result()
-    problem = rundir.model_file_problem(record) if record else ""
+    problem = rundir.record_problem(record) if record else ""
     if scheduled == "unknown" and not (record and record.get("status") == "completed" and not problem):
         return RunStatus(run, "unknown", detail, job, log, record)  # its job may still be queued
-    if problem:  # a completed run whose model cannot be used: failed, so `launch --only-failed` redoes it
-        return RunStatus(run, "failed", f"ModelFileError: {problem}", job, log, record)
+    if problem:  # a completed run that cannot be used: failed, so `launch --only-failed` redoes it
+        kind = "ModelFileError" if "model file" in problem else "RecordError"
+        return RunStatus(run, "failed", f"{kind}: {problem}", job, log, record)
     if record:
         status = record.get("status", "failed")
         error = record.get("error") or {}

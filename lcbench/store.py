@@ -300,7 +300,17 @@ class RunDir:
 
     def is_completed(self) -> bool:
         result = self.result()
-        return bool(result and result.get("status") == "completed" and not self.model_file_problem(result))
+        return bool(result and result.get("status") == "completed" and not self.record_problem(result))
+
+    def record_problem(self, record: dict) -> str:
+        """Why a completed record cannot be used ('' when it can): one without its run id and final
+        metrics (a hollow `{"status": "completed"}`), or one whose model file does not match it."""
+        if record.get("status") != "completed":
+            return ""
+        final = record.get("final")
+        if record.get("run_id") != self.run_id or not isinstance(final, dict) or not final:
+            return f"its record {self.result_path} is incomplete (no run id or final metrics): rerun it"
+        return self.model_file_problem(record)
 
     def model_file_problem(self, record: dict) -> str:
         """Why a completed record's model.pt cannot be trusted ('' when it matches the size recorded)."""

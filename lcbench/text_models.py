@@ -199,6 +199,15 @@ def bert_config(name: str, num_labels: int):
     return BertConfig(num_labels=num_labels, problem_type=problem, **kwargs)
 
 
+def max_positions(name: str) -> int | None:
+    """The most tokens a registered language model embeds positions for (None: not one of them)."""
+    if name in TINY_GPT2 or name in GPT2_SHAPES:
+        return gpt2_config(name).n_positions
+    if name in TINY_BERT or name in BERT_SHAPES:
+        return bert_config(name, 2).max_position_embeddings
+    return None
+
+
 def _checked_folder(name: str, pretrained: str, config, fields: tuple[str, ...]) -> str:
     """The pretrained source for from_pretrained: the model's hub id (offline cache) or a local folder whose
     configuration matches the named architecture."""

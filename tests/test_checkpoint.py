@@ -56,3 +56,29 @@ def test_a_checkpoint_of_another_run_or_shape_is_one_clear_error(tmp_path):
     Checkpointer(run).save(Counter(1))
     with pytest.raises(CheckpointError, match=r"does not fit run run-a \(KeyError"):
         Checkpointer(run).resume(type("Other", (), {"load_state_dict": lambda self, s: s["weights"]})())
+
+
+class _Payload:
+    """Runs code when unpickled: what a planted model file could hold."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_a_pickle_payload_is_refused_in_one_line(tmp_path, capsys):
+    """torch's unpickler explains its refusal over many lines; every lcbench reader says it in one."""
+    from lcbench.models import read_state_dict
+    from lcbench.pipeline import read_model_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"format": 1, "state_dict": {}, "payload": _Payload()}, path)
+    for read in (read_model_file, read_state_dict):
+        with pytest.raises(CheckpointError) as refused:
+            read(path)
+        assert "\n" not in str(refused.value) and str(path) in str(refused.value)
+    run = _run(tmp_path)
+    torch.save({"metrics_size": 0, "payload": _Payload()}, run.checkpoint_path)
+    with pytest.raises(CheckpointError) as refused:
+        Checkpointer(run).resume(Counter())
+    assert "\n" not in str(refused.value) and "cannot be read" in str(refused.value)
+    assert "unpickled" not in capsys.readouterr().out  # the payload never ran

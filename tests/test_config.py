@@ -141,3 +141,24 @@ def test_fields_added_later_keep_every_published_run_id():
     assert run_id(dataclasses.replace(cfg, nproc=2)) == run_id(cfg)  # where it runs, not what it computes
     assert run_id(dataclasses.replace(cfg, decode="device")) != run_id(cfg)
     assert run_id(dataclasses.replace(cfg, augment="none")) != run_id(cfg)
+
+
+def test_epoch_counts_are_bounded_like_threads_and_batch_sizes():
+    """`epochs=1000000000000` was accepted (an ETA of 38 billion hours)."""
+    from lcbench.config import MAX_EPOCHS
+
+    for key in ("epochs", "pretrain.epochs", "warmup_epochs", "lr_cycle_epochs", "step_epochs"):
+        with pytest.raises(ConfigError, match=f"{key}: must be <= {MAX_EPOCHS}, got 1000000000000"):
+            make_config({}, [f"{key}=1000000000000"])
+    assert make_config({}, [f"epochs={MAX_EPOCHS}"]).epochs == MAX_EPOCHS
+
+
+def test_a_sequence_longer_than_the_models_positions_is_refused_before_it_starts():
+    """seq_len=512 on a 128-position model started, then failed in the position embedding (exit 70)."""
+    with pytest.raises(
+        ConfigError, match="seq_len=512 is longer than text_gpt2's 128 positions: set seq_len=128"
+    ):
+        make_config({}, ["model=text_gpt2", "dataset=text_stdlib", "seq_len=512"])
+    with pytest.raises(ConfigError, match="longer than bert-tiny's"):
+        make_config({}, ["model=bert-tiny", "dataset=glue_sst2", "seq_len=100000"])
+    assert make_config({}, ["model=text_gpt2", "dataset=text_stdlib", "seq_len=128"]).seq_len == 128

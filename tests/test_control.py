@@ -206,3 +206,46 @@ def test_live_tunables_are_derived_from_the_field_declarations():
     assert set(tunables(KnowledgeDistillation.Params)) == {"alpha", "T"}
     with pytest.raises(ConfigError, match="lr: must be <= 10.0"):
         make_config({}, ["lr=20"])  # the same bound at config time
+
+
+def test_a_folder_named_like_a_request_never_ends_the_run(tmp_path):
+    """A directory `x.json` in control/requests (empty or not) killed the run at every resume with
+    IsADirectoryError from the answer's unlink: it is refused, answered and taken out of the queue."""
+    channel = ControlChannel(tmp_path, interval_s=0.0)
+    requests = control_dir(tmp_path) / "requests"
+    (requests / "x.json").mkdir()
+    (requests / "y.json").mkdir()
+    (requests / "y.json" / "inside").write_text("{}")
+    found = channel.pending()
+    assert [p.name for p, _, _ in found] == ["x.json", "y.json"]
+    for path, request, problem in found:
+        assert "not a regular file" in problem
+        channel.answer(path, request, {"accepted": False, "reason": problem})
+    assert channel.pending() == []  # answered once, never looked at again
+    acks = sorted(p.name for p in (control_dir(tmp_path) / "acks").iterdir())
+    assert acks == ["x.json", "y.json"]
+    assert not (requests / "x.json").exists() and (requests / "y.json.refused").is_dir()
+
+
+def test_tune_says_at_once_that_the_run_ended_instead_of_waiting_out_its_timeout(tmp_path):
+    """On a fast machine the run finished before answering and `tune` waited 60 s, then asked "is it
+    training?"."""
+    import fcntl
+    import threading
+    import time
+
+    from lcbench.control import send
+    from lcbench.errors import LcbenchError
+
+    ControlChannel(tmp_path, interval_s=0.0)
+    (tmp_path / "result.json").write_text(json.dumps({"status": "completed"}))
+    lock = open(tmp_path / ".lock", "w")  # noqa: SIM115 - held by the "run" for a second
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    threading.Timer(1.0, lambda: (fcntl.flock(lock, fcntl.LOCK_UN), lock.close())).start()
+    started = time.monotonic()
+    with pytest.raises(
+        LcbenchError, match=r"ended \(completed\) before it answered; the request was withdrawn"
+    ):
+        send(tmp_path, {"lr": 0.1}, None, timeout_s=30)
+    assert time.monotonic() - started < 5
+    assert list((control_dir(tmp_path) / "requests").iterdir()) == []

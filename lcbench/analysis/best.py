@@ -30,7 +30,7 @@ def counted(table: pd.DataFrame) -> pd.Series:
     if "matched" in table:
         ok &= table["matched"].map(is_matched).astype(bool)
     if "flag" in table:
-        ok &= ~table["flag"].fillna("").map(lambda f: any(k in f for k in NOT_COUNTED))
+        ok &= ~table["flag"].fillna("").map(lambda f: any(k in f for k in NOT_COUNTED)).astype(bool)
     return ok & table["level"].notna()
 
 

@@ -91,3 +91,20 @@ def test_report_of_a_sweep_with_no_completed_run(tmp_path, capsys):
     readme = (out / "README.md").read_text()
     assert "3 missing" in readme and "None yet: no completed run." in readme
     assert not list(out.glob("*.png")) and (out / "per_method.tex").exists()
+
+
+def test_a_hollow_completed_record_is_failed_and_only_failed_recomputes_it(tmp_path, capsys):
+    """`{"status": "completed"}` alone counted as completed and `--only-failed` never recomputed it."""
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    plan = plan_sweep(path)
+    ft = next(s for s in sweep_status(plan) if s.run.variant == "ft")
+    run = RunDir(plan.output_root, ft.run.run_id)
+    run.result_path.write_text(json.dumps({"status": "completed"}))
+    ft = next(s for s in sweep_status(plan) if s.run.variant == "ft")
+    assert ft.status == "failed" and "RecordError" in ft.detail and "incomplete" in ft.detail
+    assert not run.is_completed()
+    capsys.readouterr()
+    assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.2"]) == 0
+    assert next(s for s in sweep_status(plan) if s.run.variant == "ft").status == "completed"
+    assert run.result()["final"] and run.is_completed()
