@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .executors import executor_for_launch
 from .status import RunStatus, sweep_status
 from .store import open_no_follow
-from .submissions import LaunchOptions, Submission, sweep_folder
+from .submissions import LaunchOptions, Submission, own_sweep_folder, sweep_folder
 from .sweep import Plan, PlannedRun
 
 __all__ = ["LaunchOptions", "launch", "wait_for"]
@@ -48,8 +48,8 @@ def launch_lock(plan: Plan) -> Iterator[None]:
     """Held from reading the sweep's status to recording its submission: two launches of one sweep at once
     would both see its runs as missing and start them twice. A second launch waits, then sees the first's
     runs queued."""
-    folder = sweep_folder(plan.output_root, plan.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(plan.output_root).mkdir(parents=True, exist_ok=True)
+    folder = own_sweep_folder(plan.output_root, plan.name, create=True)
     fd = open_no_follow(folder / "launch.lock", os.O_WRONLY | os.O_CREAT)
     try:
         try:

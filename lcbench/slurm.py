@@ -84,6 +84,11 @@ def check_sbatch() -> None:
             "--executor slurm: `sbatch` is not on PATH (no SLURM client here); use --executor local, "
             "or start a test cluster with slurm/local-cluster.sh start"
         )
+    if shutil.which("srun") is None:  # submitit starts every task with it, and refuses to submit without
+        raise ConfigError(
+            "--executor slurm: `srun` is not on PATH beside sbatch (an incomplete SLURM client); install "
+            "the full client (Debian: slurm-client) or use --executor local"
+        )
     problem = controller_problem()
     if problem:
         raise ConfigError(

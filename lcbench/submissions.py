@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import RunConfig
-from .store import dumps
+from .store import UnsafeRunFolder, check_own_folder, dumps, open_no_follow
 
 if TYPE_CHECKING:
     from .sweep import Plan, PlannedRun
@@ -40,20 +40,41 @@ def sweep_folder(output_root: str | Path, sweep: str) -> Path:
     return Path(output_root) / ".sweeps" / sweep
 
 
+def own_sweep_folder(output_root: str | Path, sweep: str, create: bool = False) -> Path:
+    """`<root>/.sweeps/<sweep>`, each level checked to be a real folder of this user that no other user
+    can write (on a shared root another user could plant either as a link, or own it and edit the queued
+    configs); made first with `create`."""
+    folder = sweep_folder(output_root, sweep)
+    for level in (folder.parent, folder):
+        if create:
+            try:
+                level.mkdir(exist_ok=True)
+            except FileExistsError:  # a planted file or dangling link: check_own_folder names it
+                pass
+        check_own_folder(level, "sweep folder")
+    return folder
+
+
 def record_submission(output_root: str | Path, sweep: str, submission: Submission) -> None:
-    """Append one submission (a single short line: appends of that size do not interleave)."""
-    path = sweep_folder(output_root, sweep) / "submissions.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    """Append one submission (a single short line: appends of that size do not interleave), never through
+    a link planted in its place."""
+    path = own_sweep_folder(output_root, sweep, create=True) / "submissions.jsonl"
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "a") as f:
         f.write(dumps(asdict(submission)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
 def read_submissions(output_root: str | Path, sweep: str) -> list[Submission]:
-    path = sweep_folder(output_root, sweep) / "submissions.jsonl"
+    folder = sweep_folder(output_root, sweep)
+    if not os.path.lexists(folder):
+        return []
+    path = own_sweep_folder(output_root, sweep) / "submissions.jsonl"
     if not path.exists():
         return []
+    if path.is_symlink():
+        raise UnsafeRunFolder(f"{path} is a symbolic link; lcbench never reads one: remove it")
     found = []
     for line in path.read_text().splitlines():
         try:

@@ -194,6 +194,21 @@ def test_a_submission_refused_by_sbatch_is_a_clean_error(tmp_path, capsys, monke
     assert not sweeps.exists() or not [p for p in sweeps.iterdir() if p.is_dir()]  # no half-made submission
 
 
+def test_an_sbatch_without_srun_names_the_missing_client(tmp_path, capsys, monkeypatch):
+    """submitit raised "Could not detect srun" and launch ended in an internal error (exit 70); the test
+    passed only where another test had installed SLURM."""
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    for tool in ("sbatch", "scontrol"):
+        (binary / tool).write_text("#!/bin/sh\necho 'Slurmctld(primary) at here is UP'\n")
+        (binary / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(binary))  # whatever SLURM this machine has, no srun here
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    assert main(["launch", str(path), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "`srun` is not on PATH" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("sigint", ["default", "ignored"])
 def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path, capsys, sigint):
     """`ignored`: launched from a shell that ignores SIGINT (a script's background job), which every child

@@ -133,3 +133,30 @@ def _plant_and_run(shared: Path, tmp_path: Path, uid: int, as_second_user, capsy
     assert victim.read_text() == "precious\n"
     listing = subprocess.run(["ls", "-A", str(run.path)], capture_output=True, text=True).stdout.split()
     assert sorted(listing) == [".lock", "result.json"]  # nothing of ours was written into it
+
+
+def test_a_planted_sweeps_link_or_submissions_link_is_refused_before_anything_is_written(tmp_path, capsys):
+    """`.sweeps` planted as a link: root's queue was created inside the link's target; `submissions.jsonl`
+    planted as a link: root's launch appended its line to whatever file it named."""
+    from tests.test_runner import digits_sweep
+
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    root = tmp_path / "out"
+    root.mkdir(exist_ok=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (root / ".sweeps").symlink_to(target)
+    capsys.readouterr()
+    assert main(["launch", str(path), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and ".sweeps" in err and len(err.strip().splitlines()) == 1
+    assert list(target.iterdir()) == []  # nothing made through the link
+    (root / ".sweeps").unlink()
+
+    secret = tmp_path / "secret"
+    secret.write_text("root only\n")
+    (root / ".sweeps" / "t").mkdir(parents=True)
+    (root / ".sweeps" / "t" / "submissions.jsonl").symlink_to(secret)
+    assert main(["launch", str(path), "--executor", "local"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert secret.read_text() == "root only\n"
