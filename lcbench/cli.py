@@ -450,6 +450,14 @@ def _run_folder(text: str, root: str):
     if not (path / "config.yaml").exists():
         path = Path(root) / text
     if not (path / "config.yaml").exists():
+        from .submissions import sweep_submitting
+
+        sweep = sweep_submitting(root, Path(text).name)
+        if sweep:
+            raise LcbenchError(
+                f"run {Path(text).name} is queued in sweep {sweep} and has not started: nothing to do until "
+                "it trains (`lcbench status`)"
+            )
         raise LcbenchError(f"no run {text!r}: give a run folder, or a run id under --root {root}")
     return path
 

@@ -159,9 +159,11 @@ class ControlChannel:
 
 def _read_request(path: Path) -> tuple[dict | None, str]:
     try:
-        info = path.stat()
+        info = path.lstat()  # a link is refused unread: its target's contents never reach the run's log
     except FileNotFoundError:
         return None, "vanished"
+    if stat.S_ISLNK(info.st_mode):
+        return None, "a symbolic link (never followed)"
     if info.st_uid != os.getuid():
         return None, f"written by uid {info.st_uid}, not by the run's owner (uid {os.getuid()})"
     if not stat.S_ISREG(info.st_mode):

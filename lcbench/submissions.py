@@ -84,6 +84,21 @@ def read_submissions(output_root: str | Path, sweep: str) -> list[Submission]:
     return found
 
 
+def sweep_submitting(output_root: str | Path, run_id: str) -> str | None:
+    """The sweep whose latest submissions include `run_id` (a run queued, not started), if any of this
+    user's sweep folders under the root has it."""
+    sweeps = Path(output_root) / ".sweeps"
+    if not sweeps.is_dir() or sweeps.is_symlink():
+        return None
+    for folder in sorted(sweeps.iterdir()):
+        try:
+            if any(run_id in sub.jobs for sub in read_submissions(output_root, folder.name)):
+                return folder.name
+        except (UnsafeRunFolder, OSError):
+            continue  # another user's or an unreadable folder says nothing about this user's runs
+    return None
+
+
 def latest_jobs(submissions: list[Submission]) -> dict[str, Job]:
     """run_id -> its job in the latest submission that includes it."""
     latest: dict[str, Job] = {}

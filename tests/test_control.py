@@ -249,3 +249,30 @@ def test_tune_says_at_once_that_the_run_ended_instead_of_waiting_out_its_timeout
         send(tmp_path, {"lr": 0.1}, None, timeout_s=30)
     assert time.monotonic() - started < 5
     assert list((control_dir(tmp_path) / "requests").iterdir()) == []
+
+
+def test_a_request_linked_to_another_file_is_refused_unread(tmp_path):
+    """A request linked to a root-only JSON was refused, but its key names (`unknown field(s) ['api_key',
+    'password']`) went to the world-readable metrics.jsonl."""
+    channel = ControlChannel(tmp_path, interval_s=0.0)
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"api_key": "x", "password": "y"}))
+    secret.chmod(0o600)
+    (control_dir(tmp_path) / "requests" / "a.json").symlink_to(secret)
+    ((path, request, problem),) = channel.pending()
+    assert request is None and problem == "a symbolic link (never followed)"
+    assert "api_key" not in problem and "password" not in problem
+    channel.answer(path, request, {"accepted": False, "reason": problem})
+    assert secret.exists() and not path.is_symlink()  # the link is removed, never its target
+
+
+def test_tune_of_a_queued_run_says_it_is_queued(tmp_path, capsys):
+    """It said "no run ...: give a run folder" for a run its sweep had queued."""
+    from lcbench.submissions import Submission, record_submission
+
+    record_submission(tmp_path, "t", Submission("local", str(tmp_path / "q"), {"0123456789ab": "0"}))
+    assert main(["tune", "0123456789ab", "--root", str(tmp_path), "lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "run 0123456789ab is queued in sweep t and has not started" in err
+    assert main(["tune", "ba9876543210", "--root", str(tmp_path), "lr=0.1"]) == 2
+    assert "no run 'ba9876543210'" in capsys.readouterr().err
