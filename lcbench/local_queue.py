@@ -23,7 +23,7 @@ import torch
 from .config import to_yaml
 from .errors import ConfigError
 from .queue_server import QUEUE_FILE, serve
-from .store import atomic_write_json, atomic_write_text, read_json
+from .store import UnsafeRunFolder, atomic_write_json, atomic_write_text, check_own_folder, read_json
 from .submissions import (
     Executor,
     Job,
@@ -158,6 +158,23 @@ def supervisor_alive(pid: int | None) -> bool:
     return b"lcbench" in cmdline  # the detached supervisor, or `lcbench launch --wait` itself
 
 
+def queue_supervisor(folder: str | Path, pid: int | None) -> bool:
+    """Whether `pid` may be taken for the supervisor of the queue in `folder`: the folder is this user's
+    own (so is the queue.json that names the pid), and the pid is a live lcbench process of this user. A
+    pid read from a file is signalled only after this: a planted queue.json must not make `cancel` kill a
+    process of its choosing."""
+    try:
+        check_own_folder(Path(folder), "queue folder")
+    except UnsafeRunFolder:
+        return False
+    if not supervisor_alive(pid):
+        return False
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == os.getuid()
+    except OSError:
+        return True  # no /proc (not Linux): supervisor_alive's answer
+
+
 class LocalExecutor(Executor):
     """Runs a sweep on this machine through a queue folder served by a detached supervisor."""
 
@@ -217,7 +234,7 @@ class LocalExecutor(Executor):
                 queue = read_queue(folder)
                 pid = queue.get("supervisor_pid") if queue else job.submission.pid
                 entries = {r["run_id"]: r for r in (queue or {}).get("runs", [])}
-                queues[folder] = (queue, entries, supervisor_alive(pid))
+                queues[folder] = (queue, entries, queue_supervisor(folder, pid))
             queue, entries, alive = queues[folder]
             if not alive:
                 continue  # nothing holds its runs any more
@@ -242,7 +259,7 @@ class LocalExecutor(Executor):
         for folder, submitted_pid in sorted(queues.items()):
             queue = read_queue(folder) or {}
             pid = queue.get("supervisor_pid") or submitted_pid
-            if supervisor_alive(pid):
+            if queue_supervisor(folder, pid):
                 os.kill(pid, signal.SIGTERM)
                 _wait_for_exit(pid)
             cancelled += [r["run_id"] for r in queue.get("runs", []) if r["state"] in ("pending", "running")]

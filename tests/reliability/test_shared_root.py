@@ -160,3 +160,29 @@ def test_a_planted_sweeps_link_or_submissions_link_is_refused_before_anything_is
     assert main(["launch", str(path), "--executor", "local"]) == 2
     assert "is a symbolic link" in capsys.readouterr().err
     assert secret.read_text() == "root only\n"
+
+
+def test_cancel_signals_only_the_supervisor_of_a_queue_this_user_owns(tmp_path):
+    """A planted queue.json naming any process whose command line says "lcbench" made `cancel` SIGTERM
+    it (and `launch` refuse the sweep as still queued)."""
+    import subprocess
+    import sys
+
+    from lcbench.local_queue import LocalExecutor
+    from lcbench.submissions import Job, Submission
+
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lcbench"])
+    try:
+        folder = tmp_path / "q"
+        folder.mkdir()
+        queue = {"supervisor_pid": decoy.pid, "runs": [{"run_id": "r1", "state": "running"}]}
+        (folder / "queue.json").write_text(json.dumps(queue))
+        folder.chmod(0o777)  # writable by every user: anyone could have written that queue.json
+        job = Job("r1", Submission("local", str(folder), {"r1": "0"}, pid=decoy.pid), "0")
+        executor = LocalExecutor()
+        assert executor.states([job]) == {}  # not taken as a live queue holding the run
+        executor.cancel([job])
+        assert decoy.poll() is None  # never signalled
+    finally:
+        decoy.kill()
+        decoy.wait()
