@@ -186,3 +186,34 @@ def test_cancel_signals_only_the_supervisor_of_a_queue_this_user_owns(tmp_path):
     finally:
         decoy.kill()
         decoy.wait()
+
+
+@pytest.mark.parametrize("how", ["world-writable", "another-owner", "linked-model"])
+def test_a_compress_run_never_reads_a_pretrain_folder_someone_else_could_have_planted(tmp_path, capsys, how):
+    """A compress run read its pretrain's result.json and model.pt from `<root>/<pretrain id>/` whoever
+    owned it, and through a link: planted random weights with a matching record made root's LayerCollapse
+    record `completed` at 9.72% (clean: 96.94%) beside the original's planted 97.22%."""
+    from lcbench.config import pretrain_config
+
+    if how == "another-owner" and os.geteuid() != 0:
+        pytest.skip("handing a folder to another user needs root")
+    args = fast_overrides(tmp_path / "out", epochs=1, stage="compress", method="finetune")
+    pretrain = RunDir(tmp_path / "out", run_id(pretrain_config(make_config({}, args))))
+    pretrain.path.mkdir(parents=True)
+    record = {"status": "completed", "run_id": pretrain.run_id, "final": {"top1": 97.22}}  # looks done
+    (pretrain.path / "result.json").write_text(json.dumps(record))
+    if how == "world-writable":
+        pretrain.path.chmod(0o777)
+    elif how == "another-owner":
+        os.chown(pretrain.path, OTHER_UID, -1)
+    else:
+        (tmp_path / "weights.pt").write_bytes(b"planted")
+        (pretrain.path / "model.pt").symlink_to(tmp_path / "weights.pt")
+    capsys.readouterr()
+    assert main(["run", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    error = err.strip().splitlines()[-1]  # (after the run's banner line)
+    says = {"world-writable": "is writable by every user", "another-owner": "not by you"}
+    assert error.startswith("lcbench: error: ") and says.get(how, "model.pt is a symbolic link") in error
+    assert not list((tmp_path / "out").glob("*/model.pt"))[1:]  # no compressed model was written
