@@ -14,6 +14,7 @@ Hugging Face hub's parquet files, or (WikiText) the raw `wiki.{train,valid,test}
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import sys
 import sysconfig
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from .data import DATASETS, DatasetSpec
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, first_line
 from .tasks import IGNORE_INDEX
 
 # --------------------------------------------------------------------------------------------------------
@@ -131,16 +132,26 @@ def load_splits(root: Path, hub: HubSet, name: str, download: bool, raw: dict[st
 
     folder = root / hub.folder
     found = None
-    if (folder / "dataset_dict.json").is_file():
-        found = datasets.load_from_disk(str(folder))
-    elif _split_files(folder, hub.train_split) and _split_files(folder, hub.val_split):
-        files = {s: _split_files(folder, s) for s in (hub.train_split, hub.val_split)}
-        found = datasets.load_dataset("parquet", data_files=files)
-    elif raw and all((folder / f).is_file() for f in raw.values()):
-        files = {split: str(folder / f) for split, f in raw.items()}
-        found = datasets.load_dataset("text", data_files=files)
-    elif download:
-        found = datasets.load_dataset(hub.hub_id, hub.config)
+    try:
+        if (folder / "dataset_dict.json").is_file():
+            found = datasets.load_from_disk(str(folder))
+        elif _split_files(folder, hub.train_split) and _split_files(folder, hub.val_split):
+            files = {s: _split_files(folder, s) for s in (hub.train_split, hub.val_split)}
+            found = datasets.load_dataset("parquet", data_files=files)
+        elif raw and all((folder / f).is_file() for f in raw.values()):
+            _check_text_files([folder / f for f in raw.values()], name)
+            files = {split: str(folder / f) for split, f in raw.items()}
+            found = datasets.load_dataset("text", data_files=files)
+        elif download:
+            found = datasets.load_dataset(hub.hub_id, hub.config)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets and Arrow fail on a garbled file in many ways
+        cause = e.__cause__ or e.__context__ or e
+        raise DataError(
+            f"{name}: the copy under {folder} cannot be read ({type(cause).__name__}: {first_line(cause)}); "
+            f"replace it with {hub.hub_id} ({hub.config}) as lcbench reads it (`lcbench list datasets`)"
+        ) from e
     if found is None:
         raw_note = f"\n  - DATA_ROOT/{hub.folder}/{{{','.join(raw.values())}}}" if raw else ""
         raise DataError(
@@ -155,6 +166,26 @@ def load_splits(root: Path, hub: HubSet, name: str, download: bool, raw: dict[st
             f"{name}: the copy under {folder} has no split {', '.join(missing)} (it has {list(found)})"
         )
     return found[hub.train_split], found[hub.val_split]
+
+
+def _check_text_files(paths: list[Path], name: str) -> None:
+    """Raw text files must hold UTF-8 text (a file of 0 bytes or of random bytes is named, not parsed);
+    read in 16 MB chunks (WikiText-103's training file is 500 MB)."""
+    for path in paths:
+        decoder, seen, offset = codecs.getincrementaldecoder("utf-8")(), False, 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    seen = seen or bool(decoder.decode(chunk).strip())
+                    offset += len(chunk)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{name}: {path} is not UTF-8 text (near byte {offset + e.start}); replace it with the data "
+                "set's raw file"
+            ) from None
+        if not seen:
+            raise DataError(f"{name}: {path} is empty; replace it with the data set's raw file")
 
 
 def _tokens(split, tokenizer: Any) -> torch.Tensor:

@@ -127,3 +127,32 @@ def test_strided_windows_score_every_token_once_with_more_context(local):
     tokenizer = text_models.load_tokenizer("bert-tiny", str(local["bert"]), 1000)
     with pytest.raises(DataError, match="eval_stride scores a language model's held-out text"):
         load_data("glue_sst2", local["data"], None, tokenizer=tokenizer, eval_stride=8)
+
+
+@pytest.mark.parametrize("garbage", ["empty", "random bytes", "garbled parquet"])
+def test_language_data_that_is_empty_or_not_text_is_one_line_naming_the_file(tmp_path, capsys, garbage):
+    """WikiText raw files of 0 bytes or random bytes, or garbage GLUE parquet, ended in exit 70 with
+    datasets' tracebacks and a record saying only "An error occurred while generating the dataset"."""
+    import os
+
+    from lcbench.cli import main
+
+    if garbage == "garbled parquet":
+        text_fixtures.write_glue(tmp_path, {"sst2": 2})
+        for f in tmp_path.rglob("*.parquet"):
+            f.write_bytes(os.urandom(500))
+        name, says = "glue_sst2", "cannot be read (ArrowInvalid: Parquet magic bytes not found"
+    else:
+        text_fixtures.write_wikitext(tmp_path)
+        for f in tmp_path.rglob("*.raw"):
+            f.write_bytes(b"" if garbage == "empty" else b"\xff\xfe" + os.urandom(3000))
+        name, says = "wikitext2", "is empty" if garbage == "empty" else "is not UTF-8 text (near byte 0)"
+    with pytest.raises(DataError) as refused:
+        DATASETS.get(name).load(tmp_path, text_models.ByteTokenizer(), 64, False)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+    if name == "wikitext2":  # the run: exit 2 and that line, no traceback
+        run = ["run", "model=text_gpt2", "dataset=wikitext2", f"data_root={tmp_path}", "epochs=1"]
+        capsys.readouterr()
+        assert main([*run, f"output_root={tmp_path / 'out'}", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
