@@ -361,7 +361,7 @@ def _save_tokenizer(source: RunModel, folder: Path) -> str:
             pretrained = config.get("pretrained") or (config.get("pretrain") or {}).get("pretrained") or ""
             tokenizer = load_tokenizer(source.saved["model"], pretrained, vocab)
     except LcbenchError as e:
-        return f"no tokenizer saved ({e}); add it with tokenizer.save_pretrained({str(folder)!r})"
+        return f"no tokenizer saved ({e}); add it to the export folder with tokenizer.save_pretrained(...)"
     tokenizer.save_pretrained(folder)
     return "tokenizer saved beside the weights"
 

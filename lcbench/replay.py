@@ -7,6 +7,8 @@ metrics are compared with the original's. On CPU at the same thread count they a
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from .config import load_yaml, pretrain_config, run_id
@@ -16,6 +18,24 @@ from .resolve import make_config
 from .store import RunDir, iter_events
 
 COMPARED = ("train_loss", "val_top1", "val_loss", "lr")
+
+
+def _share_pretrain(source_root: Path, root: Path, pre: str) -> None:
+    """The pretrain run's files (record, model, per-example records) in a real folder of the replay's root:
+    hard links where the file system allows (no copy of a large model), copies otherwise; never a symbolic
+    link, which a compress run refuses to read through."""
+    folder = root / pre
+    if folder.is_symlink():  # (a replay made by an older lcbench)
+        folder.unlink()
+    folder.mkdir(exist_ok=True)
+    for source in (source_root / pre).iterdir():  # its record, model, per-example records, config
+        target = folder / source.name
+        if target.exists() or source.is_symlink() or not source.is_file() or source.name.startswith("."):
+            continue
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
 
 
 def replay_run(run_path: Path, out: str | None = None) -> dict:
@@ -31,10 +51,7 @@ def replay_run(run_path: Path, out: str | None = None) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     replay_cfg = make_config({**load_yaml(run_path / "config.yaml"), "output_root": str(root)})
     if cfg.stage == "compress":  # start from the very same original model
-        pre = run_id(pretrain_config(cfg))
-        link = root / pre
-        if not link.exists():
-            link.symlink_to((Path(cfg.output_root) / pre).resolve())
+        _share_pretrain(Path(cfg.output_root), root, run_id(pretrain_config(cfg)))
     execute(replay_cfg, force=True, progress_bar=False, replay_changes=changes)
     replayed = RunDir(root, run_id(replay_cfg)).events("epoch")
     rows = []

@@ -45,6 +45,8 @@ def own_sweep_folder(output_root: str | Path, sweep: str, create: bool = False) 
     can write (on a shared root another user could plant either as a link, or own it and edit the queued
     configs); made first with `create`."""
     folder = sweep_folder(output_root, sweep)
+    if create:
+        Path(output_root).mkdir(parents=True, exist_ok=True)
     for level in (folder.parent, folder):
         if create:
             try:
