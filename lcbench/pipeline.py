@@ -334,11 +334,21 @@ def _write_failure(run: RunDir, rid: str, cfg: RunConfig) -> None:
         )
 
 
+def _check_pretrain_folder(pre_run: RunDir) -> None:
+    """A pretrain folder a compress run will read: this user's own, and its record and model no links."""
+    check_own_folder(pre_run.path, "pretrain run folder")
+    for path in (pre_run.result_path, pre_run.model_path):
+        if path.is_symlink():
+            raise UnsafeRunFolder(
+                f"{path} is a symbolic link; lcbench never reads one: remove it and run again"
+            )
+
+
 def ensure_pretrained(cfg: RunConfig, progress_bar: bool, required: bool = False) -> RunDir:
     """The completed pretrain run a compress run starts from (executed here first when missing)."""
     pre_cfg = pretrain_config(cfg)
     pre_run = RunDir(cfg.output_root, run_id(pre_cfg))
-    check_own_folder(pre_run.path, "pretrain run folder")  # its record and model are read, not only ours
+    _check_pretrain_folder(pre_run)  # its record and model are read: never another user's, never a link
     if not pre_run.is_completed() and live_status(pre_run.path) == "running":
         log.info("pretrain run %s is being trained by another process: waiting for it", pre_run.run_id)
         pre_run.wait_unlocked()  # (a queue beside this one, or a run started by hand)
@@ -374,12 +384,6 @@ def _starting_model(
         spec = DATASETS.get(cfg.dataset)
         size = model_img_size(cfg)
         return create_model(cfg.model, num_classes, spec.in_chans, size, cfg.pretrained), None
-    check_own_folder(pre_run.path, "pretrain run folder")
-    for path in (pre_run.result_path, pre_run.model_path):
-        if path.is_symlink():
-            raise UnsafeRunFolder(
-                f"{path} is a symbolic link; lcbench never reads one: remove it and run again"
-            )
     pretrain_record = pre_run.result()
     expected = (pretrain_record.get("model_file") or {}).get("sha256")
     if expected and file_sha256(pre_run.model_path) != expected:

@@ -139,14 +139,13 @@ def load_splits(root: Path, hub: HubSet, name: str, download: bool, raw: dict[st
             files = {s: _split_files(folder, s) for s in (hub.train_split, hub.val_split)}
             found = datasets.load_dataset("parquet", data_files=files)
         elif raw and all((folder / f).is_file() for f in raw.values()):
-            _check_text_files([folder / f for f in raw.values()], name)
             files = {split: str(folder / f) for split, f in raw.items()}
             found = datasets.load_dataset("text", data_files=files)
         elif download:
             found = datasets.load_dataset(hub.hub_id, hub.config)
-    except DataError:
-        raise
     except Exception as e:  # noqa: BLE001 - datasets and Arrow fail on a garbled file in many ways
+        if raw and all((folder / f).is_file() for f in raw.values()):
+            _check_text_files([folder / f for f in raw.values()], name)  # names the file that is not text
         cause = e.__cause__ or e.__context__ or e
         raise DataError(
             f"{name}: the copy under {folder} cannot be read ({type(cause).__name__}: {first_line(cause)}); "
@@ -169,8 +168,8 @@ def load_splits(root: Path, hub: HubSet, name: str, download: bool, raw: dict[st
 
 
 def _check_text_files(paths: list[Path], name: str) -> None:
-    """Raw text files must hold UTF-8 text (a file of 0 bytes or of random bytes is named, not parsed);
-    read in 16 MB chunks (WikiText-103's training file is 500 MB)."""
+    """Why `datasets` could not read raw text files: the one that is empty or not UTF-8, named (read in 16 MB
+    chunks: WikiText-103's training file is 500 MB; only after a failure, never on the way to a run)."""
     for path in paths:
         decoder, seen, offset = codecs.getincrementaldecoder("utf-8")(), False, 0
         try:
