@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 1 a negative answer to a question asked (`list` found no match, `replay` differs,
 `status --wait` ended with failed or missing runs); 2 a user error (bad config, missing data, refused
-submission), with a one-line message; 70 an internal error (a traceback: please report it);
-130 interrupted.
+submission), with a one-line message; 70 an internal error (a traceback: please report it); 75 a DDP
+run lost a rank (the same command resumes); 130 interrupted (128 + N: a rank killed by signal N).
 
 Each subcommand imports what it needs inside its own function (the only function-level imports of the
 package): `--help` and `status` never pay for timm, pandas or matplotlib.
@@ -26,8 +26,9 @@ from .record import RunRecord
 
 EXIT_CODES = """exit codes: 0 success; 1 a negative answer to a question asked (`list` found no match,
 `replay` differs, `status --wait` ended with failed or missing runs); 2 a user error (bad config, missing
-data, refused submission), with a one-line message; 70 an internal error (please report it); 130
-interrupted."""
+data, refused submission), with a one-line message; 70 an internal error (please report it); 75 a rank
+of a DDP run ended, which stopped the others (the same command resumes); 130 interrupted (128 + N: a
+rank killed by signal N)."""
 
 RUN_EXAMPLES = """examples:
   lcbench run runs/digits_compress.yaml method=layercollapse model=digits_vit k=2

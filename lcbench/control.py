@@ -34,7 +34,9 @@ from .store import atomic_write_json, check_own_folder, live_status, read_json
 
 log = logging.getLogger("lcbench")
 MAX_REQUEST_BYTES = 4096
-ACK_LIFETIME_S = 3600.0  # an ack nobody read is removed after an hour
+ACK_LIFETIME_S = 3600.0  # an ack nobody read is removed after an hour,
+MAX_UNCOLLECTED_ACKS = 256  # and beyond the newest 256 (a file system block each) once a minute old:
+ACK_COLLECT_S = 60.0  # a waiting `tune` reads its ack within 0.1 s
 TRIGGERS = ("save", "eval", "stop")
 
 
@@ -140,21 +142,28 @@ class ControlChannel:
             self.ignored.add(path.name)
 
     def clean_acks(self, max_age_s: float = ACK_LIFETIME_S) -> None:
-        """Acks nobody collected (the requester gave up or was killed) are removed after a while."""
-        oldest = time.time() - max_age_s
+        """Acks nobody collected (the requester gave up or was killed) are removed after a while, and a
+        flood of them (10,000 requests nobody waits for) once a minute old, beyond the newest few."""
+        now = time.time()
         try:
             entries = list(os.scandir(self.root / "acks"))
         except FileNotFoundError:
             return
+        aged = []
         for entry in entries:
             try:
-                if (
-                    entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < oldest
-                ):
-                    os.unlink(entry.path)
+                if entry.is_file(follow_symlinks=False):
+                    aged.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
             except OSError:
                 pass
+        aged.sort(reverse=True)  # newest first
+        for rank, (mtime, path) in enumerate(aged):
+            beyond = rank >= MAX_UNCOLLECTED_ACKS and mtime < now - ACK_COLLECT_S
+            if mtime < now - max_age_s or beyond:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
 
 def _read_request(path: Path) -> tuple[dict | None, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, RankLost, first_line
 
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -59,28 +59,60 @@ def env_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def torchrun_command(nproc: int, target: list[str]) -> list[str]:
-    """torchrun (`torch.distributed.run`) starting `nproc` ranks of `target` (`-m module args...`) on this
-    machine, on a free port (`--standalone`); it stops every rank when one fails."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        *target,
-    ]
-
-
 def torchrun(cfg: RunConfig, target: list[str]) -> int:
-    """Run a DDP run's ranks here through torchrun and return its exit code (a multi-node run is SLURM's
-    to start: torchrun would have to be started on every node)."""
+    """Run a DDP run's ranks here through torchrun's launcher (`--standalone`: a free port; every rank
+    stopped when one fails) and return the run's exit code. A rank that failed is named in one line (which
+    rank, how it ended, that the same command resumes) in place of torchrun's report; a multi-node run is
+    SLURM's to start (torchrun would have to be started on every node)."""
     if cfg.nodes > 1:
         raise ConfigError(
             f"nodes={cfg.nodes}: a multi-node run is started by SLURM (`lcbench launch SPEC --executor "
             "slurm`), one task per process; on one machine use nodes=1"
         )
-    return subprocess.run(torchrun_command(cfg.nproc, target)).returncode
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(cfg.threads, 1)))  # (each rank sets its own threads)
+    args = parse_args(["--standalone", f"--nproc-per-node={cfg.nproc}", *target])
+    _quiet_torchrun_logs()
+    try:
+        run(args)
+    except ChildFailedError as e:
+        return _report_failed_rank(e, cfg.nproc)
+    except SignalException as e:  # Ctrl-C or a scheduler's SIGTERM: torchrun has stopped the ranks
+        print("lcbench: interrupted", file=sys.stderr)
+        return 128 + int(e.sigval)
+    return 0
+
+
+def _quiet_torchrun_logs() -> None:
+    """torchrun's agent logs each rank it stops and each failure over several lines: the ranks' own
+    errors and `_report_failed_rank`'s line say it once."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(
+            ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
+        ):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _report_failed_rank(error, nproc: int) -> int:
+    """The rank whose end stopped the run, in one line (the others were stopped by torchrun, or ended
+    with `RankLost` on noticing), and the run's exit code (128 + signal for a killed rank, as a shell)."""
+    from .exits import EXIT_USER, first_failed_rank, how_it_ended
+
+    rank, _ = first_failed_rank({r: f.exitcode for r, f in error.failures.items()})
+    failure = error.failures[rank]
+    if failure.exitcode == EXIT_USER:  # an error each rank has printed in one line already
+        return EXIT_USER
+    print(
+        f"lcbench: rank {rank} of {nproc} (pid {failure.pid}) {how_it_ended(failure.exitcode)}, which "
+        "stopped the other rank(s). The run's last checkpoint is kept: the same command resumes it",
+        file=sys.stderr,
+    )
+    return 128 - failure.exitcode if failure.exitcode < 0 else failure.exitcode
 
 
 def init(processes: int, device: torch.device, timeout_min: float = 30.0) -> World:
@@ -118,6 +150,31 @@ def joined(processes: int, device: torch.device) -> Iterator[World]:
         yield world
     finally:
         shutdown()
+
+
+# How a collective fails when another rank has gone (gloo raises plain RuntimeErrors; NCCL DistErrors)
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crash", "Broken pipe")
+
+
+@contextmanager
+def naming_a_lost_rank() -> Iterator[None]:
+    """A collective that failed because another rank of this run ended (killed, crashed, out of memory)
+    becomes `RankLost`: one line that says so and that the same command resumes, not gloo's traceback
+    and an internal error."""
+    try:
+        yield
+    except RuntimeError as e:
+        world = current()
+        gone = isinstance(e, dist.DistError) or any(m in str(e) for m in PEER_GONE)
+        if world.size == 1 or not gone:
+            raise
+        # gloo's first sentence, without its "[.../pair.cc:561] " source tag
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", first_line(e, limit=400)).split(". ")[0]
+        raise RankLost(
+            f"rank {world.rank} of {world.size} lost the run's other rank(s) ({detail}): one ended (killed, "
+            "crashed or out of memory; the launcher or its log says which), so this one stops too. The last "
+            "checkpoint is kept: the same command resumes the run"
+        ) from e
 
 
 def shutdown() -> None:

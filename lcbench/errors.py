@@ -29,6 +29,10 @@ class DependencyError(LcbenchError):
     """A run needs another run (its pretrain) that has not completed."""
 
 
+class RankLost(LcbenchError):
+    """Another rank of this DDP run ended (killed, crashed, out of memory): this one cannot go on."""
+
+
 class RunStopped(Exception):  # noqa: N818 - a requested outcome, not an error
     """A run was asked to stop (`lcbench tune RUN --trigger stop`); it saved a resumable checkpoint."""
 

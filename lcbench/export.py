@@ -33,7 +33,7 @@ from .measure import count_parameters, example_input
 from .methods import METHODS
 from .models import create_model
 from .pipeline import build_model, read_model_file
-from .store import RunDir
+from .store import RunDir, UnsafeRunFolder
 
 FORMATS = ("safetensors", "hf", "onnx")
 EXPORT_FORMAT = "lcbench-export-1"
@@ -90,6 +90,9 @@ def run_model(path: str | Path) -> RunModel:
     """A completed run's final model, rebuilt from its model.pt (a link is refused)."""
     path = Path(path)
     run = RunDir(path.parent, path.name)
+    untrusted = run.trust_problem()
+    if untrusted:
+        raise UnsafeRunFolder(untrusted)
     record = run.result()
     if not record:
         raise LcbenchError(f"{path} is not an lcbench run folder (no result.json): give a run's folder")

@@ -27,7 +27,7 @@ from torch import nn
 from .errors import ConfigError
 from .measure import _sync, device_name, example_input
 from .pipeline import load_model
-from .store import RunDir, atomic_write_json, read_json
+from .store import RunDir, UnsafeRunFolder, atomic_write_json, read_json
 
 log = logging.getLogger("lcbench")
 LATENCY_FILE = "latency.json"
@@ -213,6 +213,9 @@ def measure_sweep(
     runs = plan.stage("compress")
     for i, planned in enumerate(runs, 1):
         rundir = RunDir(plan.output_root, planned.run_id)
+        untrusted = rundir.trust_problem()
+        if untrusted:  # its record and model never read, nothing written beside them
+            raise UnsafeRunFolder(untrusted)
         record = rundir.result()
         if not record or record.get("status") != "completed":
             counts["not_completed"] += 1

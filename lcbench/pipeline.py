@@ -200,7 +200,7 @@ def execute(
         check_data(cfg)  # (a sweep's job records it as a failed run instead, for `status` to show)
     processes = cfg.nproc * cfg.nodes  # (one process resolves its device inside, where a bad one is recorded)
     device = resolve_device(cfg.device) if processes > 1 else torch.device("cpu")
-    with distributed.joined(processes, device) as world:
+    with distributed.joined(processes, device) as world, distributed.naming_a_lost_rank():
         result = _attempt(cfg, world, force, progress_bar, require_pretrained, replay_changes)
         distributed.barrier()  # (rank 0's records are on disk before any rank goes on)
     return result if world.main else RunDir(cfg.output_root, result["run_id"]).result()
@@ -223,25 +223,29 @@ def _attempt(
         run.lock()
     tracker = None
     try:
-        if run.is_completed() and not force:
-            log.info("run %s is already completed: %s", rid, run.path)
-            return run.result()
-        if world.main:
-            _clear_for_a_new_attempt(run, cfg, force)
-        # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
-        # (W&B keeps one run per process open: opening the pretrain's would finish this one).
-        pre_run = (
-            ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
-        )
-        device = distributed.rank_device(setup_runtime(cfg))
-        if not world.main:
-            return {"run_id": rid, **_execute(cfg, run, device, progress_bar, None, pre_run, replay_changes)}
-        atomic_write_json(run.env_path, environment(device))
-        tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)
-        _set_active_tracker(tracker)
-        return _completed(
-            run, tracker, _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
-        )
+        with distributed.naming_a_lost_rank():  # (so that the failed record says it too)
+            if run.is_completed() and not force:
+                log.info("run %s is already completed: %s", rid, run.path)
+                return run.result()
+            if world.main:
+                _clear_for_a_new_attempt(run, cfg, force)
+            # A missing pretrain run executes first, with its own W&B run, before this run's W&B run opens
+            # (W&B keeps one run per process open: opening the pretrain's would finish this one).
+            pre_run = (
+                ensure_pretrained(cfg, progress_bar, require_pretrained) if cfg.stage == "compress" else None
+            )
+            device = distributed.rank_device(setup_runtime(cfg))
+            if not world.main:
+                return {
+                    "run_id": rid,
+                    **_execute(cfg, run, device, progress_bar, None, pre_run, replay_changes),
+                }
+            atomic_write_json(run.env_path, environment(device))
+            tracker = Tracker(cfg, rid, str(run.path), replay=replay_changes is not None)
+            _set_active_tracker(tracker)
+            return _completed(
+                run, tracker, _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
+            )
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
         record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
         if world.main:

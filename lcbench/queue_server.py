@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from .errors import ConfigError
+from .exits import first_failed_rank, how_it_ended
 from .store import atomic_write_json, live_status, read_json
 
 QUEUE_FILE = "queue.json"
@@ -42,8 +43,7 @@ def serve(folder: str | Path, poll_s: float = 1.0) -> int:
     def stop(signum, frame):  # forward a stop to the runs, which record themselves as failed/interrupted
         for runner in [*pool, *active.values()]:
             runner.send_signal(signal.SIGINT)
-        for runner in [*pool, *active.values()]:
-            runner.join()
+        join_or_kill([p for runner in [*pool, *active.values()] for p in runner.processes])
         sys.exit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -79,7 +79,8 @@ def _loop(
             entry = by_id[rid]
             entry.update(state="done", returncode=code, ended=time.time())
             ended = sum(r["state"] == "done" for r in runs)
-            verdict = "ok" if code == 0 else f"FAILED (exit {code}; log {folder / 'logs' / rid}.log)"
+            cause = f"{runner.failure}; " if isinstance(runner, RankGroup) and code != 0 else ""
+            verdict = "ok" if code == 0 else f"FAILED ({cause}exit {code}; log {folder / 'logs' / rid}.log)"
             seconds = entry["ended"] - entry["started"]
             _say(f"end   {rid} {verdict} after {seconds:.1f}s; {ended}/{len(runs)} done")
             del active[rid]
@@ -181,6 +182,10 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
+    @property
+    def processes(self) -> list:
+        return [self.process]
+
     def waitables(self) -> list:
         return [self.conn, self.process.sentinel]
 
@@ -204,13 +209,10 @@ class Worker:
         if self.process.pid and self.process.exitcode is None:
             os.kill(self.process.pid, signum)
 
-    def join(self) -> None:
-        self.process.join()
-
     def close(self) -> None:
-        """End the worker once it is idle (its connection closed) and wait for it."""
+        """End the worker once it is idle (its connection closed) and wait for it (a while)."""
         self.conn.close()
-        self.process.join()
+        join_or_kill([self.process])
 
     def replaced(self) -> Worker:
         """A fresh worker for this one's slot (this one closed: it has ended, or died)."""
@@ -225,6 +227,7 @@ class RankGroup:
 
     def __init__(self, run_id: str, config: str, log: Path, workers: list[Worker]) -> None:
         self.gpu = [w.gpu for w in workers]
+        self.failure = ""  # which rank's end stopped the run, once one has
         port = _free_port()
         self.processes = []
         for rank, worker in enumerate(workers):
@@ -251,32 +254,41 @@ class RankGroup:
         return [p.sentinel for p in self.processes if p.exitcode is None]
 
     def result(self) -> int | None:
-        codes = [p.exitcode for p in self.processes]
-        failed = next((c for c in codes if c not in (None, 0)), None)
-        if failed is not None:
+        """The run's exit code once it has ended: that of the rank whose end stopped the others."""
+        codes = {rank: p.exitcode for rank, p in enumerate(self.processes)}
+        if any(c not in (None, 0) for c in codes.values()):
             self._stop_the_others()
-            return failed
-        return 0 if all(c == 0 for c in codes) else None
+            rank, code = first_failed_rank({r: p.exitcode for r, p in enumerate(self.processes)})
+            self.failure = (
+                f"rank {rank} of {len(self.processes)} {how_it_ended(code)}, which stopped the others"
+            )
+            return code
+        return 0 if all(c == 0 for c in codes.values()) else None
 
     def _stop_the_others(self) -> None:
-        """Ranks blocked in a collective with the failed one: SIGTERM, then SIGKILL (`join`)."""
+        """Ranks blocked in a collective with the failed one: SIGTERM, then SIGKILL (a rank waiting in a
+        collective for one that has exited would wait for the process group's timeout, half an hour)."""
         self.send_signal(signal.SIGTERM)
-        self.join()
+        join_or_kill(self.processes)
 
     def send_signal(self, signum: int) -> None:
         for p in self.processes:
             if p.pid and p.exitcode is None:
                 os.kill(p.pid, signum)
 
-    def join(self, grace_s: float = 30.0) -> None:
-        """Wait for the ranks; after `grace_s` kill those still there (a rank waiting in a collective for a
-        rank that has exited would wait for the process group's timeout, half an hour)."""
-        deadline = time.monotonic() + grace_s
-        for p in self.processes:
-            p.join(max(0.0, deadline - time.monotonic()))
-        self.send_signal(signal.SIGKILL)
-        for p in self.processes:
-            p.join()
+
+def join_or_kill(processes: list, grace_s: float = 30.0) -> None:
+    """Wait up to `grace_s` for `processes` to end (a run asked to stop records itself first), then
+    SIGKILL those still there: the supervisor never waits forever, whatever a process does with the
+    signals it was sent (ignored, blocked in native code, stopped)."""
+    deadline = time.monotonic() + grace_s
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in processes:
+        if p.exitcode is None and p.pid:
+            os.kill(p.pid, signal.SIGKILL)
+    for p in processes:
+        p.join()
 
 
 def _free_port() -> int:

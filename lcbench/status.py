@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .executors import executor_named
-from .store import RunDir, live_status
+from .store import UNTRUSTED, RunDir, live_status
 from .submissions import Executor, Job, JobState, latest_jobs, read_submissions
 from .sweep import Plan, PlannedRun
 
@@ -65,6 +65,9 @@ def _status(run: PlannedRun, rundir: RunDir, held: JobState | None, job: Job | N
         return RunStatus(run, "running", detail or "training", job, log)
     if scheduled == "pending":
         return RunStatus(run, "pending", detail, job, log)
+    untrusted = rundir.trust_problem()
+    if untrusted:  # never read: failed, and `launch` refuses the folder in the same words
+        return RunStatus(run, "failed", f"{UNTRUSTED}: {untrusted}", job, log)
     record = rundir.result()
     problem = rundir.record_problem(record) if record else ""
     if scheduled == "unknown" and not (record and record.get("status") == "completed" and not problem):

@@ -30,6 +30,7 @@ from .record import IDENTITY, summary_paths
 
 log = logging.getLogger("lcbench")
 RESULT = "result.json"
+UNTRUSTED = "UntrustedRecord"  # the error type of a run whose folder another user could have written
 # The columns `lcbench results` shows first (and alone unless --all-columns).
 SUMMARY_COLUMNS = [
     "run_id",
@@ -209,6 +210,28 @@ def check_own_folder(path: Path, what: str = "run folder") -> None:
         )
 
 
+def check_own_file(path: Path, what: str = "record") -> None:
+    """`path`, where it exists, must be a regular file (not a link) owned by this user and not writable by
+    every user: a record another user could have written never enters a status or a report."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    fix = "remove it (or choose another output_root=PATH) and run again"
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeRunFolder(f"{what} {path} is a symbolic link; lcbench never follows one: {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeRunFolder(f"{what} {path} is not a regular file: {fix}")
+    if info.st_uid != os.getuid():
+        raise UnsafeRunFolder(
+            f"{what} {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}): {fix}"
+        )
+    if info.st_mode & stat.S_IWOTH:
+        raise UnsafeRunFolder(
+            f"{what} {path} is writable by every user (mode {stat.S_IMODE(info.st_mode):o}): {fix}"
+        )
+
+
 def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
     """os.open that refuses a symbolic link at `path` (a planted link would redirect our writes)."""
     try:
@@ -298,6 +321,21 @@ class RunDir:
     def result(self) -> dict | None:
         return read_json(self.result_path)
 
+    def trust_problem(self) -> str:
+        """Why this run's folder or a record in it could have been written by another user ('' when it
+        could not): a report, `status` and `--only-failed` never take a value from such a record."""
+        try:
+            check_own_folder(self.path)
+            with os.scandir(self.path) as entries:  # its records: result, env, examples, latencies, model
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        check_own_file(Path(entry.path), "file")
+        except FileNotFoundError:
+            return ""
+        except UnsafeRunFolder as e:
+            return str(e)
+        return ""
+
     def is_completed(self) -> bool:
         result = self.result()
         return bool(result and result.get("status") == "completed" and not self.record_problem(result))
@@ -385,6 +423,13 @@ def load_records(root: str | Path) -> list[dict]:
     if not root.is_dir():
         raise LcbenchError(f"no run records: {root} is not a folder")
     for run_path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        untrusted = RunDir(root, run_path.name).trust_problem()
+        if untrusted:  # listed as failed, nothing read from it
+            error = {"type": UNTRUSTED, "message": untrusted}
+            records.append(
+                {"run_id": run_path.name, "status": "failed", "error": error, "run_dir": str(run_path)}
+            )
+            continue
         result = read_json(run_path / RESULT)
         if result is None:
             if not (run_path / "config.yaml").exists():

@@ -160,7 +160,8 @@ class Trainer:
             )
             self.run.log("epoch", **metrics)
             per_epoch = (time.perf_counter() - fit_started) / (self.progress.epoch - first_epoch)
-            log.info(self._epoch_line(metrics, eta=per_epoch * (self.cfg.epochs - self.progress.epoch)))
+            if self.world.main:  # one line per epoch, not one per rank
+                log.info(self._epoch_line(metrics, eta=per_epoch * (self.cfg.epochs - self.progress.epoch)))
             if self.tracker:
                 self.tracker.log_epoch(metrics, set(method_metrics))
             self.save_checkpoint()

@@ -3,9 +3,13 @@ save / eval / stop triggers, rejected requests, owner-only files, and an exact r
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +63,7 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
         stage="compress",
         method="layercollapse",
         model="digits_mixer",
-        epochs=40,  # (10 epochs ended before the five requests were served on a fast CPU: 0.3 s an epoch)
+        epochs=10,
         optimizer="sgd",
         lr=0.01,
         k=1,
@@ -72,32 +76,38 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: len(rundir.events("epoch")) >= 1, 120, "the first epoch")
+        os.kill(proc.pid, signal.SIGSTOP)  # it trains only while a request waits: it cannot end first
+
+        def tune(*args: str) -> int:
+            return _tune_while_it_trains(proc.pid, rundir.path, ["tune", str(rundir.path), *args])
+
         # a live change of lr and lambda, acknowledged with the step it took effect at
-        assert main(["tune", str(rundir.path), "lr=0.02", "lam=2"]) == 0
+        assert tune("lr=0.02", "lam=2") == 0
         ack = json.loads(capsys.readouterr().out)
         assert ack["accepted"] and [c["key"] for c in ack["changes"]] == ["lr", "lam"]
         assert ack["changes"][0]["old"] == 0.01 and ack["changes"][1]["old"] == 10.0
         changed_at = ack["step"]
         # invalid values and unknown keys are refused; nothing changes
-        assert main(["tune", str(rundir.path), "lr=-1"]) == 2
+        assert tune("lr=-1") == 2
         assert "must be > 0" in capsys.readouterr().out
-        assert main(["tune", str(rundir.path), "epochs=3"]) == 2
+        assert tune("epochs=3") == 2
         assert "not live-tunable" in capsys.readouterr().out
         # eval and save triggers
-        assert main(["tune", str(rundir.path), "--trigger", "eval"]) == 0
+        assert tune("--trigger", "eval") == 0
         assert 0 <= json.loads(capsys.readouterr().out)["eval"]["top1"] <= 100
         before = rundir.checkpoint_path.stat().st_mtime_ns
-        assert main(["tune", str(rundir.path), "--trigger", "save"]) == 0
+        assert tune("--trigger", "save") == 0
         capsys.readouterr()
         assert rundir.checkpoint_path.stat().st_mtime_ns > before
         # stop: a clean end with status stopped and a resumable checkpoint
-        assert main(["tune", str(rundir.path), "--trigger", "stop"]) == 0
+        assert tune("--trigger", "stop") == 0
         stopped_at = json.loads(capsys.readouterr().out)["step"]
+        os.kill(proc.pid, signal.SIGCONT)
         assert proc.wait(timeout=120) == 0
     finally:
         proc.kill()
     assert rundir.result()["status"] == "stopped" and rundir.checkpoint_path.exists()
-    assert len(rundir.events("epoch")) < 40
+    assert len(rundir.events("epoch")) < 10
 
     # running the same command again resumes mid-epoch with the changes still in force, and completes
     assert main(["run", *overrides, "--no-progress"]) == 0
@@ -120,6 +130,19 @@ def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
     # replay: the recorded changes at the same steps reproduce every epoch's metrics exactly
     assert main(["replay", str(rundir.path)]) == 0
     assert "metrics identical: True" in capsys.readouterr().out
+
+
+def _tune_while_it_trains(pid: int, run_path: Path, argv: list[str]) -> int:
+    """`lcbench tune` of a run held with SIGSTOP: let it train from the moment the request is written
+    until it has answered, then hold it again (the test no longer races the run to its end)."""
+    code = []
+    requester = threading.Thread(target=lambda: code.append(main(argv)))
+    requester.start()
+    wait_until(lambda: any((control_dir(run_path) / "requests").glob("*.json")), 30, "the request")
+    os.kill(pid, signal.SIGCONT)
+    requester.join()
+    os.kill(pid, signal.SIGSTOP)
+    return code[0]
 
 
 def test_tune_refuses_a_run_that_is_not_running(tmp_path, capsys):
@@ -276,3 +299,25 @@ def test_tune_of_a_queued_run_says_it_is_queued(tmp_path, capsys):
     assert "run 0123456789ab is queued in sweep t and has not started" in err
     assert main(["tune", "ba9876543210", "--root", str(tmp_path), "lr=0.1"]) == 2
     assert "no run 'ba9876543210'" in capsys.readouterr().err
+
+
+def test_a_flood_of_uncollected_acks_is_trimmed_once_a_minute_old(tmp_path):
+    """10,000 answered requests nobody waited for used to leave 40 MB of acks (a block each) for an hour."""
+    from lcbench.control import MAX_UNCOLLECTED_ACKS
+
+    channel = ControlChannel(tmp_path)
+    root = channel.root
+    for i in range(600):  # two minutes old: no `tune` waits for them any more
+        path = root / "acks" / f"old{i:04d}.json"
+        path.write_text("{}")
+        os.utime(path, (time.time() - 120 - i, time.time() - 120 - i))
+    for i in range(10):  # just answered: their requesters may be about to read them
+        (root / "acks" / f"new{i}.json").write_text("{}")
+    channel.clean_acks()
+    left = sorted(p.name for p in (root / "acks").iterdir())
+    assert len(left) == MAX_UNCOLLECTED_ACKS
+    assert {f"new{i}.json" for i in range(10)} <= set(left)
+    assert (
+        f"old{MAX_UNCOLLECTED_ACKS - 11:04d}.json" in left
+        and f"old{MAX_UNCOLLECTED_ACKS - 10:04d}.json" not in left
+    )

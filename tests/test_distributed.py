@@ -7,21 +7,26 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from lcbench import distributed
 from lcbench.cli import main
-from lcbench.errors import ConfigError
+from lcbench.config import run_id
+from lcbench.errors import ConfigError, RankLost
 from lcbench.loaders import ResumableBatchSampler
 from lcbench.local_queue import read_queue
 from lcbench.pipeline import execute
+from lcbench.resolve import make_config
 from lcbench.status import sweep_status
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
-from tests.conftest import fast_overrides, run_cli, wait_until
+from tests.conftest import REPO, fast_overrides, run_cli, wait_until
 from tests.test_runner import digits_sweep
 
 # digits_mixer has no dropout and no BatchNorm: DDP on 2 ranks computes the single process's arithmetic
@@ -119,6 +124,11 @@ def test_a_ddp_run_resumes_exactly_after_one_rank_is_killed(tmp_path, capsys):
     assert main(["status", str(path), "--wait", "--poll", "0.5"]) == 1
     entry = next(r for r in read_queue(sub.folder)["runs"] if r["run_id"] == ft.run_id)
     assert entry["returncode"] == -signal.SIGKILL
+    # the queue names the rank that died; rank 0, had it noticed before it was stopped, says so in one line
+    supervisor = (Path(sub.folder) / "supervisor.log").read_text()
+    assert f"{ft.run_id} FAILED (rank 1 of 2 was killed by SIGKILL, which stopped the others" in supervisor
+    rank0 = (Path(sub.folder) / "logs" / f"{ft.run_id}.log").read_text()
+    assert "internal error" not in rank0 and "Traceback" not in rank0, rank0[-3000:]
     assert not (tmp_path / "out" / ft.run_id / "result.json").exists() or (
         json.loads((tmp_path / "out" / ft.run_id / "result.json").read_text())["status"] != "completed"
     )
@@ -148,10 +158,69 @@ def test_lcbench_run_starts_its_ranks_with_torchrun(tmp_path):
     assert summary["status"] == "completed"
     record = json.loads((tmp_path / summary["run_id"] / "result.json").read_text())
     assert record["final"]["samples"] == 360 and record["config"]["nproc"] == 2
-    assert "torch.distributed.run" not in done.stderr or "ChildFailedError" not in done.stderr
+    assert "ChildFailedError" not in done.stderr and "OMP_NUM_THREADS" not in done.stderr, done.stderr
+    assert done.stderr.count(f"{summary['run_id']} epoch 1/1 ") == 1  # one line per epoch, not per rank
 
     bad = run_cli("run", "dataset=digits", *overrides, "nodes=2", timeout=120)
     assert bad.returncode == 2 and "multi-node run is started by SLURM" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_resumes(tmp_path):
+    overrides = [
+        "dataset=digits",
+        *fast_overrides(tmp_path, stage="pretrain", model="digits_mlp", epochs=300),
+    ]
+    command = [sys.executable, "-m", "lcbench", "run", *overrides, "nproc=2", "--no-progress"]
+    start = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(command, **start)
+    run_dir = tmp_path / run_id(make_config(overrides=overrides))
+    wait_until(lambda: (run_dir / "checkpoint.pt").exists() and len(epochs(run_dir)) >= 2, 300, "two epochs")
+    (rank1,) = [pid for pid in _descendants(process.pid) if "\0RANK=1\0" in _environ(pid)]
+    os.kill(rank1, signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert f"lcbench: rank 1 of 2 (pid {rank1}) was killed by SIGKILL" in err
+    assert "the same command resumes" in err
+    assert "Traceback" not in err and "internal error" not in err and "ChildFailedError" not in err, err[
+        -3000:
+    ]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed"
+    if record["error"]["type"] == "RankLost":  # rank 0 noticed before torchrun stopped it
+        assert "rank 0 of 2 lost the run's other rank(s)" in record["error"]["message"]
+    done = len(epochs(run_dir))
+
+    again = subprocess.Popen(command, **start)
+    wait_until(lambda: len(epochs(run_dir)) > done, 300, "the resumed run's first epoch")
+    again.terminate()
+    again.communicate(timeout=120)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "resume" for e in events)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, and by them, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _environ(pid: int) -> str:
+    try:
+        return "\0" + (Path("/proc") / str(pid) / "environ").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 @pytest.mark.slow
@@ -211,3 +280,22 @@ def test_live_tuning_reaches_every_rank_at_the_same_step(tmp_path, capsys):
             d["val_loss"],
             o["val_loss"],
         )
+
+
+def test_a_collective_that_lost_its_peer_is_one_line_that_says_the_same_command_resumes(monkeypatch):
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+        "[127.0.0.1]:31134. This is typically caused by a remote worker crashing."
+    )
+    monkeypatch.setattr(distributed, "current", lambda: distributed.World(rank=0, size=2))
+    with pytest.raises(RankLost) as lost, distributed.naming_a_lost_rank():
+        raise gloo
+    assert str(lost.value).startswith(
+        "rank 0 of 2 lost the run's other rank(s) (Connection closed by peer [127.0.0.1]:31134): one ended"
+    )
+    assert "the same command resumes" in str(lost.value) and lost.value.__cause__ is gloo
+    with pytest.raises(RuntimeError, match="a bug"), distributed.naming_a_lost_rank():
+        raise RuntimeError("a bug")  # not a lost peer: still an internal error with its traceback
+    monkeypatch.setattr(distributed, "current", lambda: distributed.World())
+    with pytest.raises(RuntimeError, match="Connection closed"), distributed.naming_a_lost_rank():
+        raise gloo  # one process has no peer to lose

@@ -5,15 +5,17 @@ import json
 import os
 import shutil
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lcbench.cli import main
+from lcbench.exits import EXIT_RANK_LOST, first_failed_rank, how_it_ended
 from lcbench.local_queue import read_queue
 from lcbench.pipeline import execute
-from lcbench.queue_server import Worker, _replace_dead_idle_workers
+from lcbench.queue_server import Worker, _replace_dead_idle_workers, join_or_kill
 from lcbench.status import sweep_status
 from lcbench.submissions import read_submissions
 from lcbench.sweep import plan_sweep
@@ -88,3 +90,27 @@ def test_an_idle_worker_that_died_is_replaced_before_it_gets_a_run():
     assert pool[0] is not dead and pool[0].process.is_alive()
     pool[0].close()  # an idle worker ends when its queue closes its connection
     assert pool[0].process.exitcode == 0
+
+
+def test_the_supervisor_never_waits_forever_for_a_worker_that_does_not_answer():
+    """A worker that does not end on SIGINT (it ignores it, or is stuck: here stopped) is killed after the
+    grace; the supervisor used to join it forever, and `status` showed its run as running."""
+    worker = Worker(None, 1, True)
+    os.kill(worker.pid, signal.SIGSTOP)
+    worker.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    join_or_kill(worker.processes, grace_s=1.0)
+    assert time.monotonic() - started < 10
+    assert worker.process.exitcode == -signal.SIGKILL
+
+
+def test_a_ddp_runs_failure_is_the_rank_that_ended_first_on_its_own():
+    lost, term = EXIT_RANK_LOST, -signal.SIGTERM
+    assert first_failed_rank({0: lost, 1: -signal.SIGKILL}) == (1, -signal.SIGKILL)  # killed; 0 noticed
+    assert first_failed_rank({0: term, 1: -signal.SIGKILL}) == (1, -signal.SIGKILL)  # killed; 0 stopped
+    assert first_failed_rank({0: 0, 1: 70, 2: term}) == (1, 70)  # a crash
+    assert first_failed_rank({0: term, 1: None}) == (0, term)  # SIGTERMed from outside
+    assert first_failed_rank({0: lost, 1: lost}) == (0, lost)
+    assert (
+        how_it_ended(-signal.SIGKILL) == "was killed by SIGKILL" and how_it_ended(75) == "ended with exit 75"
+    )

@@ -15,7 +15,7 @@ from ..latency import read_latency
 from ..models import mlps_per_block
 from ..record import SUMMARY, RunRecord, number_at
 from ..status import sweep_status
-from ..store import read_json
+from ..store import UNTRUSTED, UnsafeRunFolder, read_json
 from ..sweep import Plan
 from .headline import add_scores
 
@@ -38,8 +38,12 @@ ONNXRUNTIME = {
 
 
 def sweep_frame(plan: Plan) -> pd.DataFrame:
+    statuses = sweep_status(plan)
+    for status in statuses:  # a record another user could have written never enters a report
+        if status.detail.startswith(UNTRUSTED):
+            raise UnsafeRunFolder(status.detail.removeprefix(f"{UNTRUSTED}: "))
     rows = []
-    for status in sweep_status(plan):
+    for status in statuses:
         run = status.run
         row = {
             "run_id": run.run_id,

@@ -217,3 +217,51 @@ def test_a_compress_run_never_reads_a_pretrain_folder_someone_else_could_have_pl
     says = {"world-writable": "is writable by every user", "another-owner": "not by you"}
     assert error.startswith("lcbench: error: ") and says.get(how, "model.pt is a symbolic link") in error
     assert not list((tmp_path / "out").glob("*/model.pt"))[1:]  # no compressed model was written
+
+
+@pytest.mark.parametrize("how", ["second-user", "world-writable", "linked-record"])
+def test_a_record_another_user_could_have_written_never_enters_a_status_or_a_report(
+    tmp_path, capsys, how, request
+):
+    """`report` read every run folder of its sweep whoever owned it: a planted completed record (its
+    numbers made up) entered the tables beside the runs' own."""
+    import shutil
+    import tempfile
+
+    from lcbench.sweep import plan_sweep
+    from tests.test_runner import digits_sweep
+
+    shared = Path(tempfile.mkdtemp(prefix="lcbench-shared-"))  # pytest's own folders are private (0700)
+    request.addfinalizer(lambda: shutil.rmtree(shared))
+    os.chmod(shared, 0o1777)
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}}, output_root=str(shared))
+    pretrain = next(r for r in plan_sweep(path).runs if r.stage == "pretrain")
+    folder = shared / pretrain.run_id
+    record = json.dumps({"status": "completed", "run_id": pretrain.run_id, "final": {"top1": 99.9}})
+    if how == "second-user":
+        uid, as_second_user = request.getfixturevalue("second_user")
+        as_second_user(f"mkdir {folder} && echo '{record}' > {folder}/result.json")
+        says = f"is owned by uid {uid}, not by you"
+    elif how == "world-writable":
+        folder.mkdir()
+        (folder / "result.json").write_text(record)
+        folder.chmod(0o777)
+        says = "is writable by every user"
+    else:
+        folder.mkdir()
+        (tmp_path / "made-up.json").write_text(record)
+        (folder / "result.json").symlink_to(tmp_path / "made-up.json")
+        says = "result.json is a symbolic link"
+
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "failed UntrustedRecord: " in out and "1 failed" in out  # not completed at 99.9%
+    out_dir = tmp_path / "report"
+    assert main(["report", str(path), "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcbench: error: ") and says in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()  # refused before anything was written
+    assert main(["results", str(shared)]) == 0
+    listed = capsys.readouterr().out
+    assert f"{pretrain.run_id},failed," in listed and "99.9" not in listed
