@@ -265,3 +265,63 @@ def test_a_record_another_user_could_have_written_never_enters_a_status_or_a_rep
     assert main(["results", str(shared)]) == 0
     listed = capsys.readouterr().out
     assert f"{pretrain.run_id},failed," in listed and "99.9" not in listed
+
+
+def test_a_second_user_cannot_steer_launch_cancel_or_a_compress_run_on_a_shared_root(
+    tmp_path, capsys, second_user, request
+):
+    """Cases 1-4 of the second hardening round, planted by a real second account on a 1777 root: `.sweeps`
+    as a link, a sweep folder of theirs with `submissions.jsonl` linked to a root-only file, a queue folder
+    of theirs whose queue.json names one of our processes, and a pretrain folder with a made-up record."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from lcbench.config import pretrain_config
+    from lcbench.local_queue import LocalExecutor
+    from lcbench.submissions import Job, Submission
+    from tests.test_runner import digits_sweep
+
+    uid, as_second_user = second_user
+    shared = Path(tempfile.mkdtemp(prefix="lcbench-shared-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared))
+    os.chmod(shared, 0o1777)
+    path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}}, output_root=str(shared))
+    secret = tmp_path / "secret"
+    secret.write_text("root only\n")
+    capsys.readouterr()
+
+    as_second_user(f"mkdir {shared}/theirs && ln -s {shared}/theirs {shared}/.sweeps")
+    assert main(["launch", str(path), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert not list((shared / "theirs").iterdir())  # our queue was not made in their folder
+
+    as_second_user(
+        f"rm {shared}/.sweeps && mkdir -p {shared}/.sweeps/t && "
+        f"ln -s {secret} {shared}/.sweeps/t/submissions.jsonl"
+    )
+    assert main(["launch", str(path), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"owned by uid {uid}, not by you" in err and len(err.strip().splitlines()) == 1
+    assert secret.read_text() == "root only\n"
+    as_second_user(f"rm -r {shared}/.sweeps")
+
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lcbench"])
+    request.addfinalizer(decoy.kill)
+    queue = json.dumps({"supervisor_pid": decoy.pid, "runs": [{"run_id": "r1", "state": "running"}]})
+    as_second_user(f"mkdir {shared}/q && echo '{queue}' > {shared}/q/queue.json")
+    job = Job("r1", Submission("local", str(shared / "q"), {"r1": "0"}, pid=decoy.pid), "0")
+    assert LocalExecutor().states([job]) == {}  # not taken as a live queue holding the run
+    LocalExecutor().cancel([job])
+    assert decoy.poll() is None  # never signalled
+
+    args = fast_overrides(shared, epochs=1, stage="compress", method="finetune")
+    pretrain = RunDir(shared, run_id(pretrain_config(make_config({}, args))))
+    record = json.dumps({"status": "completed", "run_id": pretrain.run_id, "final": {"top1": 97.22}})
+    as_second_user(f"mkdir {pretrain.path} && echo '{record}' > {pretrain.path}/result.json")
+    assert main(["run", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"owned by uid {uid}, not by you" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not list(shared.glob("*/model.pt"))  # nothing trained from their record
