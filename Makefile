@@ -15,22 +15,23 @@ MEASURE_DEVICE ?= cpu
 
 install: $(STAMP)
 
+# the extras the embedded sweeps use (the text sweep's language model, SLURM, W&B, structured pruning)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[text,slurm,wandb,pruning]"
 	@touch $(STAMP)
 
-# ONNX export and the onnxruntime latency backend (`lcbench[export]`): the suite tests them, a sweep needs none
-EXPORT_STAMP := $(VENV)/.installed-export
-$(EXPORT_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[test,export]"
-	@touch $(EXPORT_STAMP)
+# the suite also tests ONNX export and the onnxruntime latency backend (`lcbench[export]`): a sweep needs none
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[all,test]"
+	@touch $(TEST_STAMP)
 
-test: install $(EXPORT_STAMP)
+test: install $(TEST_STAMP)
 	$(PY) -m pytest -q -rs
 
-test-fast: install $(EXPORT_STAMP)
+test-fast: install $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 LCBENCH  := $(VENV)/bin/lcbench
@@ -118,8 +119,8 @@ bench: install
 	@mkdir -p results/bench
 	$(PY) -m lcbench.bench
 
-lint: install
-	$(VENV)/bin/ruff check lcbench baselines tests
+lint: install $(TEST_STAMP)
+	$(VENV)/bin/ruff check lcbench tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -12,6 +12,7 @@ package): `--help` and `status` never pay for timm, pandas or matplotlib.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import os
 import shlex
@@ -45,13 +46,14 @@ def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def config_from_args(items: Sequence[str]):
     """YAML files (merged in order) followed by key=value overrides -> a validated RunConfig."""
+    from . import bundled
     from .config import load_yaml
     from .resolve import make_config
 
     files, overrides = _split_args(items)
     values: dict = {}
     for path in files:
-        values.update(load_yaml(path))
+        values.update(load_yaml(bundled.find(path)))
     return make_config(values, overrides)
 
 
@@ -128,6 +130,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             choices = f"  one of {row['choices']}" if row["choices"] else ""
             print(f"{row['key']:18} {row['type']:14} default {row['default']!r}{choices}  {row['help']}")
         return 0
+    if args.kind in ("specs", "profiles"):  # the bundled files, by name
+        from . import bundled
+
+        kind = args.kind.removesuffix("s")
+        found = [n for n in bundled.names(kind) if not args.pattern or fnmatch.fnmatchcase(n, args.pattern)]
+        width = max(map(len, found), default=0)
+        print("\n".join(f"{n:{width}}  {bundled.find(n, kind)}" for n in found))
+        return 0 if found else 1
     registry = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}[args.kind]
     names = registry.names(args.pattern, include_fallbacks=args.kind == "models")
     if not names:
@@ -519,8 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="list methods, models, datasets or config keys")
-    p.add_argument("kind", choices=["methods", "models", "datasets", "keys"])
+    p = sub.add_parser("list", help="list methods, models, datasets, config keys, specs or SLURM profiles")
+    p.add_argument("kind", choices=["methods", "models", "datasets", "keys", "specs", "profiles"])
     p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'vit_*' (with keys: a method name)")
     p.set_defaults(func=cmd_list)
 

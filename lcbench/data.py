@@ -26,7 +26,7 @@ from torchvision.transforms import InterpolationMode
 from . import device_decode
 from .device_decode import DecodeBatch
 from .errors import DataError
-from .registry import Registry
+from .registry import Registry, load_entry_points
 
 
 @dataclass(frozen=True)
@@ -134,16 +134,23 @@ class DataSplits:
     in_chans: int
 
 
+ENTRY_POINT_GROUP = "lcbench.datasets"  # another package's data sets: a module calling register_dataset
+
+
 def _discover() -> None:
-    """The data sets of modules that build on this one (text, Fashion-MNIST): found at the first lookup."""
+    """The data sets of modules that build on this one (text, Fashion-MNIST), then those of other packages
+    (the `lcbench.datasets` entry points): found at the first lookup."""
     for module in ("text_data", "fashion_data"):
         importlib.import_module(f"{__package__}.{module}").register()
+    load_entry_points(ENTRY_POINT_GROUP, DATASETS, DatasetSpec)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=_discover)
 
 
-def _register(spec: DatasetSpec) -> DatasetSpec:
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add `spec` to the data sets (another package calls it from a module it names in the
+    `lcbench.datasets` entry-point group)."""
     return DATASETS.register(spec.name)(spec)
 
 
@@ -178,7 +185,7 @@ def _load_digits(
     return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val)
 
 
-_register(
+register_dataset(
     DatasetSpec(
         "digits",
         _load_digits,
@@ -263,7 +270,7 @@ def _load_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool) -> t
     return _load_folder_pair("imagenet")(root, train_tf, eval_tf, download)
 
 
-_register(
+register_dataset(
     DatasetSpec(
         "imagenet",
         _load_imagenet,
@@ -274,7 +281,7 @@ _register(
         train_size=1281167,
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         "imagefolder",
         _load_folder_pair("imagefolder"),
@@ -316,7 +323,7 @@ def _load_tiny_imagenet(root: Path, train_tf: Any, eval_tf: Any, download: bool)
     return _load_folder_pair("tiny_imagenet")(root, train_tf, eval_tf, download)
 
 
-_register(
+register_dataset(
     DatasetSpec(
         "tiny_imagenet",
         _load_tiny_imagenet,
@@ -357,7 +364,7 @@ def _as_list(kwargs: dict | list) -> list[dict]:
     return kwargs if isinstance(kwargs, list) else [kwargs]
 
 
-_register(
+register_dataset(
     DatasetSpec(
         "cifar10",
         _torchvision("cifar10", "CIFAR10", {"train": True}, {"train": False}, "cifar-10-batches-py"),
@@ -368,7 +375,7 @@ _register(
         train_size=50000,
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         "cifar100",
         _torchvision("cifar100", "CIFAR100", {"train": True}, {"train": False}, "cifar-100-python"),
@@ -379,7 +386,7 @@ _register(
         train_size=50000,
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         "flowers102",
         _torchvision(
@@ -394,7 +401,7 @@ _register(
         train_size=1020,
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         "pets",
         _torchvision("pets", "OxfordIIITPet", {"split": "trainval"}, {"split": "test"}, "oxford-iiit-pet"),
@@ -403,7 +410,7 @@ _register(
         train_size=3680,
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         "stanford_cars",
         _torchvision("stanford_cars", "StanfordCars", {"split": "train"}, {"split": "test"}, "stanford_cars"),
@@ -431,7 +438,7 @@ def _load_caltech101(root: Path, train_tf: Any, eval_tf: Any, download: bool) ->
     return Subset(train_view, order[n_val:]), Subset(val_view, order[:n_val])
 
 
-_register(
+register_dataset(
     DatasetSpec(
         "caltech101",
         _load_caltech101,

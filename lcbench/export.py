@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import extras
 from .errors import CheckpointError, ConfigError, LcbenchError
 from .measure import count_parameters, example_input
 from .methods import METHODS
@@ -174,11 +175,7 @@ def load_export(folder: str | Path) -> nn.Module:
 
 def require_onnx() -> None:
     """onnx, onnxscript (torch's exporter) and onnxruntime, or a clear error naming the extra."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"ONNX needs {', '.join(missing)}: pip install 'lcbench[export]'")
+    extras.require("onnx", "onnxscript", "onnxruntime", purpose="ONNX")
 
 
 def onnx_export(model: nn.Module, traced: torch.Tensor, path: Path) -> str:

@@ -18,9 +18,9 @@ from timm.models.vision_transformer import VisionTransformer, init_weights_vit_t
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
-from . import text_models
+from . import extras, text_models
 from .errors import CheckpointError, ConfigError, first_line
-from .registry import Registry
+from .registry import Registry, load_entry_points
 
 
 @dataclass
@@ -38,12 +38,23 @@ class ModelSpec:
     loads_pretrained: bool = False
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+ENTRY_POINT_GROUP = "lcbench.models"  # another package's models: a module that calls register_model
 
 
-def _register(
+def _discover() -> None:
+    load_entry_points(ENTRY_POINT_GROUP, MODELS, ModelSpec)
+
+
+MODELS: Registry[ModelSpec] = Registry("model", discover=_discover)
+
+
+def register_model(
     name: str, source: str, description: str = "", mlps_per_block: int = 1, loads_pretrained: bool = False
 ) -> Callable:
+    """Decorator adding a builder `build(num_classes, in_chans, img_size, hub)` to the zoo as `name`
+    (`source` names its library; see ModelSpec). Another package calls it from a module it names in the
+    `lcbench.models` entry-point group."""
+
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS.register(name)(ModelSpec(name, build, source, description, mlps_per_block, loads_pretrained))
         return build
@@ -60,7 +71,7 @@ def mlps_per_block(name: str) -> int:
 # Digits models (8x8 greyscale, 10 classes)
 
 
-@_register(
+@register_model(
     "digits_mlp", "torch", "MLP 64-512-512-10: Linear-ReLU-Dropout-BatchNorm1d-Linear-ReLU-Dropout-Linear"
 )
 def digits_mlp(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
@@ -78,7 +89,7 @@ def digits_mlp(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
     )
 
 
-@_register("digits_vit", "timm", "timm VisionTransformer: 8x8, patch 2, dim 64, depth 4, 4 heads")
+@register_model("digits_vit", "timm", "timm VisionTransformer: 8x8, patch 2, dim 64, depth 4, 4 heads")
 def digits_vit(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
 
     return VisionTransformer(
@@ -95,7 +106,7 @@ def digits_vit(num_classes: int = 10, in_chans: int = 1, img_size: int | None = 
     )
 
 
-@_register("digits_mixer", "timm", "timm MlpMixer: 8x8, patch 2, dim 64, 4 blocks", mlps_per_block=2)
+@register_model("digits_mixer", "timm", "timm MlpMixer: 8x8, patch 2, dim 64, 4 blocks", mlps_per_block=2)
 def digits_mixer(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
 
     return MlpMixer(
@@ -112,7 +123,9 @@ DIGITS_VGG_FEATURES = [32, "M", 64, "M", 128]
 DIGITS_VGG_HIDDEN = 256
 
 
-@_register("digits_vgg", "torchvision", "torchvision VGG: conv 32-M-64-M-128 (BN) + Linear 512-256-256-10")
+@register_model(
+    "digits_vgg", "torchvision", "torchvision VGG: conv 32-M-64-M-128 (BN) + Linear 512-256-256-10"
+)
 def digits_vgg(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, hub: bool = False):
 
     # Build VGG's own class without its 25088x4096 classifier: swap the parts VGG.__init__ would create.
@@ -179,7 +192,7 @@ for _name in [
     "resnet101",
     "resnet152",
 ]:
-    _register(_name, "torchvision", f"torchvision {_name}")(_torchvision_builder(_name))
+    register_model(_name, "torchvision", f"torchvision {_name}")(_torchvision_builder(_name))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -212,23 +225,23 @@ MODELS.add_fallback(_timm_lookup, _timm_names)
 # transformers BERT and GPT-2 (`text_models`)
 
 for _name in text_models.GPT2_SHAPES:
-    _register(_name, "transformers", f"transformers GPT-2 {_name} (causal LM)", loads_pretrained=True)(
+    register_model(_name, "transformers", f"transformers GPT-2 {_name} (causal LM)", loads_pretrained=True)(
         text_models.build_gpt2(_name)
     )
 for _name in text_models.BERT_SHAPES:
-    _register(_name, "transformers", f"transformers {_name} sequence classifier", loads_pretrained=True)(
+    register_model(_name, "transformers", f"transformers {_name} sequence classifier", loads_pretrained=True)(
         text_models.build_bert(_name)
     )
-_register(
+register_model(
     "text_gpt2",
     "transformers",
     "byte-level GPT-2: 4 layers of 64, 256-token vocabulary (embedded text)",
     loads_pretrained=True,
 )(text_models.build_gpt2("text_gpt2"))
-_register(
+register_model(
     "gpt2-tiny", "transformers", "GPT-2: 3 layers of 32, 1000 tokens (test fixtures)", loads_pretrained=True
 )(text_models.build_gpt2("gpt2-tiny"))
-_register(
+register_model(
     "bert-tiny", "transformers", "BERT: 3 layers of 32, 1000 tokens (test fixtures)", loads_pretrained=True
 )(text_models.build_bert("bert-tiny"))
 
@@ -242,6 +255,8 @@ def create_model(
     """Build a zoo model; `pretrained` is '' (random init), 'hub', a weights file or (transformers models)
     a `save_pretrained` folder."""
     spec = MODELS.get(name)
+    if spec.source == "transformers":
+        extras.require("transformers", purpose=f"model {name}")
     if spec.loads_pretrained and pretrained and not Path(pretrained).expanduser().is_file():
         return spec.build(num_classes=num_classes, pretrained=pretrained)  # a from_pretrained folder, or hub
     model = spec.build(num_classes=num_classes, in_chans=in_chans, img_size=img_size, hub=pretrained == "hub")

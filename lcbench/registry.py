@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.metadata
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -73,3 +74,14 @@ class Registry(Generic[T]):
         if pattern:
             found = {n for n in found if fnmatch.fnmatchcase(n, pattern)}
         return sorted(found)
+
+
+def load_entry_points(group: str, registry: Registry, kind: type) -> None:
+    """Load another package's plug-ins from the entry-point `group` (`lcbench.methods`, `lcbench.models`,
+    `lcbench.datasets`): a module registers what it holds when imported; an object of type `kind` (a
+    method class, a ModelSpec, a DatasetSpec) is registered here under the entry point's name."""
+    for entry in importlib.metadata.entry_points(group=group):
+        loaded = entry.load()
+        is_kind = isinstance(loaded, kind) or (isinstance(loaded, type) and issubclass(loaded, kind))
+        if is_kind and entry.name not in registry._items:
+            registry.register(entry.name)(loaded)

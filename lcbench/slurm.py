@@ -1,10 +1,10 @@
 """SLURM through submitit: cluster profiles, a code snapshot, one job array per stage, preemption requeue.
 
-A job is a `RunJob` (a submitit `Checkpointable`). On the scheduler's preemption or time-limit signal
-submitit calls its `checkpoint`, requeues the job and exits; the run writes no failed record for that exit,
-and the requeued job resumes from the run's last checkpoint (the latest epoch, never a "best" one) under
-the same W&B id. Jobs import lcbench from a copy of the code taken at submission, so editing the checkout
-never changes queued jobs.
+A job is a `RunJob` (`slurm_job.py`, a submitit `Checkpointable`). On the scheduler's preemption or
+time-limit signal submitit calls its `checkpoint`, requeues the job and exits; the run writes no failed
+record for that exit, and the requeued job resumes from the run's last checkpoint (the latest epoch, never
+a "best" one) under the same W&B id. Jobs import lcbench from a copy of the code taken at submission, so
+editing the checkout never changes queued jobs.
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
-
+from . import bundled, extras
 from .config import load_yaml, to_dict
 from .errors import ConfigError, LcbenchError
 from .fields import build_dataclass, option
-from .job import run_job
-from .pipeline import mark_preempted
 from .provenance import PACKAGE_DIR, SNAPSHOT_INFO, git_info
-from .resolve import make_config
 from .store import atomic_write_json
 from .submissions import (
     Executor,
@@ -36,8 +32,6 @@ from .submissions import (
     record_submission,
 )
 from .sweep import Plan, PlannedRun
-
-PROFILE_DIR = PACKAGE_DIR.parent / "slurm"
 
 
 @dataclass
@@ -57,19 +51,16 @@ class SlurmProfile:
     additional: dict = option(default_factory=dict, help="further sbatch options, e.g. {exclude: node3}")
 
 
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) if PROFILE_DIR.is_dir() else []
-
-
 def load_profile(name: str) -> SlurmProfile:
-    """A profile by name (`slurm/<name>.yaml`) or by path."""
-    path = Path(name)
-    if not path.suffix:
-        path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
+    """A profile by name (a bundled `slurm/<name>.yaml`) or by path."""
+    try:
+        path = bundled.find(name, "profile")
+    except ConfigError:
+        path = None
+    if path is None or not path.is_file():
         raise ConfigError(
-            f"SLURM profile {name!r} does not exist ({path}); available: "
-            f"{', '.join(available_profiles()) or 'none'} (or give a YAML file's path)"
+            f"SLURM profile {name!r} does not exist{f' ({path})' if path else ''}; available: "
+            f"{', '.join(bundled.names('profile')) or 'none'} (or give a YAML file's path)"
         )
     try:
         return build_dataclass(SlurmProfile, load_yaml(path))
@@ -112,28 +103,11 @@ def controller_problem(timeout_s: float = 30.0) -> str:
 
 
 def snapshot_code(folder: Path) -> Path:
-    """Copy the lcbench and baselines packages into `folder/code` (the jobs' PYTHONPATH)."""
+    """Copy the lcbench package (its baselines included) into `folder/code` (the jobs' PYTHONPATH)."""
     code = folder / "code"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("lcbench", "baselines"):
-        shutil.copytree(PACKAGE_DIR.parent / package, code / package, ignore=ignore)
+    shutil.copytree(PACKAGE_DIR, code / "lcbench", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     atomic_write_json(code / SNAPSHOT_INFO, git_info())
     return code
-
-
-class RunJob(submitit.helpers.Checkpointable):
-    """One run as a SLURM job; requeued (and resumed) on preemption or time limit."""
-
-    def __call__(self, config: dict) -> dict:
-        cfg = make_config(config)
-        if cfg.nproc * cfg.nodes > 1:  # one task per rank: RANK, WORLD_SIZE, MASTER_ADDR... from SLURM's
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        result = run_job(cfg)
-        return {"run_id": result["run_id"], "status": result["status"]}
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        mark_preempted()  # the trainer's per-epoch checkpoint is what the requeued job resumes from
-        return super().checkpoint(*args, **kwargs)
 
 
 @dataclass
@@ -158,6 +132,11 @@ def submit_array(
     """Submit one job array (one job per config, all with the same nproc and nodes: a DDP run is one job
     of nproc tasks on each of its nodes, one GPU per task on a GPU profile); `dependency` is an sbatch
     dependency expression."""
+    extras.require("submitit", purpose="--executor slurm")
+    import submitit
+
+    from .slurm_job import RunJob
+
     nproc, nodes = configs[0].nproc, configs[0].nodes
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params: dict[str, Any] = {

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from . import bundled
 from .config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config, run_id
 from .cost import flops_per_sample, forward_flops
 from .data import DATASETS, model_img_size
@@ -287,6 +288,8 @@ def _config(source: str, values: dict, where: str) -> RunConfig:
 
 
 def plan_sweep(path: str | Path, overrides: list[str] = ()) -> Plan:
+    """A spec's plan: `path` a YAML file, or the name of a bundled spec (`digits`)."""
+    path = bundled.find(path)
     return expand(load_spec(path, overrides), str(path))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from . import extras
 from .data import DATASETS, DatasetSpec
 from .errors import ConfigError, DataError, first_line
 from .tasks import IGNORE_INDEX
@@ -128,6 +129,7 @@ def _split_files(folder: Path, split: str) -> list[str]:
 
 def load_splits(root: Path, hub: HubSet, name: str, download: bool, raw: dict[str, str] | None = None):
     """The train and held-out splits of `hub` as `datasets.Dataset`s, from the first local layout found."""
+    extras.require("datasets", purpose=f"data set {name}")
     import datasets
 
     folder = root / hub.folder

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import extras
 from .errors import CheckpointError, ConfigError
 
 BYTE_VOCAB = 256  # the embedded text models read raw bytes: token = byte value
@@ -110,6 +111,7 @@ def load_tokenizer(model: str, pretrained: str, vocab_size: int):
             f"{model} reads text through its tokenizer: set pretrained=FOLDER (a save_pretrained folder with "
             "the tokenizer files; pretrain.pretrained=FOLDER for a compress run) or pretrained=hub"
         )
+    extras.require("transformers", purpose=f"model {model}'s tokenizer")
     from transformers import AutoTokenizer
 
     source = model if pretrained == "hub" else str(Path(pretrained).expanduser())
@@ -174,6 +176,7 @@ BERT_ARCH_FIELDS = (
 
 
 def gpt2_config(name: str):
+    extras.require("transformers", purpose=f"model {name}")
     from transformers import GPT2Config
 
     if name in TINY_GPT2:
@@ -183,6 +186,7 @@ def gpt2_config(name: str):
 
 
 def bert_config(name: str, num_labels: int):
+    extras.require("transformers", purpose=f"model {name}")
     from transformers import BertConfig
 
     kwargs = dict(TINY_BERT[name]) if name in TINY_BERT else {}
@@ -219,6 +223,7 @@ def _checked_folder(name: str, pretrained: str, config, fields: tuple[str, ...])
             f"pretrained={pretrained}: no config.json there. Give a folder written by `save_pretrained` "
             f"(or `huggingface-cli download {name} --local-dir DIR`), or pretrained=hub for the offline cache"
         )
+    extras.require("transformers", purpose=f"model {name}")
     from transformers import AutoConfig
 
     found = AutoConfig.from_pretrained(folder, local_files_only=True)

@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+from . import extras
 from .config import RunConfig, to_dict
 
 
@@ -58,6 +59,7 @@ class Tracker:
         self.run = None
         if self.mode == "disabled":
             return
+        extras.require("wandb", purpose=f"tracking.mode={self.mode} (tracking.mode=disabled needs nothing)")
         import wandb  # only when tracking is on: importing wandb costs seconds
 
         self.run = wandb.init(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.block_removal import block_influence, blocks_needed
 from lcbench import residual
+from lcbench.baselines.block_removal import block_influence, blocks_needed
 from lcbench.errors import ConfigError
 from lcbench.models import create_model
 from lcbench.pipeline import execute, load_model

@@ -217,7 +217,7 @@ def test_a_thousand_requests_cost_one_checkpoint_and_no_request_can_kill_the_run
 
 def test_live_tunables_are_derived_from_the_field_declarations():
     """Declared once: `option(..., tunable=True)` on the config and on a method's Params, bounds included."""
-    from baselines.distillation import KnowledgeDistillation
+    from lcbench.baselines.distillation import KnowledgeDistillation
     from lcbench.config import RunConfig
     from lcbench.control import tunables
     from lcbench.methods.layercollapse import LayerCollapse

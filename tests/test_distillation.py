@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.distillation import kd_loss
+from lcbench.baselines.distillation import kd_loss
 from lcbench.errors import CheckpointError, ConfigError
 from lcbench.pipeline import execute
 from lcbench.resolve import make_config
@@ -141,7 +141,7 @@ def test_kd_teacher_init_does_not_start_from_a_slope_one_fold(tmp_path):
 def test_kd_teacher_init_copies_every_matching_tensor_but_the_folded_layers():
     from types import SimpleNamespace
 
-    from baselines.distillation import KDParams, KnowledgeDistillation
+    from lcbench.baselines.distillation import KDParams, KnowledgeDistillation
     from lcbench.models import create_model
 
     teacher = create_model("digits_vit", 10, 1).eval().requires_grad_(False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.layer_folding import LayerFolding, clip_nonnegative, folding_regularizer, rounds_to_one
+from lcbench.baselines.layer_folding import LayerFolding, clip_nonnegative, folding_regularizer, rounds_to_one
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config
 from lcbench.store import RunDir

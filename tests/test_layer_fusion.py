@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.layer_fusion import apply_groups, candidate_layers, tie, weight_similarity
+from lcbench.baselines.layer_fusion import apply_groups, candidate_layers, tie, weight_similarity
 from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters
 from lcbench.pipeline import execute, load_model
@@ -99,7 +99,7 @@ def test_bad_fusion_requests(tmp_path, model, extra, message):
 
 @pytest.mark.slow
 def test_fusion_resumes_with_its_ties_and_stages(tmp_path, monkeypatch):
-    from baselines.layer_fusion import LayerFusion
+    from lcbench.baselines.layer_fusion import LayerFusion
 
     args = [*LF, "target_compression=1.8", "stages=4"]
     clean = execute(

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.low_rank import LowRank, block_linears, factorised, ranks_for
+from lcbench.baselines.low_rank import LowRank, block_linears, factorised, ranks_for
 from lcbench.collapse import collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters

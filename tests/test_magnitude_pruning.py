@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.magnitude_pruning import prunable_layers, prune_unstructured
+from lcbench.baselines.magnitude_pruning import prunable_layers, prune_unstructured
 from lcbench.errors import ConfigError
 from lcbench.measure import count_parameters
 from lcbench.models import create_model

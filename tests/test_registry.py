@@ -45,7 +45,7 @@ def test_timm_models_resolve_through_the_fallback():
 
 
 def test_methods_are_discovered_from_their_packages_and_entry_points(tmp_path):
-    """Nothing lists the methods: a fresh process finds every module of lcbench.methods and baselines,
+    """Nothing lists the methods: a fresh process finds every module of lcbench.methods and lcbench.baselines,
     and a method another package declares in the `lcbench.methods` entry-point group."""
     import subprocess
     import sys

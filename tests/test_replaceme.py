@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.replaceme import NormalEquations, angular_distance, fit_mlps, span_map
 from lcbench import collapse, residual
+from lcbench.baselines.replaceme import NormalEquations, angular_distance, fit_mlps, span_map
 from lcbench.errors import ConfigError
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config

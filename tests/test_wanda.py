@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.wanda import input_norms, row_mask, wanda_scores
+from lcbench.baselines.wanda import input_norms, row_mask, wanda_scores
 from lcbench.pipeline import execute, load_model
 from lcbench.resolve import make_config
 from lcbench.store import RunDir

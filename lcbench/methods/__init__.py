@@ -1,17 +1,16 @@
-"""The method registry, filled by discovery: every module of `lcbench.methods` and of `baselines`, then
+"""The method registry, filled by discovery: every module of `lcbench.methods` and `lcbench.baselines`, then
 the `lcbench.methods` entry-point group (a third-party package adds a method by naming its module there).
 A method is one file that registers its class with `@METHODS.register("name")`; nothing else lists it."""
 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import pkgutil
 
-from ..registry import Registry
+from ..registry import Registry, load_entry_points
 from .base import Method, RunContext
 
-PACKAGES = ("lcbench.methods", "baselines")
+PACKAGES = ("lcbench.methods", "lcbench.baselines")
 ENTRY_POINT_GROUP = "lcbench.methods"
 
 
@@ -21,10 +20,7 @@ def _discover() -> None:
         for module in pkgutil.iter_modules(package.__path__):
             if not module.name.startswith("_") and module.name != "base":
                 importlib.import_module(f"{package_name}.{module.name}")
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        loaded = entry.load()  # a module registers itself; a bare Method subclass is registered here
-        if isinstance(loaded, type) and issubclass(loaded, Method) and entry.name not in METHODS.names():
-            METHODS.register(entry.name)(loaded)
+    load_entry_points(ENTRY_POINT_GROUP, METHODS, Method)
 
 
 METHODS: Registry[type[Method]] = Registry("method", discover=_discover)

@@ -1,7 +1,8 @@
 """The plug-in interface every compression method implements on the one shared trainer.
 
-A method is one file (in `lcbench/methods/`, `baselines/` or a package of the `lcbench.methods` entry-point
-group) holding a `Method` subclass registered with `@METHODS.register("name")` and its `Params` dataclass.
+A method is one file (in `lcbench/methods/`, `lcbench/baselines/` or a package of the `lcbench.methods`
+entry-point group) holding a `Method` subclass registered with `@METHODS.register("name")` and its `Params`
+dataclass.
 
 Lifecycle of a run (`pipeline.execute`), in order:
 

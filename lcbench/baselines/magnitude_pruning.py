@@ -23,6 +23,7 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune
 
+from lcbench import extras
 from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
 from lcbench.errors import ConfigError
 from lcbench.fields import option
@@ -105,6 +106,7 @@ def count_parameters_effective(model: nn.Module) -> int:
 
 def prune_structured(model: nn.Module, input_shape: tuple[int, ...], target: float) -> tuple[nn.Module, dict]:
     """Channel pruning with torch-pruning to `target` MAC ratio (bisection on the uniform pruning ratio)."""
+    extras.require("torch_pruning", purpose="magnitude_pruning scope=structured")
     import torch_pruning as tp  # only for scope=structured: importing it costs about a second
 
     macs0 = count_macs(model, input_shape)["gmacs"]
