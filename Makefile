@@ -11,7 +11,7 @@ MODELS ?=
 ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench lint clean
+.PHONY: install docs test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench lint clean
 
 install: $(STAMP)
 
@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[text,slurm,wandb,pruning]"
 	@touch $(STAMP)
 
-# the suite also tests ONNX export and the onnxruntime latency backend (`lcbench[export]`): a sweep needs none
+# the suite also tests ONNX export and the onnxruntime latency backend (`lcbench[export]`) and builds the docs
+# (`lcbench[docs]`): a sweep needs neither
 TEST_STAMP := $(VENV)/.installed-test
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[all,test]"
+	$(PY) -m pip install -q -e ".[all,test,docs]"
 	@touch $(TEST_STAMP)
 
 test: install $(TEST_STAMP)
@@ -118,6 +119,10 @@ gpu-check: install
 bench: install
 	@mkdir -p results/bench
 	$(PY) -m lcbench.bench
+
+# the documentation site (docs/, mkdocs) at http://127.0.0.1:8000, rebuilt on every change
+docs: install $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 lint: install $(TEST_STAMP)
 	$(VENV)/bin/ruff check lcbench tests
