@@ -30,7 +30,7 @@ $(TEST_STAMP): $(STAMP)
 	@touch $(TEST_STAMP)
 
 test: install $(TEST_STAMP)
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=15
 
 test-fast: install $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not slow and not slurm"
@@ -118,7 +118,7 @@ gpu-check: install
 
 bench: install
 	@mkdir -p results/bench
-	$(PY) -m lcbench.bench
+	$(PY) -m lcbench.measurement.bench
 
 # the documentation site (docs/, mkdocs) at http://127.0.0.1:8000, rebuilt on every change
 docs: install $(TEST_STAMP)

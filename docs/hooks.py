@@ -10,11 +10,11 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 from lcbench.cli import build_parser
-from lcbench.config import RunConfig
-from lcbench.data import DATASETS
-from lcbench.fields import describe_fields
+from lcbench.core.config import RunConfig
+from lcbench.core.fields import describe_fields
 from lcbench.methods import METHODS, method_order
-from lcbench.models import MODELS
+from lcbench.zoo.data import DATASETS
+from lcbench.zoo.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,8 @@ def _method(name: str) -> str:
         + f"{doc}\n\n"
         + f"## Parameters\n\n`lcbench list keys {name}`; the code is `{source}`.\n\n"
         + _fields(cls.Params)
-        + f"\n## Run it\n\n```bash\nlcbench run stage=compress method={name} model=digits_vit dataset=digits\n```\n"
+        + "\n## Run it\n\n```bash\n"
+        + f"lcbench run stage=compress method={name} model=digits_vit dataset=digits\n```\n"
     )
 
 
@@ -113,7 +114,9 @@ def _datasets() -> str:
     rows = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)
-        inputs = f"{spec.seq_len} tokens" if spec.is_text else f"{spec.in_chans}x{spec.img_size}x{spec.img_size}"
+        inputs = (
+            f"{spec.seq_len} tokens" if spec.is_text else f"{spec.in_chans}x{spec.img_size}x{spec.img_size}"
+        )
         rows.append(
             {
                 "name": f"`{name}`",
@@ -124,7 +127,9 @@ def _datasets() -> str:
                 "where to get it": spec.how_to_get,
             }
         )
-    return "\n## Every data set\n\n" + _table(rows, ["name", "task", "metric", "classes", "inputs", "where to get it"])
+    return "\n## Every data set\n\n" + _table(
+        rows, ["name", "task", "metric", "classes", "inputs", "where to get it"]
+    )
 
 
 def _models() -> str:
@@ -133,7 +138,8 @@ def _models() -> str:
         for n in MODELS.names()
     ]
     return (
-        "\n## Every registered model\n\nAny timm model also works by its name (`model=vit_base_patch16_224`).\n\n"
+        "\n## Every registered model\n\n"
+        "Any timm model also works by its name (`model=vit_base_patch16_224`).\n\n"
         + _table(rows, ["name", "library", "what it is"])
     )
 

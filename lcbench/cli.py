@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, LcbenchError
-from .exits import exit_code
-from .record import RunRecord
+from .core.errors import ConfigError, LcbenchError
+from .core.exits import exit_code
+from .core.record import RunRecord
 
 EXIT_CODES = """exit codes: 0 success; 1 a negative answer to a question asked (`list` found no match,
 `replay` differs, `status --wait` ended with failed or missing runs); 2 a user error (bad config, missing
@@ -46,9 +46,9 @@ def _split_args(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def config_from_args(items: Sequence[str]):
     """YAML files (merged in order) followed by key=value overrides -> a validated RunConfig."""
-    from . import bundled
-    from .config import load_yaml
-    from .resolve import make_config
+    from .core import bundled
+    from .core.config import load_yaml
+    from .training.resolve import make_config
 
     files, overrides = _split_args(items)
     values: dict = {}
@@ -58,14 +58,14 @@ def config_from_args(items: Sequence[str]):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .config import run_id
-    from .pipeline import execute
-    from .store import dumps
+    from .core.store import dumps
+    from .training import distributed
+    from .training.identity import run_id
+    from .training.pipeline import execute
 
     cfg = config_from_args(args.items)
     if args.print_config:  # the resolved config (hydra's --cfg job), nothing run
-        from .config import to_yaml
+        from .core.config import to_yaml
 
         print(f"# run {run_id(cfg)}\n{to_yaml(cfg)}", end="")
         return 0
@@ -119,11 +119,11 @@ RUN_FLAGS = ("force", "no_progress", "require_pretrained")  # passed on to each 
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .config import RunConfig
-    from .data import DATASETS
-    from .fields import describe_fields
+    from .core.config import RunConfig
+    from .core.fields import describe_fields
     from .methods import METHODS
-    from .models import MODELS
+    from .zoo.data import DATASETS
+    from .zoo.models import MODELS
 
     if args.kind == "keys":  # the run config's keys, or with a method name that method's parameters
         for row in describe_fields(METHODS.get(args.pattern).Params if args.pattern else RunConfig):
@@ -131,7 +131,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{row['key']:18} {row['type']:14} default {row['default']!r}{choices}  {row['help']}")
         return 0
     if args.kind in ("specs", "profiles"):  # the bundled files, by name
-        from . import bundled
+        from .core import bundled
 
         kind = args.kind.removesuffix("s")
         found = [n for n in bundled.names(kind) if not args.pattern or fnmatch.fnmatchcase(n, args.pattern)]
@@ -160,7 +160,7 @@ def _method_line(name: str) -> str:
 
 def _dataset_line(name: str) -> str:
     """`classification, top1, 10 classes, 1x8x8` — what a data set is scored by and its inputs."""
-    from .data import DATASETS
+    from .zoo.data import DATASETS
 
     spec = DATASETS.get(name)
     classes = f"{spec.num_classes} classes" if spec.num_classes else "classes from the folder"
@@ -174,7 +174,7 @@ def _dataset_line(name: str) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .store import headline_columns, records_table
+    from .core.store import headline_columns, records_table
 
     table = records_table(args.out)
     if not args.all_columns:
@@ -188,24 +188,24 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_collapse(args: argparse.Namespace) -> int:
-    from .postcollapse import collapse_run
+    from .training.postcollapse import collapse_run
 
     report = collapse_run(args.run, threshold=args.threshold, force=args.force, out=args.out)
-    from .store import dumps
+    from .core.store import dumps
 
     print(dumps(report, indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .measurement.export import export_run
 
     print(export_run(_run_folder(args.run, args.root), args.format, args.out, args.force).summary())
     return 0
 
 
 def _plan(args: argparse.Namespace):
-    from .sweep import plan_sweep
+    from .execution.sweep import plan_sweep
 
     files, overrides = _split_args(args.items)
     if len(files) != 1:
@@ -246,10 +246,10 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .execution.status import counts_text, summarize, sweep_status
+    from .execution.sweep import training_flops
     from .methods import METHODS
-    from .resolve import method_params
-    from .status import counts_text, summarize, sweep_status
-    from .sweep import training_flops
+    from .training.resolve import method_params
 
     plan = _plan(args)
     statuses = sweep_status(plan)
@@ -309,8 +309,8 @@ def _hours(hours: float) -> str:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .executors import executor_named
-    from .runner import LaunchOptions, launch
+    from .execution.executors import executor_named
+    from .execution.runner import LaunchOptions, launch
 
     plan = _plan(args)
     options = LaunchOptions(
@@ -343,8 +343,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .runner import wait_for
-    from .status import counts_text, summarize, sweep_status
+    from .execution.runner import wait_for
+    from .execution.status import counts_text, summarize, sweep_status
 
     plan = _plan(args)
     if args.wait:
@@ -374,7 +374,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .status import cancel_sweep
+    from .execution.status import cancel_sweep
 
     plan = _plan(args)
     cancelled = cancel_sweep(plan)
@@ -401,8 +401,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from .rehearsal import rehearse, write
-    from .sweep import plan_sweep
+    from .execution.rehearsal import rehearse, write
+    from .execution.sweep import plan_sweep
 
     if args.steps < 1 or args.budget <= 0 or (args.batch is not None and args.batch < 1):
         raise ConfigError(
@@ -438,7 +438,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from .latency import measure_sweep
+    from .measurement.latency import measure_sweep
 
     plan = _plan(args)
     try:
@@ -461,7 +461,7 @@ def _run_folder(text: str, root: str):
     if not (path / "config.yaml").exists():
         path = Path(root) / text
     if not (path / "config.yaml").exists():
-        from .submissions import sweep_submitting
+        from .execution.submissions import sweep_submitting
 
         sweep = sweep_submitting(root, Path(text).name)
         if sweep:
@@ -474,9 +474,9 @@ def _run_folder(text: str, root: str):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .config import parse_override
-    from .control import send
-    from .store import dumps, live_status
+    from .core.config import parse_override
+    from .core.store import dumps, live_status
+    from .training.control import send
 
     path = _run_folder(args.run, args.root)
     if live_status(path) != "running":
@@ -490,7 +490,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay_run
+    from .training.replay import replay_run
 
     report = replay_run(_run_folder(args.run, args.root), args.out)
     for row in report["epochs"]:
@@ -677,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # key=value overrides given after an option
         setattr(args, target, [*getattr(args, target), *extra])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lcbench: %(message)s")
-    from .fingerprint import data_fingerprint
+    from .zoo.fingerprint import data_fingerprint
 
     data_fingerprint.cache_clear()  # each command reads the data as it is now (once, however many runs)
     try:

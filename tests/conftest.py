@@ -88,7 +88,7 @@ def interrupt_then_resume(cfg, method_cls, epoch: int, monkeypatch) -> dict:
     epoch before exists), then execute it again so it resumes; returns the final result."""
     import pytest
 
-    from lcbench.pipeline import execute
+    from lcbench.training.pipeline import execute
 
     original_hook = method_cls.on_epoch_end
 

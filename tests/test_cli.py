@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lcbench.cli import main
-from lcbench.config import run_id
-from lcbench.models import create_model
-from lcbench.record import IDENTITY, SUMMARY, summary_paths
-from lcbench.resolve import make_config
-from lcbench.store import RunDir, load_records
+from lcbench.core.record import IDENTITY, SUMMARY, summary_paths
+from lcbench.core.store import RunDir, load_records
+from lcbench.training.identity import run_id
+from lcbench.training.resolve import make_config
+from lcbench.zoo.models import create_model
 from tests.conftest import fast_overrides, run_cli
 
 
@@ -37,7 +37,7 @@ def test_run_then_results_table(tmp_path, capsys):
 def test_results_show_a_language_models_perplexity_not_its_next_token_top1():
     import pandas as pd
 
-    from lcbench.store import headline_columns
+    from lcbench.core.store import headline_columns
 
     columns = ["run_id", "status", "metric", "final.top1", "delta_top1", "final.perplexity"]
     columns += ["delta_perplexity", "compression", "final.latency_ms_b1", "cost.train_seconds"]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from lcbench import bundled
 from lcbench.cli import main
-from lcbench.errors import ConfigError
-from lcbench.extras import EXTRAS
+from lcbench.core import bundled
+from lcbench.core.errors import ConfigError
+from lcbench.core.extras import EXTRAS
 from tests.conftest import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -270,9 +270,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from lcbench.data import DatasetSpec, register_dataset
+from lcbench.zoo.data import DatasetSpec, register_dataset
 from lcbench.methods.finetune import Finetune
-from lcbench.models import register_model
+from lcbench.zoo.models import register_model
 
 
 @register_model("ext_linear", "torch", "Linear 4-8-ReLU-3")

@@ -10,8 +10,8 @@ import timm
 from safetensors.torch import save_file
 
 from lcbench.cli import main
+from lcbench.execution.sweep import plan_sweep
 from lcbench.methods import METHODS
-from lcbench.sweep import plan_sweep
 from tests.conftest import REPO, write_image_folder
 
 

@@ -11,8 +11,8 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertTokenizerFast, GPT2LMHeadModel, GPT2TokenizerFast
 
-from lcbench import text_models
-from lcbench.models import create_model
+from lcbench.zoo import text_models
+from lcbench.zoo.models import create_model
 
 WORDS = (
     "the a film movie story plot actor scene was is very not good bad great boring fun dull "

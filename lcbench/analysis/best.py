@@ -13,8 +13,8 @@ import math
 
 import pandas as pd
 
-from ..data import DATASETS
-from ..tasks import QUALITIES
+from ..training.tasks import QUALITIES
+from ..zoo.data import DATASETS
 from .outcomes import Outcomes
 from .records import NOT_COUNTED
 from .stats import comparison, is_matched

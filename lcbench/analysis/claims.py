@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..collapse import MATCH_TOLERANCE
+from ..zoo.collapse import MATCH_TOLERANCE
 from .headline import headline
 from .names import method_name, variant_label
 from .outcomes import Outcomes

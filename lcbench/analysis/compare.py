@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 # the columns compared as values (identity, status text and timings are not results)
 NOT_VALUES = {"run_id", "level", "seed", "replicate", "paper_blocks", "epochs", "train_seconds",

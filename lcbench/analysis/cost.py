@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..store import RunDir
+from ..core.store import RunDir
 from .headline import headline, sign
 from .stats import POINT, is_matched
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..data import DATASETS
-from ..errors import ConfigError
-from ..tasks import QUALITIES, Quality
+from ..core.errors import ConfigError
+from ..training.tasks import QUALITIES, Quality
+from ..zoo.data import DATASETS
 
 MIXED = Quality("score", "Score (each task's metric)", ("Score", ""), unit="points")
 

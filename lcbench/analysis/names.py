@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..methods import METHODS
 
 

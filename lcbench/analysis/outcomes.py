@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import examples
-from ..data import DATASETS
-from ..store import read_json
-from ..tasks import QUALITIES, TASKS
+from ..core.store import read_json
+from ..training import examples
+from ..training.tasks import QUALITIES, TASKS
+from ..zoo.data import DATASETS
 from .verdicts import POOL, mcnemar_p, resample_counts, resampled_sums
 
 # the arrays that say which examples were scored: two runs are paired only when theirs are equal

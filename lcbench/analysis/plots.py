@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..data import DATASETS  # noqa: E402
-from ..store import RunDir  # noqa: E402
-from ..tasks import QUALITIES, Quality  # noqa: E402
+from ..core.store import RunDir  # noqa: E402
+from ..training.tasks import QUALITIES, Quality  # noqa: E402
+from ..zoo.data import DATASETS  # noqa: E402
 from .best import counted  # noqa: E402
 from .names import variant_label  # noqa: E402
 from .style import FULL, LAYOUTS, Layout, Looks, log_axis, method_color, method_marker, quality_label, rc  # noqa: E402, F401

@@ -10,13 +10,13 @@ import math
 
 import pandas as pd
 
-from ..config import replicate_seed
-from ..latency import read_latency
-from ..models import mlps_per_block
-from ..record import SUMMARY, RunRecord, number_at
-from ..status import sweep_status
-from ..store import UNTRUSTED, UnsafeRunFolder, read_json
-from ..sweep import Plan
+from ..core.config import replicate_seed
+from ..core.record import SUMMARY, RunRecord, number_at
+from ..core.store import UNTRUSTED, UnsafeRunFolder, read_json
+from ..execution.status import sweep_status
+from ..execution.sweep import Plan
+from ..measurement.latency import read_latency
+from ..zoo.models import mlps_per_block
 from .headline import add_scores
 
 # the quiet latency pass (`lcbench measure`, latency.json in the run folder): batch-1 speed-up with its CI

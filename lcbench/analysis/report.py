@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import DATASETS
-from ..store import atomic_write_text
-from ..sweep import Plan
+from ..core.store import atomic_write_text
+from ..execution.sweep import Plan
+from ..zoo.data import DATASETS
 from . import plots
 from .best import TIED, ties_with_best
 from .claims import claims_table

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..methods import method_order
-from ..tasks import Quality
+from ..training.tasks import Quality
 
 PALETTE = [f"C{i}" for i in range(10)]
 MARKERS = ["s", "o", "^", "v", "D", "P", "X", "*", "h", "<"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import DATASETS
-from ..store import atomic_write_text
-from ..tasks import QUALITIES, Quality
+from ..core.store import atomic_write_text
+from ..training.tasks import QUALITIES, Quality
+from ..zoo.data import DATASETS
 from .best import TIED, counted
 from .names import variant_label
 from .records import FLAGS, NOT_COUNTED

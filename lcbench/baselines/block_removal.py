@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcbench import architecture, residual
-from lcbench.collapse import MATCH_TOLERANCE
-from lcbench.config import RunConfig
-from lcbench.cost import forward_flops
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import count_macs, count_parameters
+from lcbench.core.config import RunConfig
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
+from lcbench.training.cost import forward_flops
+from lcbench.zoo import architecture, residual
+from lcbench.zoo.collapse import MATCH_TOLERANCE
+from lcbench.zoo.measure import count_macs, count_parameters
 
 
 @dataclass

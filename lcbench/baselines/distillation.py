@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench import architecture, collapse
-from lcbench.data import model_img_size
-from lcbench.errors import ConfigError
-from lcbench.fields import option
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method, RunContext
-from lcbench.models import MODELS, create_model, fresh_init, last_linear
+from lcbench.zoo import architecture, collapse
+from lcbench.zoo.data import model_img_size
+from lcbench.zoo.models import MODELS, create_model, fresh_init, last_linear
 
 COLLAPSED = "collapsed:"
 

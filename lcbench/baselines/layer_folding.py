@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcbench import architecture, collapse
-from lcbench.config import RunConfig
-from lcbench.errors import ConfigError
-from lcbench.fields import option
+from lcbench.core.config import RunConfig
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
+from lcbench.zoo import architecture, collapse
 
 
 @dataclass

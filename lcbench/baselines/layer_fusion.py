@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import WEIGHT_LAYERS, count_parameters
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method, RunContext
-from lcbench.models import last_linear
+from lcbench.zoo.collapse import MATCH_TOLERANCE, collapse_targets
+from lcbench.zoo.measure import WEIGHT_LAYERS, count_parameters
+from lcbench.zoo.models import last_linear
 
 
 @dataclass

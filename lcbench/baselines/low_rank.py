@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcbench import architecture
-from lcbench.collapse import MATCH_TOLERANCE, collapse_targets, select_blocks
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import count_parameters
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
-from lcbench.models import last_linear
-from lcbench.tasks import TASKS
+from lcbench.training.tasks import TASKS
+from lcbench.zoo import architecture
+from lcbench.zoo.collapse import MATCH_TOLERANCE, collapse_targets, select_blocks
+from lcbench.zoo.measure import count_parameters
+from lcbench.zoo.models import last_linear
 
 RULES = ("energy", "normalised", "uniform")
 AIM_SLACK = 0.95 * MATCH_TOLERANCE  # the lowest compression aimed at: inside the tolerance, never on its edge

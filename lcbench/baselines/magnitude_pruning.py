@@ -23,13 +23,13 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench import extras
-from lcbench.collapse import MATCH_TOLERANCE, collapse_targets
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import WEIGHT_LAYERS, count_macs, count_parameters, example_input
+from lcbench.core import extras
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
-from lcbench.models import last_linear
+from lcbench.zoo.collapse import MATCH_TOLERANCE, collapse_targets
+from lcbench.zoo.measure import WEIGHT_LAYERS, count_macs, count_parameters, example_input
+from lcbench.zoo.models import last_linear
 
 TOLERANCE = MATCH_TOLERANCE  # achieved compression within 2% of the request
 SHAPE_ATTRIBUTES = (

@@ -35,15 +35,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcbench import architecture, collapse, residual
-from lcbench.config import RunConfig
-from lcbench.cost import forward_flops
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import count_macs, count_parameters
+from lcbench.baselines.block_removal import blocks_needed
+from lcbench.core.config import RunConfig
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
-
-from .block_removal import blocks_needed
+from lcbench.training.cost import forward_flops
+from lcbench.zoo import architecture, collapse, residual
+from lcbench.zoo.measure import count_macs, count_parameters
 
 
 @dataclass

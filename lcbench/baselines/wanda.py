@@ -24,15 +24,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lcbench.collapse import MATCH_TOLERANCE
-from lcbench.cost import forward_flops
-from lcbench.errors import ConfigError
-from lcbench.fields import option
-from lcbench.measure import count_macs, count_parameters
+from lcbench.baselines.magnitude_pruning import MagnitudePruning, count_parameters_effective
+from lcbench.core.errors import ConfigError
+from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
-from lcbench.models import last_linear
-
-from .magnitude_pruning import MagnitudePruning, count_parameters_effective
+from lcbench.training.cost import forward_flops
+from lcbench.zoo.collapse import MATCH_TOLERANCE
+from lcbench.zoo.measure import count_macs, count_parameters
+from lcbench.zoo.models import last_linear
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..registry import Registry, load_entry_points
+from ..core.registry import Registry, load_entry_points
 from .base import Method, RunContext
 
 PACKAGES = ("lcbench.methods", "lcbench.baselines")

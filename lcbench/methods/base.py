@@ -38,13 +38,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .. import architecture
-from ..collapse import collapse_targets
-from ..config import RunConfig
-from ..data import DATASETS, DataSplits
-from ..evaluation import evaluate, examine
-from ..loaders import make_loader
-from ..store import RunDir
+from ..core.config import RunConfig
+from ..core.store import RunDir
+from ..training.evaluation import evaluate, examine
+from ..zoo import architecture
+from ..zoo.collapse import collapse_targets
+from ..zoo.data import DATASETS, DataSplits
+from ..zoo.loaders import make_loader
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import architecture, collapse, slopes
-from ..config import RunConfig
-from ..errors import ConfigError
-from ..fields import option
-from ..measure import measure_model
+from ..core.config import RunConfig
+from ..core.errors import ConfigError
+from ..core.fields import option
+from ..training import slopes
+from ..zoo import architecture, collapse
+from ..zoo.measure import measure_model
 from . import METHODS
 from .base import Method, RunContext
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from lcbench.cli import main
-from lcbench.control import ControlChannel, control_dir
-from lcbench.store import load_records
+from lcbench.core.store import load_records
+from lcbench.training.control import ControlChannel, control_dir
 from tests.conftest import fast_overrides, write_image_folder
 
 HERE = Path(__file__).parent
@@ -43,9 +43,9 @@ def empty_class_folder(tmp):
 
 def label_mismatch(tmp):
     """The original is trained on 3 classes; the folder then gains a 4th: the compress run must refuse."""
-    from lcbench.config import pretrain_config
-    from lcbench.pipeline import execute
-    from lcbench.resolve import make_config
+    from lcbench.core.config import pretrain_config
+    from lcbench.training.pipeline import execute
+    from lcbench.training.resolve import make_config
 
     root = write_image_folder(tmp / "imgs")
     compress = make_config({}, LABEL_MISMATCH_RUN(tmp)[1:-1])
@@ -63,9 +63,9 @@ def LABEL_MISMATCH_RUN(tmp):  # noqa: N802 - one command used twice
 
 
 def garbage_checkpoint(tmp):
-    from lcbench.config import run_id
-    from lcbench.resolve import make_config
-    from lcbench.store import RunDir
+    from lcbench.core.store import RunDir
+    from lcbench.training.identity import run_id
+    from lcbench.training.resolve import make_config
 
     run = RunDir(tmp / "out", run_id(make_config({}, fast_overrides(tmp / "out"))))
     run.create()

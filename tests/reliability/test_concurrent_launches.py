@@ -8,14 +8,14 @@ import sys
 import time
 
 from lcbench.cli import main
-from lcbench.config import to_yaml
-from lcbench.local_queue import Slots, read_queue, serve, write_queue
-from lcbench.status import sweep_status
-from lcbench.store import RunDir
-from lcbench.submissions import read_submissions
-from lcbench.sweep import plan_sweep
+from lcbench.core.config import to_yaml
+from lcbench.core.store import RunDir
+from lcbench.execution.local_queue import Slots, read_queue, serve, write_queue
+from lcbench.execution.status import sweep_status
+from lcbench.execution.submissions import read_submissions
+from lcbench.execution.sweep import plan_sweep
 from tests.conftest import REPO, wait_until
-from tests.test_runner import digits_sweep
+from tests.execution.test_runner import digits_sweep
 
 
 def _statuses(path) -> dict[str, str]:

@@ -4,7 +4,7 @@ import multiprocessing
 import subprocess
 import sys
 
-from lcbench.store import RunDir, atomic_torch_save, atomic_write_json, load_records
+from lcbench.core.store import RunDir, atomic_torch_save, atomic_write_json, load_records
 from tests.conftest import REPO
 
 
@@ -52,9 +52,10 @@ def test_32_concurrent_writers(tmp_path):
 
 def test_two_compress_runs_started_at_once_wait_for_their_shared_pretrain(tmp_path):
     """The second used to fail with "run is being executed by another process"."""
-    from lcbench.config import pretrain_config, run_id
-    from lcbench.pipeline import execute
-    from lcbench.resolve import make_config
+    from lcbench.core.config import pretrain_config
+    from lcbench.training.identity import run_id
+    from lcbench.training.pipeline import execute
+    from lcbench.training.resolve import make_config
     from tests.conftest import fast_overrides, wait_until
 
     common = {"stage": "compress", "model": "digits_mixer", "pretrain.epochs": 8}

@@ -5,10 +5,10 @@ warning."""
 import json
 
 from lcbench.cli import main
-from lcbench.status import sweep_status
-from lcbench.store import RunDir
-from lcbench.sweep import plan_sweep
-from tests.test_runner import digits_sweep
+from lcbench.core.store import RunDir
+from lcbench.execution.status import sweep_status
+from lcbench.execution.sweep import plan_sweep
+from tests.execution.test_runner import digits_sweep
 
 
 def test_a_result_json_of_the_wrong_shape_is_no_record(tmp_path, capsys):

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-from lcbench.config import run_id
-from lcbench.pipeline import execute
-from lcbench.resolve import make_config
-from lcbench.store import RunDir
+from lcbench.core.store import RunDir
+from lcbench.training.identity import run_id
+from lcbench.training.pipeline import execute
+from lcbench.training.resolve import make_config
 from tests.conftest import REPO, fast_overrides
 
 VOLATILE = {"epoch_seconds"}

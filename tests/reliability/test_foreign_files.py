@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from lcbench.cli import main
-from lcbench.config import pretrain_config, run_id
-from lcbench.errors import CheckpointError
-from lcbench.pipeline import execute
-from lcbench.resolve import make_config
-from lcbench.store import RunDir, atomic_write_json
+from lcbench.core.config import pretrain_config
+from lcbench.core.errors import CheckpointError
+from lcbench.core.store import RunDir, atomic_write_json
+from lcbench.training.identity import run_id
+from lcbench.training.pipeline import execute
+from lcbench.training.resolve import make_config
 from tests.conftest import fast_overrides
 
 

@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 
-from lcbench import store
-from lcbench.config import run_id
-from lcbench.pipeline import execute
-from lcbench.resolve import make_config
-from lcbench.store import RunDir, StorageError
+from lcbench.core import store
+from lcbench.core.store import RunDir, StorageError
+from lcbench.training.identity import run_id
+from lcbench.training.pipeline import execute
+from lcbench.training.resolve import make_config
 from tests.conftest import fast_overrides, run_cli
 
 CHECKPOINT_MB = 3.7  # a digits_mlp checkpoint (weights and Adam/SGD state)
@@ -95,7 +95,7 @@ def _no_traceback_one_error(proc, says: str) -> None:
 
 def test_report_and_launch_on_a_full_then_read_only_root(small_tmpfs, tmp_path):
     """Both were tracebacks (exit 70); a launch also left a half-made queue folder behind."""
-    from tests.test_runner import digits_sweep
+    from tests.execution.test_runner import digits_sweep
 
     spec = digits_sweep(tmp_path, {"ft": {"method": "finetune"}}, output_root=str(small_tmpfs / "out"))
     (small_tmpfs / "out").mkdir()

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lcbench.cli import main
-from lcbench.config import run_id
-from lcbench.control import ControlChannel
-from lcbench.resolve import make_config
-from lcbench.store import RunDir
+from lcbench.core.store import RunDir
+from lcbench.training.control import ControlChannel
+from lcbench.training.identity import run_id
+from lcbench.training.resolve import make_config
 from tests.conftest import fast_overrides
 
 OTHER_UID = 54321  # another user (root can hand a folder to any uid; no account needed)
@@ -138,7 +138,7 @@ def _plant_and_run(shared: Path, tmp_path: Path, uid: int, as_second_user, capsy
 def test_a_planted_sweeps_link_or_submissions_link_is_refused_before_anything_is_written(tmp_path, capsys):
     """`.sweeps` planted as a link: root's queue was created inside the link's target; `submissions.jsonl`
     planted as a link: root's launch appended its line to whatever file it named."""
-    from tests.test_runner import digits_sweep
+    from tests.execution.test_runner import digits_sweep
 
     path = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
     root = tmp_path / "out"
@@ -168,8 +168,8 @@ def test_cancel_signals_only_the_supervisor_of_a_queue_this_user_owns(tmp_path):
     import subprocess
     import sys
 
-    from lcbench.local_queue import LocalExecutor
-    from lcbench.submissions import Job, Submission
+    from lcbench.execution.local_queue import LocalExecutor
+    from lcbench.execution.submissions import Job, Submission
 
     decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lcbench"])
     try:
@@ -193,7 +193,7 @@ def test_a_compress_run_never_reads_a_pretrain_folder_someone_else_could_have_pl
     """A compress run read its pretrain's result.json and model.pt from `<root>/<pretrain id>/` whoever
     owned it, and through a link: planted random weights with a matching record made root's LayerCollapse
     record `completed` at 9.72% (clean: 96.94%) beside the original's planted 97.22%."""
-    from lcbench.config import pretrain_config
+    from lcbench.core.config import pretrain_config
 
     if how == "another-owner" and os.geteuid() != 0:
         pytest.skip("handing a folder to another user needs root")
@@ -228,8 +228,8 @@ def test_a_record_another_user_could_have_written_never_enters_a_status_or_a_rep
     import shutil
     import tempfile
 
-    from lcbench.sweep import plan_sweep
-    from tests.test_runner import digits_sweep
+    from lcbench.execution.sweep import plan_sweep
+    from tests.execution.test_runner import digits_sweep
 
     shared = Path(tempfile.mkdtemp(prefix="lcbench-shared-"))  # pytest's own folders are private (0700)
     request.addfinalizer(lambda: shutil.rmtree(shared))
@@ -278,10 +278,10 @@ def test_a_second_user_cannot_steer_launch_cancel_or_a_compress_run_on_a_shared_
     import sys
     import tempfile
 
-    from lcbench.config import pretrain_config
-    from lcbench.local_queue import LocalExecutor
-    from lcbench.submissions import Job, Submission
-    from tests.test_runner import digits_sweep
+    from lcbench.core.config import pretrain_config
+    from lcbench.execution.local_queue import LocalExecutor
+    from lcbench.execution.submissions import Job, Submission
+    from tests.execution.test_runner import digits_sweep
 
     uid, as_second_user = second_user
     shared = Path(tempfile.mkdtemp(prefix="lcbench-shared-"))

@@ -1,0 +1,68 @@
+"""layer_folding (Ben Dror et al.): its regulariser |1 - alpha^2|, the clip at 0, the start at alpha = 0, the
+round to 0 or 1, and a run whose folded blocks make the structure it is saved and rebuilt with."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lcbench.baselines.layer_folding import LayerFolding, clip_nonnegative, folding_regularizer, rounds_to_one
+from lcbench.core.store import RunDir
+from lcbench.training.pipeline import execute, load_model
+from lcbench.training.resolve import make_config
+from tests.conftest import fast_overrides, interrupt_then_resume
+
+
+def test_the_regulariser_is_the_sum_of_abs_one_minus_alpha_squared_and_its_gradient_follows():
+    alphas = torch.tensor([0.0, 0.5, 1.2], requires_grad=True)
+    penalty = folding_regularizer([alphas])
+    assert penalty.item() == pytest.approx(1.0 + 0.75 + 0.44)
+    penalty.backward()
+    # d|1 - a^2|/da = -2a below 1 and +2a above: zero at the start (a = 0), pulling toward 1 from both sides
+    assert alphas.grad.tolist() == pytest.approx([0.0, -1.0, 2.4])
+
+
+def test_slopes_are_clipped_at_zero_and_rounded_to_the_nearer_of_zero_and_one():
+    prelu = nn.PReLU(num_parameters=1, init=-0.3)
+    clip_nonnegative([prelu])
+    assert prelu.weight.item() == 0.0
+    assert [rounds_to_one(a) for a in (0.0, 0.49, 0.5, 1.0, 1.7)] == [False, False, True, True, True]
+
+
+def test_a_run_starts_at_zero_folds_what_rounds_to_one_is_rebuilt_and_resumes(tmp_path, monkeypatch):
+    args = ["stage=compress", "method=layer_folding", "k=2", "lam=10", "pretrain.epochs=2", "epochs=3"]
+    args += ["optimizer=sgd", "lr=0.01", "momentum=0.9"]  # the authors' optimizer (under AdamW: lr per step)
+    cfg = make_config({}, [*fast_overrides(tmp_path, model="digits_mlp"), *args])
+    result = execute(cfg, progress_bar=False)
+    report = result["method_report"]
+    run = RunDir(tmp_path, result["run_id"])
+    first = json.loads(run.metrics_path.read_text().splitlines()[0])  # epoch 0, before any step
+    assert first["event"] == "initial"
+    assert [v for k, v in first.items() if k.startswith("slope/")] == [0.0, 0.0]  # alpha starts at 0
+    folded = [b["block"] for b in report["blocks"] if b["slope"] >= 0.5]
+    assert (
+        folded and report["folded"] == folded and report["postfold_epochs"] == 1
+    )  # lam 10 folds in 2 epochs
+    after_fold = run.events("epoch")[-1]  # the post-fold epoch logs the unfolded blocks' slopes only
+    logged = {k.removeprefix("slope/") for k in after_fold if k.startswith("slope/")}
+    assert logged == set(report["not_folded"])
+    model = load_model(run.model_path)
+    assert sum(p.numel() for p in model.parameters()) == result["final"]["params_dense"]
+    assert result["match"]["within_tolerance"] == (len(folded) == 2)
+    # interrupted in the post-fold epoch (folded at the end of epoch 2), then started again: the fold is
+    # re-applied before the checkpoint's weights load, and the run ends where the uninterrupted one did
+    resumed = make_config({}, [*fast_overrides(tmp_path / "resumed", model="digits_mlp"), *args])
+    again = interrupt_then_resume(resumed, LayerFolding, 3, monkeypatch)
+    assert again["method_report"]["folded"] == report["folded"]
+    assert (
+        again["final"]["top1"] == result["final"]["top1"]
+        and again["final"]["loss"] == result["final"]["loss"]
+    )
+
+
+def test_after_a_partial_fold_each_logged_slope_is_its_own_blocks():
+    method = LayerFolding.__new__(LayerFolding)  # the logging alone, on a model whose block "3" is folded
+    method.order, method.folded = ["3", "1"], ["3"]
+    model = nn.Sequential(nn.Linear(2, 2), nn.PReLU(init=0.2), nn.Linear(2, 2), nn.Identity(), nn.Identity())
+    assert method.epoch_metrics(model) == {"slope/1": pytest.approx(0.2)}
