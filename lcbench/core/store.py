@@ -190,29 +190,16 @@ def check_own_folder(path: Path, what: str = "run folder") -> None:
     """`path` must be a real folder (not a symbolic link) owned by this user and not writable by every
     user: on a shared output root, run ids are predictable, so another user could create a run's folder
     first and plant links or records in it."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    fix = "remove it (or choose another output_root=PATH) and run again"
-    if stat.S_ISLNK(info.st_mode):
-        raise UnsafeRunFolder(f"{what} {path} is a symbolic link; lcbench never follows one: {fix}")
-    if not stat.S_ISDIR(info.st_mode):
-        raise UnsafeRunFolder(f"{what} {path} is not a folder: {fix}")
-    if info.st_uid != os.getuid():
-        raise UnsafeRunFolder(
-            f"{what} {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}); another user may "
-            f"have created it to subvert this run: {fix}"
-        )
-    if info.st_mode & stat.S_IWOTH:
-        raise UnsafeRunFolder(
-            f"{what} {path} is writable by every user (mode {stat.S_IMODE(info.st_mode):o}): {fix}"
-        )
+    _check_own(path, what, stat.S_ISDIR, "a folder", "; another user may have created it to subvert this run")
 
 
 def check_own_file(path: Path, what: str = "record") -> None:
     """`path`, where it exists, must be a regular file (not a link) owned by this user and not writable by
     every user: a record another user could have written never enters a status or a report."""
+    _check_own(path, what, stat.S_ISREG, "a regular file")
+
+
+def _check_own(path: Path, what: str, is_kind, kind: str, why: str = "") -> None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -220,11 +207,11 @@ def check_own_file(path: Path, what: str = "record") -> None:
     fix = "remove it (or choose another output_root=PATH) and run again"
     if stat.S_ISLNK(info.st_mode):
         raise UnsafeRunFolder(f"{what} {path} is a symbolic link; lcbench never follows one: {fix}")
-    if not stat.S_ISREG(info.st_mode):
-        raise UnsafeRunFolder(f"{what} {path} is not a regular file: {fix}")
+    if not is_kind(info.st_mode):
+        raise UnsafeRunFolder(f"{what} {path} is not {kind}: {fix}")
     if info.st_uid != os.getuid():
         raise UnsafeRunFolder(
-            f"{what} {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}): {fix}"
+            f"{what} {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}){why}: {fix}"
         )
     if info.st_mode & stat.S_IWOTH:
         raise UnsafeRunFolder(
