@@ -185,9 +185,11 @@ def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_
     assert "Traceback" not in err and "internal error" not in err and "ChildFailedError" not in err, err[
         -3000:
     ]
-    record = json.loads((run_dir / "result.json").read_text())
-    assert record["status"] == "failed"
-    if record["error"]["type"] == "RankLost":  # rank 0 noticed before torchrun stopped it
+    # rank 0 records the loss when it notices before torchrun's SIGTERM reaches it; stopped first, it
+    # leaves no record (status: interrupted, missing), which `launch --only-failed` reruns the same way
+    record = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else {}
+    assert record.get("status", "failed") == "failed"
+    if record and record["error"]["type"] == "RankLost":
         assert "rank 0 of 2 lost the run's other rank(s)" in record["error"]["message"]
     done = len(epochs(run_dir))
 
