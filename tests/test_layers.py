@@ -134,3 +134,10 @@ def test_the_flat_import_paths_of_0_1_still_work_for_a_release_with_a_warning():
         "lcbench.models moved to lcbench.zoo.models; the old path goes in lcbench 0.2",
         "True True",
     ]
+
+
+def test_every_old_flat_path_points_at_a_module_that_exists():
+    from lcbench._moved import MOVED
+
+    missing = [new for new in MOVED.values() if new not in MODULES]
+    assert not missing, missing
