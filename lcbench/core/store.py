@@ -308,9 +308,10 @@ class RunDir:
     def result(self) -> dict | None:
         return read_json(self.result_path)
 
-    def trust_problem(self) -> str:
-        """Why this run's folder or a record in it could have been written by another user ('' when it
-        could not): a report, `status` and `--only-failed` never take a value from such a record."""
+    def check_trusted(self) -> None:
+        """Raise `UnsafeRunFolder` when this run's folder or a file in it could have been written by
+        another user: a report, `status`, `measure`, `export` and `--only-failed` never take a value from
+        such a record."""
         try:
             check_own_folder(self.path)
             with os.scandir(self.path) as entries:  # its records: result, env, examples, latencies, model
@@ -318,7 +319,12 @@ class RunDir:
                     if not entry.is_dir(follow_symlinks=False):
                         check_own_file(Path(entry.path), "file")
         except FileNotFoundError:
-            return ""
+            return
+
+    def trust_problem(self) -> str:
+        """Why `check_trusted` refuses this run ('' when it does not)."""
+        try:
+            self.check_trusted()
         except UnsafeRunFolder as e:
             return str(e)
         return ""

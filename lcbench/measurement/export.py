@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core import extras
 from ..core.errors import CheckpointError, ConfigError, LcbenchError
-from ..core.store import RunDir, UnsafeRunFolder
+from ..core.store import RunDir
 from ..methods import METHODS
 from ..training.pipeline import build_model, read_model_file
 from ..zoo.measure import count_parameters, example_input
@@ -91,9 +91,7 @@ def run_model(path: str | Path) -> RunModel:
     """A completed run's final model, rebuilt from its model.pt (a link is refused)."""
     path = Path(path)
     run = RunDir(path.parent, path.name)
-    untrusted = run.trust_problem()
-    if untrusted:
-        raise UnsafeRunFolder(untrusted)
+    run.check_trusted()
     record = run.result()
     if not record:
         raise LcbenchError(f"{path} is not an lcbench run folder (no result.json): give a run's folder")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..core.store import RunDir, UnsafeRunFolder, atomic_write_json, read_json
+from ..core.store import RunDir, atomic_write_json, read_json
 from ..training.pipeline import load_model
 from ..zoo.measure import _sync, device_name, example_input
 
@@ -213,9 +213,7 @@ def measure_sweep(
     runs = plan.stage("compress")
     for i, planned in enumerate(runs, 1):
         rundir = RunDir(plan.output_root, planned.run_id)
-        untrusted = rundir.trust_problem()
-        if untrusted:  # its record and model never read, nothing written beside them
-            raise UnsafeRunFolder(untrusted)
+        rundir.check_trusted()  # its record and model never read, nothing written beside them
         record = rundir.result()
         if not record or record.get("status") != "completed":
             counts["not_completed"] += 1
