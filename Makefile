@@ -11,7 +11,7 @@ MODELS ?=
 ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install docs test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench lint clean
+.PHONY: install docs test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench calibrate lint clean
 
 install: $(STAMP)
 
@@ -119,6 +119,12 @@ gpu-check: install
 bench: install
 	@mkdir -p results/bench
 	$(PY) -m lcbench.measurement.bench
+
+# the verdict rule's type-I error and power on simulated records whose truth is known, every regime, beside
+# the former rule's -> results/bench/calibration.{json,md,png} (`make test` runs the fast cases)
+calibrate: install
+	@mkdir -p results/bench
+	$(PY) -m lcbench.analysis.calibration
 
 # the documentation site (docs/, mkdocs) at http://127.0.0.1:8000, rebuilt on every change
 docs: install $(TEST_STAMP)

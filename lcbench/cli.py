@@ -276,6 +276,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "note",
         ],
     )
+    for reason in plan.skipped:
+        print(f"not planned: {reason}")
     todo = [s.run.run_id for s in statuses if s.status != "completed"]
     known = [flops[r] for r in todo if flops[r] is not None]
     total = sum(known)

@@ -1,10 +1,11 @@
 """Which rows of a table a reader may call best: the best headline metric of a (data set, model, level)
 among the rows that count, and every row the verdict rule cannot tell from it.
 
-Each counted row is compared with its group's best (by mean) on the same seeds and held-out examples, with
-the paired hierarchical bootstrap of `verdicts.py`, Holm-corrected over every comparison of the table. A row
-is distinguishable only when the best is "better" by that rule; "equivalent" and "underpowered" rows tie
-with it. A row without per-example records cannot be tested and is left out (never bold).
+Each counted row is compared with its group's best (by mean) on the same seeds and held-out examples, by
+the seed-level rule of `verdicts.py`, its p-value in the report's one Holm family (a row compared with
+LayerCollapse is the differences table's own test, counted once). A row is distinguishable only when the
+best is "better" by that rule; "equivalent", "underpowered" and "too few seeds" rows tie with it. A row
+without per-example records cannot be tested and is left out (never bold).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ..training.tasks import QUALITIES
 from ..zoo.data import DATASETS
 from .outcomes import Outcomes
 from .records import NOT_COUNTED
-from .stats import comparison, is_matched
-from .verdicts import Rule, decide, holm
+from .stats import is_matched
+from .verdicts import Comparison, Family, Rule, compare, decide
 
 GROUP = ["dataset", "model", "level"]
 TIED = "tied_with_best"  # the table column it fills: True (bold), False, or missing (not counted)
@@ -47,13 +48,12 @@ def _runs(frame: pd.DataFrame, row: pd.Series) -> dict:
     return dict(zip(done["seed"], done["run_id"]))
 
 
-def ties_with_best(table: pd.DataFrame, frame: pd.DataFrame, outcomes: Outcomes, rule: Rule) -> pd.Series:
-    """Per row of an aggregated table: True where the row is its group's best or the verdict rule cannot
-    tell it from the best, False where the best is better by the rule, NaN where it is not counted or
-    cannot be tested (no records, no shared seed)."""
-    tied = pd.Series(math.nan, index=table.index, dtype=object)
+def best_comparisons(
+    table: pd.DataFrame, frame: pd.DataFrame, outcomes: Outcomes, margin: float
+) -> tuple[list, list[tuple[object, Comparison]]]:
+    """Each group's best row (index) and every other counted row's comparison with it."""
+    bests, tests = [], []
     eligible = table[counted(table)]
-    tests = []  # (row index, comparison)
     for _, group in eligible.groupby(GROUP, sort=False):
         spec = DATASETS.get(group["dataset"].iloc[0])
         column = f"{spec.metric}_mean"
@@ -61,19 +61,41 @@ def ties_with_best(table: pd.DataFrame, frame: pd.DataFrame, outcomes: Outcomes,
             continue
         higher = QUALITIES[spec.metric].higher_is_better
         best = group[column].idxmax() if higher else group[column].idxmin()
-        tied[best] = True
+        bests.append(best)
         best_runs = _runs(frame, group.loc[best])
         for index, row in group.drop(index=best).iterrows():
             runs = _runs(frame, row)
             seeds = sorted(set(runs) & set(best_runs))
-            per_seed = [outcomes.difference((best_runs[s], "final"), (runs[s], "final")) for s in seeds]
-            if not seeds or any(d is None for d in per_seed):
-                continue
-            found = comparison([[d] for d in per_seed], rule)
-            if found is not None:
-                tests.append((index, found[0]))
-    p_difference = holm([c.p_difference for _, c in tests])
-    p_equivalence = holm([c.p_equivalence for _, c in tests])
-    for (index, c), pd_, pe in zip(tests, p_difference, p_equivalence):
-        tied[index] = decide(c, rule, pd_, pe).decision != "better"
+            per_seed = {s: outcomes.difference((best_runs[s], "final"), (runs[s], "final")) for s in seeds}
+            if seeds and all(d is not None for d in per_seed.values()):
+                tests.append((index, compare(per_seed, margin)))
+    return bests, tests
+
+
+def register(family: Family, tests: list[tuple[object, Comparison]]) -> None:
+    """Bold decides on the difference test alone."""
+    for _, comparison in tests:
+        family.add(comparison, "difference", comparison.p_difference)
+
+
+def ties_with_best(
+    table: pd.DataFrame, frame: pd.DataFrame, outcomes: Outcomes, rule: Rule, family: Family | None = None
+) -> pd.Series:
+    """Per row of an aggregated table: True where the row is its group's best or the verdict rule cannot
+    tell it from the best, False where the best is better by the rule, NaN where it is not counted or
+    cannot be tested (no records, no shared seed). `family`: the report's, every test already in it."""
+    bests, tests = best_comparisons(table, frame, outcomes, rule.margin)
+    if family is None:
+        family = Family(rule.alpha)
+        register(family, tests)
+    return ties(table.index, bests, tests, rule, family)
+
+
+def ties(index: pd.Index, bests: list, tests: list, rule: Rule, family: Family) -> pd.Series:
+    """The tied-with-best column from `best_comparisons`' results, judged in `family`."""
+    tied = pd.Series(math.nan, index=index, dtype=object)
+    for best in bests:
+        tied[best] = True
+    for row, c in tests:
+        tied[row] = decide(c, rule, family).decision != "better"
     return tied

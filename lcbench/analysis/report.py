@@ -15,16 +15,16 @@ import pandas as pd
 from ..core.store import atomic_write_text
 from ..execution.sweep import Plan
 from ..zoo.data import DATASETS
-from . import plots
-from .best import TIED, ties_with_best
-from .claims import claims_table
+from . import best, plots
+from .claims import build_claims, claim_points, claims_frame, register_claims
 from .cost import epoch_curves, flops_to_reach
 from .headline import headline, metric_of
 from .names import method_name
 from .outcomes import Outcomes
 from .records import sweep_frame
-from .stats import paired_differences, rule_for
+from .stats import differences_table, points, register, rule_for
 from .tables import aggregate, matched_table, per_method_table, write_table
+from .verdicts import Family
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper" / "layercollapse_imagenet.csv"
 PAPER_LANGUAGE_CSV = PAPER_CSV.with_name("layercollapse_language.csv")
@@ -134,7 +134,7 @@ def _score(row: pd.Series) -> str:
 
 def findings(agg: pd.DataFrame) -> list[str]:
     """One line per (model, level): every method's headline metric at its compression; points that missed
-    their matched compression are labelled "not matched" (and left out of the differences and claims)."""
+    their target are labelled (and compared at the compression they achieved: intention-to-treat)."""
     lines = []
     for (dataset, model, level), group in matched_table(agg).groupby(
         ["dataset", "model", "level"], sort=False
@@ -143,17 +143,14 @@ def findings(agg: pd.DataFrame) -> list[str]:
         for _, row in group.iterrows():
             text = f"{row['variant']} {_score(row)} at {row['compression_mean']:.2f}x"
             flag = row.get("flag") or ""
-            if "infeasible" in flag:
+            if "infeasible" in flag or "not folded" in flag:
                 text += (
-                    " (**infeasible at this compression**: no allocation reached it at a useful rank; "
-                    "not counted)"
+                    f" (**{flag}**: compared at the compression it achieved, as a run that missed its target)"
                 )
-            elif "not folded" in flag:
-                text += " (**not folded**: its slopes stayed outside the fold band; not counted)"
             elif row.get("matched") is False:
-                text += " (**not matched**: missed its target compression by more than 2%; not counted)"
-            if "forced fold" in flag:
-                text += " (**forced fold**: folded whatever the slope)"
+                text += " (**missed its target compression by more than 2%**: compared at what it achieved)"
+            elif "forced fold" in flag:
+                text += f" (**{flag}**: folded whatever the slope)"
             parts.append(text)
         blocks = group["paper_blocks_mean"].iloc[0]
         unit = f"k={int(level)} MLPs" + (f" = {blocks:g} paper blocks" if blocks != level else "")
@@ -169,38 +166,45 @@ def _ci_text(row: pd.Series) -> str:
     return f"{row['difference']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
+def _seeds_needed_text(row: pd.Series) -> str:
+    needed = row.get("seeds_needed", math.nan)
+    if pd.isna(needed):
+        return ""
+    if math.isinf(needed):
+        return "more than the test set allows"
+    high = row.get("seeds_needed_high", math.nan)
+    high_text = "more" if pd.isna(high) or math.isinf(high) or high > 1000 else f"{high:.0f}"
+    return f"{needed:.0f} ({row.get('seeds_needed_low', math.nan):.0f} to {high_text})"
+
+
 def differences_markdown(diffs: pd.DataFrame, reference: str = "LayerCollapse", unit: str = "pp") -> str:
     if diffs.empty:
         return (
-            f"No paired runs (none of the sweep's completed runs pairs a {reference} level with another "
-            "method at the same seed).\n"
+            f"No paired runs (none of the sweep's completed runs pairs with a {reference} point of the same "
+            "seed).\n"
         )
     column = f"{reference} - method ({unit}, 95% CI)"
     several = diffs["dataset"].nunique() > 1
     shown = diffs.assign(
         **{
             column: diffs.apply(_ci_text, axis=1),
-            "P(ahead)": diffs.get("p_reference_ahead", pd.Series(math.nan, index=diffs.index)).map(
-                lambda p: "" if pd.isna(p) else f"{p:.2f}"
+            "sign-flip p": diffs.get("p_sign_flip", pd.Series(math.nan, index=diffs.index)).map(
+                lambda p: "" if pd.isna(p) else f"{p:.3g}"
             ),
-            "McNemar p per seed": diffs.get("mcnemar_p", pd.Series("", index=diffs.index)).fillna(""),
-            "seeds needed": diffs.get("seeds_needed", pd.Series(math.nan, index=diffs.index)).map(
-                lambda n: (
-                    "" if pd.isna(n) else ("more than the test set allows" if math.isinf(n) else f"{n:.0f}")
-                )
-            ),
+            "seeds needed": diffs.apply(_seeds_needed_text, axis=1),
         }
     )
     columns = [
         *(["dataset"] if several else []),
         "model",
         "level",
-        "paper_blocks",
         "variant",
         "n_pairs",
+        "pairing",
+        "compared_with",
+        "reached_target",
         column,
-        "P(ahead)",
-        *(["McNemar p per seed"] if shown["McNemar p per seed"].astype(bool).any() else []),
+        "sign-flip p",
         "verdict",
         *(["seeds needed"] if shown["seeds needed"].astype(bool).any() else []),
     ]
@@ -228,11 +232,19 @@ def write_report(plan: Plan, out: Path) -> dict:
 
 
 def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference: str, out: Path) -> dict:
-    """The CSV, Markdown and LaTeX tables; returns the frames the README quotes."""
+    """The CSV, Markdown and LaTeX tables; returns the frames the README quotes. Every test the report
+    makes (differences, claims, bold) enters one Holm family before any verdict is read."""
     atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
     outcomes = Outcomes(frame, plan.output_root)
     rule = rule_for(frame, plan.margin)
-    agg = agg.assign(**{TIED: ties_with_best(agg, frame, outcomes, rule)})
+    found = points(frame, outcomes, reference, rule.margin)
+    claims = build_claims(frame, outcomes, found, reference, rule)
+    bests, bold_tests = best.best_comparisons(agg, frame, outcomes, rule.margin)
+    family = Family(rule.alpha)
+    register(family, found)
+    register_claims(family, claims)
+    best.register(family, bold_tests)
+    agg = agg.assign(**{best.TIED: best.ties(agg.index, bests, bold_tests, rule, family)})
     write_table(
         per_method_table(agg, reference),
         out / "per_method",
@@ -247,14 +259,16 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         f"{plan.name}: methods at matched compression (level k: LayerCollapse folds k MLPs)",
         f"tab:{plan.name}-matched",
     )
-    diffs = paired_differences(frame, outcomes, reference, rule)
+    reference_name = method_name(plan.reference)
+    diffs = differences_table(found, rule, family, reference_name)
     atomic_write_text(out / "differences.csv", diffs.to_csv(index=False))
     curves = epoch_curves(frame, plan.output_root)
     flops = flops_to_reach(frame, reference)
     atomic_write_text(out / "cost_to_accuracy.csv", curves.to_csv(index=False))
     atomic_write_text(out / "flops_to_reach.csv", flops.to_csv(index=False))
-    claims = claims_table(frame, flops, outcomes, reference, plan.margin)
-    atomic_write_text(out / "claims.csv", claims.to_csv(index=False))
+    claims_table = claims_frame(claims, rule, family)
+    atomic_write_text(out / "claims.csv", claims_table.to_csv(index=False))
+    atomic_write_text(out / "claim_points.csv", claim_points(claims, rule, family).to_csv(index=False))
     paper = load_paper()
     comparison = paper_comparison(agg, paper)
     if len(comparison):
@@ -268,8 +282,9 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
         "diffs": diffs,
         "curves": curves,
         "flops": flops,
-        "claims": claims,
+        "claims": claims_table,
         "rule": rule,
+        "family": len(family),
         "paper": paper,
         "comparison": comparison,
         "language": language,
@@ -279,47 +294,12 @@ def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference:
 def _readme(
     plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, counts: dict, parts: dict, written: list, out: Path
 ) -> list[str]:
-    """The README's lines: claims, paired differences, cost, findings, tables, plots, runs not done."""
-    reference_name, quality = method_name(plan.reference), headline(frame)
-    diffs, flops, claims = parts["diffs"], parts["flops"], parts["claims"]
-    metric = "top-1" if quality.key == "top1" else quality.key
+    """The README's lines, section by section."""
     return [
         *_header(plan, frame, counts),
-        "## Claims",
-        "",
-        "Each claim of the paper against this sweep's numbers; the rule behind each verdict and its "
-        "p-values (raw and Holm-corrected) are in `claims.csv`. A verdict says what happens at this "
-        "sweep's scale (its models, data and budgets), not on ImageNet, GLUE or WikiText.",
-        "",
-        *_replicates_note(frame),
-        claims[["claim", "measured", "verdict"]].to_markdown(index=False),
-        "",
-        "**How a verdict is reached.** " + parts["rule"].describe(),
-        "",
-        f"## Paired differences against {reference_name}",
-        "",
-        f"Same seed, same original model, same held-out examples; {metric} of {reference_name} minus the "
-        "method's"
-        + ("" if quality.higher_is_better else " as a relative gap (+: the reference's perplexity is lower)")
-        + ", averaged over seeds, with its 95% hierarchical-bootstrap interval; P(ahead) is the share of "
-        "seeds in which the reference is ahead. Verdicts are Holm-corrected over this table's rows "
-        f"(margin ±{parts['rule'].margin:g} {parts['rule'].unit}).",
-        "",
-        differences_markdown(diffs, reference_name, parts["rule"].unit),
-        "## Cost to accuracy",
-        "",
-        "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
-        f"KD ran at 1x, 2x and 5x {reference_name}'s epochs where the spec asks for it "
-        f"(`{CURVES_FIGURE.format(quality.key)}.png`).",
-        "",
-        (
-            flops[["model", "level", "init", "reference_score", "budgets", "text"]].to_markdown(
-                index=False, floatfmt=".2f"
-            )
-            if len(flops)
-            else "No KD budget runs."
-        ),
-        "",
+        *_claims_section(frame, parts),
+        *_differences_section(plan, frame, parts),
+        *_cost_section(plan, frame, parts),
         *onnxruntime_section(frame),
         "## Findings",
         "",
@@ -330,6 +310,101 @@ def _readme(
         *_table_list(parts),
         "",
         (out / "matched.md").read_text(),
+        *_plots_section(written),
+        "## Failed or missing runs",
+        "",
+        *_not_done(frame),
+        *(["", "Not planned (each would repeat another run exactly):", ""] if plan.skipped else []),
+        *[f"- {reason}" for reason in plan.skipped],
+    ]
+
+
+def how_verdicts_read(rule) -> list[str]:
+    """The rule in a few sentences a reader can check, and what the words mean."""
+    return [
+        "**How a verdict is reached.** " + rule.describe(),
+        "",
+        "**Points, then the mean.** A claim is judged at every point it covers first (the `points` column: "
+        "better, equivalent, underpowered, worse), then on the mean of the point differences within each "
+        "seed, pooling only the points every seed has. It is 'supported' only where no point is "
+        "significantly the other way, and 'mixed' where points are significant both ways.",
+        "",
+        "**Intention-to-treat.** Every run a method made counts, at the compression it achieved, whatever it "
+        "was planned for: matched with a LayerCollapse point of the same seed within 2%, or interpolated "
+        "between two of them (linear in retained parameters), or, beyond LayerCollapse's frontier, judged "
+        "for dominance only. How often a method reached its planned target (folded, feasible, within 2%) is "
+        "reported beside it (`reached_target`).",
+        "",
+        "**Not tested** means no comparison could test the claim (no point near 74%, no 5x budget); "
+        "**underpowered** means a test ran and could not decide; **not testable at n=3** means fewer seeds "
+        "than the rule decides on (the direction in k of n seeds is given instead).",
+        "",
+    ]
+
+
+def _claims_section(frame: pd.DataFrame, parts: dict) -> list[str]:
+    rule = parts["rule"]
+    return [
+        "## Claims",
+        "",
+        "Each claim of the paper against this sweep's numbers, every point first (`points`; each point's "
+        "estimate and interval are in `claim_points.csv`), then the mean over points; the p-values (raw and "
+        f"Holm-corrected over the report's one family of {parts['family']} tests) are in `claims.csv`. A "
+        "verdict says what happens at this sweep's scale (its models, data and budgets), not on ImageNet, "
+        "GLUE or WikiText.",
+        "",
+        *_replicates_note(frame),
+        parts["claims"][["claim", "measured", "points", "verdict"]].to_markdown(index=False),
+        "",
+        *how_verdicts_read(rule),
+    ]
+
+
+def _differences_section(plan: Plan, frame: pd.DataFrame, parts: dict) -> list[str]:
+    reference_name, quality, rule = method_name(plan.reference), headline(frame), parts["rule"]
+    metric = "top-1" if quality.key == "top1" else quality.key
+    return [
+        f"## Paired differences against {reference_name}",
+        "",
+        f"Same seed, same original model, same held-out examples; {metric} of {reference_name} minus the "
+        "method's"
+        + (
+            ""
+            if quality.higher_is_better
+            else " as 100 x the log ratio (+: the reference's perplexity is lower)"
+        )
+        + f", at the compression the method achieved on {reference_name}'s frontier (`pairing`), averaged "
+        "over seeds with its 95% t interval at the level of seeds; the exact sign-flip p over seeds beside "
+        f"it (at least 2 / 2^n). Verdicts in the report's one Holm family (margin {rule.margin_text()}); "
+        "`reached_target`: the method's runs that reached their planned target.",
+        "",
+        differences_markdown(parts["diffs"], reference_name, rule.short_unit),
+    ]
+
+
+def _cost_section(plan: Plan, frame: pd.DataFrame, parts: dict) -> list[str]:
+    reference_name, quality, flops = method_name(plan.reference), headline(frame), parts["flops"]
+    return [
+        "## Cost to accuracy",
+        "",
+        "Training FLOPs are counted (3 x forward FLOPs per sample, plus KD's teacher forward), not timed. "
+        f"KD ran at 1x, 2x and 5x {reference_name}'s epochs where the spec asks for it "
+        f"(`{CURVES_FIGURE.format(quality.key)}.png`). This table compares means (descriptive); the 5x "
+        "claim is tested per point and budget (KD's non-inferiority, paired).",
+        "",
+        (
+            flops[["model", "level", "init", "reference_score", "budgets", "text"]].to_markdown(
+                index=False, floatfmt=".2f"
+            )
+            if len(flops)
+            else "No KD budget runs."
+        ),
+        "",
+    ]
+
+
+def _plots_section(written: list) -> list[str]:
+    return [
         "## Plots",
         "",
         "Each figure as PNG and PDF at text width (7 in) and at column width (3.3 in, `*_column`), fonts "
@@ -340,9 +415,6 @@ def _readme(
             or ["None yet: no completed run."]
         ),
         "",
-        "## Failed or missing runs",
-        "",
-        *_not_done(frame),
     ]
 
 
@@ -373,7 +445,8 @@ def _table_list(parts: dict) -> list[str]:
     return [
         "- `matched.{csv,md,tex}`: methods side by side at each level (same LayerCollapse target)",
         "- `per_method.{csv,md,tex}`: every method and level, the original model first",
-        "- `differences.csv`, `claims.csv`, `flops_to_reach.csv`, `cost_to_accuracy.csv` (per epoch)",
+        "- `differences.csv`, `claims.csv`, `claim_points.csv` (every point of every claim), "
+        "`flops_to_reach.csv`, `cost_to_accuracy.csv` (per epoch)",
         "- `runs.csv`: every planned run with its status and metrics",
         *["- `paper_comparison.{csv,md}`: ours next to the paper's ImageNet numbers"]
         * bool(len(parts["comparison"])),

@@ -1,50 +1,40 @@
-"""Paired comparisons: every method against the reference method (LayerCollapse by default), per seed and
-per held-out example, with the verdict rule of `verdicts.py`.
+"""Paired comparisons: every method against the reference method (LayerCollapse by default) on the
+reference's accuracy-compression frontier, per seed and per held-out example, judged by `verdicts.py`.
 
-Runs of the same seed start from the same original model (the seed's own, trained on its own split) and
-are scored on the same held-out examples, so a difference is paired per seed and, within it, per example.
-A difference is the reference's advantage in the sweep's headline metric (top-1 points; for perplexity
-the relative gap in %, + favouring the reference). Points where either run missed its matched compression
-are left out and counted.
+Runs of the same seed start from the same original model (the seed's own, trained on its own split) and are
+scored on the same held-out examples. Every run a method made is compared at the compression it achieved,
+whatever it was planned for and whether or not it reached its target (intention-to-treat; how often it did
+is reported beside, as its success rate):
+
+- **matched**: a reference point of the same seed lies within the 2% tolerance: compared with it;
+- **interpolated**: two reference points bracket it: compared with their mixture, linear in retained
+  parameters (what picking one or the other at random in those proportions would score and keep);
+- **beyond** the reference's frontier: compared with its nearest end, which can only show dominance (the
+  method compresses more and is better).
+
+The reference's frontier in a seed is its runs at every level plus, at 1x, the fine-tune control (the
+reference's recipe with no block selected), or the original where no control ran. A difference is the
+reference's advantage in the headline metric (top-1 points; perplexity: 100 x log ratio, + favouring the
+reference).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .outcomes import Difference, Outcomes
-from .verdicts import Comparison, Rule, compare, decide, holm, replicates_needed, wording
+from ..zoo.collapse import MATCH_TOLERANCE
+from .outcomes import Outcomes
+from .records import NOT_COUNTED
+from .verdicts import Comparison, Family, Rule, SeedDifference, compare, decide, seeds_needed_range, wording
 
 POINT = ["dataset", "model", "level"]
 NO_RECORDS = "no per-example records (runs made before lcbench kept them: rerun them)"
-NOT_MATCHED = {
-    "difference": math.nan,
-    "verdict": "not matched (a run missed its compression target in every seed: not counted)",
-    "decision": "not matched",
-}
-UNREACHABLE = {  # by the point's label (`records.FLAGS`): why its runs are not compared
-    "infeasible": {
-        "difference": math.nan,
-        "verdict": "infeasible at this compression (no allocation reaches it at a useful rank: not counted)",
-        "decision": "infeasible",
-    },
-    "not folded": {
-        "difference": math.nan,
-        "verdict": "not folded (its slopes stayed outside the fold band: not counted)",
-        "decision": "not folded",
-    },
-}
-
-
-def _uncompared(flags: pd.Series) -> dict:
-    """The verdict of a point none of whose seeds could be compared: its label's, else not matched."""
-    for flag, verdict in UNREACHABLE.items():
-        if flags.fillna("").str.contains(flag).any():
-            return verdict
-    return NOT_MATCHED
+CONTROL = "finetune"  # the uncompressed control: the reference's 1x point, never a compression method
+PAIRINGS = ("matched", "interpolated", "beyond")
 
 
 def is_matched(value) -> bool:
@@ -52,38 +42,14 @@ def is_matched(value) -> bool:
     return value is None or pd.isna(value) or bool(value)
 
 
-def _completed(frame: pd.DataFrame) -> pd.DataFrame:
+def reached_target(row: pd.Series) -> bool:
+    """Whether a run reached what it was planned for: matched, and neither infeasible nor not folded."""
+    flag = row.get("flag") or ""
+    return is_matched(row.get("matched")) and not any(f in flag for f in NOT_COUNTED)
+
+
+def completed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["status"] == "completed") & (frame["stage"] == "compress")]
-
-
-def pairs(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """One row per (point, other variant, seed): the two runs compared and whether both met their target.
-
-    A variant without levels (the finetune control) is paired with the reference at every level.
-    """
-    done = _completed(frame)
-    ref = done[(done["variant"] == reference) & done["level"].notna()]
-    rows = []
-    for _, r in ref.iterrows():
-        same_model = (done["dataset"] == r["dataset"]) & (done["model"] == r["model"])
-        same_seed = done["seed"] == r["seed"]
-        at_level = (done["level"] == r["level"]) | done["level"].isna()
-        others = done[same_model & same_seed & at_level & (done["variant"] != reference)]
-        for _, o in others.iterrows():
-            rows.append(
-                {
-                    **{k: r[k] for k in POINT},
-                    "paper_blocks": r.get("paper_blocks"),
-                    "variant": o["variant"],
-                    "method": o["method"],
-                    "seed": r["seed"],
-                    "reference_run": r["run_id"],
-                    "other_run": o["run_id"],
-                    "matched": is_matched(r["matched"]) and is_matched(o["matched"]),
-                    "flag": ", ".join(f for f in (r.get("flag") or "", o.get("flag") or "") if f),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def rule_for(frame: pd.DataFrame, margin: float | None = None) -> Rule:
@@ -92,142 +58,284 @@ def rule_for(frame: pd.DataFrame, margin: float | None = None) -> Rule:
     return Rule.for_metric(metrics[0] if len(metrics) == 1 else "score", margin)
 
 
-def comparison(differences: list[list[Difference]], rule: Rule) -> tuple[Comparison, np.ndarray] | None:
-    """The comparison of per-replicate lists of differences (several points of one replicate are averaged
-    with their resamples, which stay paired: the same examples) and its bootstrap draws; None without any."""
-    replicates = [d for d in differences if d]
-    if not replicates:
-        return None
-    observed = np.array([np.mean([d.observed for d in ds]) for ds in replicates])
-    pools = np.stack([np.mean([d.pool for d in ds], axis=0) for ds in replicates])
-    keys = {d.key for ds in replicates for d in ds}
-    shared = len(keys) == 1 and len(replicates) > 1
-    counts = [d.discordant for ds in replicates for d in ds if d.discordant is not None]
-    discordant = (sum(c[0] for c in counts), sum(c[1] for c in counts)) if counts else None
-    mcnemar = [d.mcnemar for ds in replicates for d in ds if d.mcnemar is not None]
-    return compare(observed, pools, shared, rule, discordant, mcnemar)
+# --------------------------------------------------------------------------------------------------------
+# The reference's frontier
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    compression: float
+    side: tuple  # ((run id, evaluation, weight), ...)
+    label: str
+
+
+def frontier(done: pd.DataFrame, reference: str, dataset: str, model: str, seed) -> list[FrontierPoint]:
+    """The reference's points of one (data set, model, seed) by compression, its 1x point first."""
+    same = done[(done["dataset"] == dataset) & (done["model"] == model) & (done["seed"] == seed)]
+    runs = same[same["variant"] == reference].sort_values("compression")
+    if runs.empty:
+        return []
+    control = same[same["method"] == CONTROL]
+    start = (
+        FrontierPoint(1.0, ((control["run_id"].iloc[0], "final", 1.0),), "the fine-tune control")
+        if len(control)
+        else FrontierPoint(1.0, ((runs["run_id"].iloc[0], "original", 1.0),), "the original")
+    )
+    points = [start] + [
+        FrontierPoint(
+            float(r["compression"]), ((r["run_id"], "final", 1.0),), f"level {_level_text(r['level'])}"
+        )
+        for _, r in runs.iterrows()
+        if r["compression"] == r["compression"]
+    ]
+    return sorted(points, key=lambda p: p.compression)
+
+
+def _level_text(level) -> str:
+    return "-" if level != level else f"{level:g}"
+
+
+def place(points: list[FrontierPoint], compression: float) -> tuple[str, tuple, str]:
+    """Where a run of `compression` meets the frontier: (pairing, the reference's side, how)."""
+    nearest = min(points, key=lambda p: abs(math.log(p.compression / compression)))
+    if abs(nearest.compression / compression - 1) <= MATCH_TOLERANCE:
+        return "matched", nearest.side, nearest.label
+    below = [p for p in points if p.compression < compression]
+    above = [p for p in points if p.compression > compression]
+    if below and above:
+        lo, hi = below[-1], above[0]
+        weight = (1 / lo.compression - 1 / compression) / (1 / lo.compression - 1 / hi.compression)
+        side = tuple((run, group, (1 - weight) * w) for run, group, w in lo.side) + tuple(
+            (run, group, weight * w) for run, group, w in hi.side
+        )
+        return "interpolated", side, f"between {lo.label} and {hi.label}"
+    end = points[-1] if not above else points[0]
+    return "beyond", end.side, f"beyond {end.label}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# One point: a method at one (data set, model, level) against the frontier, over seeds
+
+
+@dataclass
+class Point:
+    dataset: str
+    model: str
+    level: float
+    variant: str
+    method: str
+    paper_blocks: float = math.nan
+    seeds: dict = field(default_factory=dict)  # seed -> SeedDifference
+    pairing: dict = field(default_factory=dict)  # seed -> matched / interpolated / beyond
+    placed: dict = field(default_factory=dict)  # seed -> what the run met on the frontier
+    compression: float = math.nan  # mean achieved
+    train_flops: float = math.nan  # mean counted
+    reached: tuple[int, int] = (0, 0)  # runs that reached their target, runs
+    missing: str = ""  # why it could not be compared at all
+    comparison: Comparison | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.model, self.level, self.variant)
+
+    @property
+    def beyond(self) -> int:
+        return sum(p == "beyond" for p in self.pairing.values())
+
+    def pairing_text(self) -> str:
+        counts = {p: sum(v == p for v in self.pairing.values()) for p in PAIRINGS}
+        n = len(self.pairing)
+        return ", ".join(f"{k} in {v} of {n}" for k, v in counts.items() if v) or "-"
+
+    def compared_with(self) -> str:
+        """What the runs met on the frontier: `level 1`, `the fine-tune control` (counted when several)."""
+        counts = pd.Series(list(self.placed.values()), dtype=object).value_counts()
+        if len(counts) == 1:
+            return str(counts.index[0])
+        return "; ".join(f"{label} ({n})" for label, n in counts.items())
+
+    def reached_text(self) -> str:
+        return f"{self.reached[0]} of {self.reached[1]}"
+
+
+def points(frame: pd.DataFrame, outcomes: Outcomes, reference: str, margin: float) -> list[Point]:
+    """Every (data set, model, level, variant) but the reference and the control, compared over seeds."""
+    done = completed(frame)
+    others = done[(done["variant"] != reference) & (done["method"] != CONTROL)]
+    frontiers: dict[tuple, list[FrontierPoint]] = {}
+    found = []
+    for (dataset, model, level, variant), group in others.groupby(
+        POINT + ["variant"], sort=False, dropna=False
+    ):
+        point = Point(dataset, model, level, variant, group["method"].iloc[0], group["paper_blocks"].iloc[0])
+        point.compression = float(group["compression"].mean())
+        point.train_flops = float(group["train_flops"].mean())
+        point.reached = (int(group.apply(reached_target, axis=1).sum()), len(group))
+        for _, run in group.sort_values("seed").iterrows():
+            key = (dataset, model, run["seed"])
+            if key not in frontiers:
+                frontiers[key] = frontier(done, reference, *key)
+            if not frontiers[key] or not run["compression"] == run["compression"]:
+                continue
+            pairing, side, how = place(frontiers[key], float(run["compression"]))
+            difference = outcomes.difference(side, (run["run_id"], "final"))
+            if difference is None:
+                point.missing = NO_RECORDS
+                continue
+            point.seeds[run["seed"]] = difference
+            point.pairing[run["seed"]], point.placed[run["seed"]] = pairing, how
+        if point.seeds and not point.missing:
+            point.comparison = compare(point.seeds, margin)
+        elif not point.missing:
+            point.missing = f"no {reference} run of the same seeds to compare with"
+        found.append(point)
+    return found
+
+
+def register(family: Family, found: list[Point]) -> None:
+    for point in found:
+        family.add_comparison(point.comparison)
+
+
+def point_decision(point: Point, rule: Rule, family: Family) -> str:
+    """better / worse / equivalent / underpowered / too few seeds / not compared (beyond the frontier: only
+    'worse', the method dominating, is a finding there)."""
+    if point.comparison is None:
+        return "no data" if point.missing == NO_RECORDS else "not compared"
+    verdict = decide(point.comparison, rule, family)
+    if point.beyond and verdict.decision != "worse" and verdict.decision != "too few seeds":
+        return "not compared"
+    return verdict.decision
+
+
+def point_wording(point: Point, rule: Rule, family: Family, subject: str = "LayerCollapse") -> str:
+    c = point.comparison
+    if c is None:
+        return point.missing
+    verdict = decide(c, rule, family)
+    text = wording(verdict, c, rule, subject)
+    if point.beyond and verdict.decision not in ("worse", "too few seeds"):
+        return (
+            f"not compared: beyond {subject}'s frontier in {point.beyond} of {len(point.pairing)} seeds "
+            f"(it compresses more, so only its dominance could be shown; {text})"
+        )
+    if point.beyond and verdict.decision == "worse":
+        return text + f" (dominated: it compresses more and is better, in {point.beyond} seeds beyond)"
+    return text
+
+
+# --------------------------------------------------------------------------------------------------------
+# The differences table
+
+
+def differences_table(
+    found: list[Point], rule: Rule, family: Family, subject: str = "LayerCollapse"
+) -> pd.DataFrame:
+    """One row per point: the pairing, the success rate, the estimate with its intervals and tests (raw and
+    Holm over the report's family), the verdict and, where undecided, the seeds that would decide it."""
+    rows = []
+    for point in found:
+        c = point.comparison
+        row = {
+            "dataset": point.dataset,
+            "model": point.model,
+            "level": point.level,
+            "paper_blocks": point.paper_blocks,
+            "variant": point.variant,
+            "method": point.method,
+            "n_pairs": len(point.seeds),
+            "pairing": point.pairing_text(),
+            "compared_with": point.compared_with(),
+            "compression": point.compression,
+            "reached_target": point.reached_text(),
+        }
+        if c is not None:
+            needed = (math.nan, math.nan, math.nan)
+            decision = point_decision(point, rule, family)
+            if decision == "underpowered":
+                needed = seeds_needed_range(c, rule.margin, family.step_level(c, "difference"))
+            verdict = decide(c, rule, family)
+            row.update(
+                difference=c.estimate,
+                ci_low=c.low,
+                ci_high=c.high,
+                ci90_low=c.low90,
+                ci90_high=c.high90,
+                se=c.se,
+                df=c.df,
+                between_seed_variance=c.between,
+                within_seed_variance=c.within,
+                shared_test_set_covariance=c.shared,
+                shared_test_set=c.shared_test_set,
+                per_seed=" ".join(f"{d:+.3g}" for d in c.per_seed),
+                seeds_ahead=c.ahead,
+                p_difference=c.p_difference,
+                p_difference_holm=family.p(c, "difference"),
+                p_equivalence=c.p_equivalence,
+                p_equivalence_holm=family.p(c, "equivalence"),
+                p_sign_flip=c.p_sign_flip,
+                mcnemar_p=" ".join(f"{p:.3g}" if p > 0 else "<1e-300" for p in c.mcnemar),
+                seeds_needed=needed[0],
+                seeds_needed_low=needed[1],
+                seeds_needed_high=needed[2],
+                margin=rule.margin,
+                unit=rule.unit,
+                decision=decision,
+                size=verdict.size if decision in ("better", "worse") else "",
+                borderline=verdict.borderline,
+                verdict=point_wording(point, rule, family, subject),
+            )
+        else:
+            row.update(
+                difference=math.nan, decision=point_decision(point, rule, family), verdict=point.missing
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def paired_differences(
-    frame: pd.DataFrame, outcomes: Outcomes, reference: str = "layercollapse", rule: Rule | None = None
-) -> pd.DataFrame:
-    """Per (point, variant): the reference's advantage over matched seed pairs, its intervals, tests and
-    verdict (Holm-corrected over the table's rows)."""
-    table = pairs(frame, reference)
-    if table.empty:
-        return pd.DataFrame()
-    rule = rule or rule_for(frame)
-    rows, found, uncompared = [], [], []
-    for (dataset, model, level, variant), group in table.groupby(POINT + ["variant"], sort=False):
-        kept = group[group["matched"]]
-        per_seed = [
-            [d]
-            for d in (
-                outcomes.difference((r["reference_run"], "final"), (r["other_run"], "final"))
-                for _, r in kept.iterrows()
-            )
-            if d is not None
-        ]
-        result = comparison(per_seed, rule) if len(per_seed) == len(kept) else None
-        found.append(result[0] if result else None)
-        rows.append(
-            {
-                "dataset": dataset,
-                "model": model,
-                "level": level,
-                "paper_blocks": group["paper_blocks"].iloc[0],
-                "variant": variant,
-                "method": group["method"].iloc[0],
-                "n_pairs": len(kept),
-                "not_matched_pairs": int((~group["matched"]).sum()),
-            }
-        )
-        uncompared.append(_uncompared(group["flag"]) if "flag" in group else NOT_MATCHED)
-    family = sum(c is not None for c in found)
-    return pd.DataFrame(
-        [
-            {**row, **verdict_columns(c, rule, p, family=family)} if row["n_pairs"] else {**row, **why}
-            for (row, c, p), why in zip(_with_holm(rows, found), uncompared)
-        ]
-    )
-
-
-def _with_holm(rows: list[dict], found: list[Comparison | None]):
-    """Each row with its comparison and its Holm-adjusted (difference, equivalence) p-values."""
-    p_difference = holm([c.p_difference if c else math.nan for c in found])
-    p_equivalence = holm([c.p_equivalence if c else math.nan for c in found])
-    for row, c, pd_, pe in zip(rows, found, p_difference, p_equivalence):
-        yield row, c, (pd_, pe)
-
-
-def verdict_columns(
-    c: Comparison | None,
-    rule: Rule,
-    adjusted: tuple[float, float],
-    subject: str = "LayerCollapse",
-    family: int = 1,
-) -> dict:
-    """A comparison's table columns: estimate, intervals, p-values (raw and Holm over `family` tests),
-    the verdict."""
-    if c is None:
-        return {"difference": math.nan, "verdict": NO_RECORDS, "decision": "no data"}
-    verdict = decide(c, rule, *adjusted)
-    return {
-        "difference": c.estimate,
-        "ci_low": c.low,
-        "ci_high": c.high,
-        "ci90_low": c.low90,
-        "ci90_high": c.high90,
-        "p_difference": c.p_difference,
-        "p_difference_holm": adjusted[0],
-        "p_equivalence": c.p_equivalence,
-        "p_equivalence_holm": adjusted[1],
-        "p_reference_ahead": c.p_reference_ahead,
-        "mcnemar_p": " ".join(f"{p:.3g}" if p > 0 else "<1e-300" for p in c.mcnemar),
-        "tost_p_seeds": c.tost_replicates,
-        "seeds_needed": (
-            replicates_needed(c, rule.margin, rule.alpha / family)
-            if verdict.decision == "underpowered"
-            else math.nan
-        ),
-        "shared_test_set": c.shared_test_set,
-        "margin": rule.margin,
-        "unit": rule.unit,
-        "decision": verdict.decision,
-        "practical": verdict.practical,
-        "borderline": verdict.borderline,
-        "verdict": wording(verdict, c, rule, subject),
-    }
-
-
-def pooled_comparison(
-    frame: pd.DataFrame, outcomes: Outcomes, reference: str, variant: str, rule: Rule
-) -> tuple[tuple[Comparison, np.ndarray] | None, int]:
-    """The reference's advantage over `variant` averaged over every matched point within each seed, then
-    compared over seeds (with its bootstrap draws); and the number of points."""
-    table = pairs(frame, reference)
-    if table.empty:
-        return None, 0
-    table = table[(table["variant"] == variant) & table["matched"]]
-    return per_seed_comparison(table, outcomes, rule, "reference_run", "other_run"), table.groupby(
-        POINT
-    ).ngroups
-
-
-def per_seed_comparison(
-    table: pd.DataFrame,
+    frame: pd.DataFrame,
     outcomes: Outcomes,
-    rule: Rule,
-    first: str,
-    second: str,
-    groups: tuple[str, str] = ("final", "final"),
-) -> tuple[Comparison, np.ndarray] | None:
-    """Evaluation `groups[0]` of the runs in column `first` against `groups[1]` of those in `second`, each
-    row a point of one seed: averaged over a seed's points, compared over seeds (None: a record missing)."""
-    per_seed = []
-    for _, group in table.groupby("seed", sort=True):
-        ds = [outcomes.difference((r[first], groups[0]), (r[second], groups[1])) for _, r in group.iterrows()]
-        if any(d is None for d in ds):
-            return None
-        per_seed.append(ds)
-    return comparison(per_seed, rule)
+    reference: str = "layercollapse",
+    rule: Rule | None = None,
+    family: Family | None = None,
+) -> pd.DataFrame:
+    """The differences table of a frame (its own family when none is given)."""
+    rule = rule or rule_for(frame)
+    found = points(frame, outcomes, reference, rule.margin)
+    if family is None:
+        family = Family(rule.alpha)
+        register(family, found)
+    return differences_table(found, rule, family)
+
+
+def within_runs(
+    runs: pd.DataFrame, outcomes: Outcomes, margin: float, groups: tuple[str, str]
+) -> list[tuple[tuple, pd.DataFrame, Comparison | None]]:
+    """Per point: evaluation groups[0] against groups[1] of the same runs (final vs original, vs prefold),
+    over seeds (None where a record is missing)."""
+    found = []
+    for point, group in runs.groupby(POINT, sort=False):
+        seeds = {
+            r["seed"]: outcomes.difference((r["run_id"], groups[0]), (r["run_id"], groups[1]))
+            for _, r in group.sort_values("seed").iterrows()
+        }
+        complete = all(s is not None for s in seeds.values())
+        found.append((point, group, compare(seeds, margin) if complete else None))
+    return found
+
+
+def pooled(per_point: list[dict], margin: float) -> tuple[Comparison | None, int]:
+    """The mean over points within each seed, compared over seeds, pooling only the points every seed has
+    (`per_point`: one {seed: SeedDifference} per point). Returns the comparison and the points pooled."""
+    seeds = set().union(*per_point) if per_point else set()
+    complete = [p for p in per_point if set(p) == seeds]
+    if not complete:
+        return None, 0
+    order = sorted(seeds, key=str)
+    return compare([SeedDifference.mean([p[s] for p in complete]) for s in order], margin), len(complete)
+
+
+def mean_of(values) -> float:
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else math.nan

@@ -116,11 +116,19 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     out["speedup_quiet_b1_low"] = quiet["speedup_quiet_b1_low"].min()  # the widest interval of the seeds
     out["speedup_quiet_b1_high"] = quiet["speedup_quiet_b1_high"].max()
     out["matched"] = quiet["matched"].agg(lambda v: None if v.isna().all() else all(map(is_matched, v)))
-    if "flag" in done:  # every flag any seed raised, in a stable order
-        out["flag"] = quiet["flag"].agg(lambda v: ", ".join(f for f in FLAGS if f in set(v)))
+    out["matched_seeds"] = quiet["matched"].agg(lambda v: sum(map(is_matched, v)))
+    if "flag" in done:  # every flag any seed raised, in a stable order, with how many seeds raised it
+        out["flag"] = quiet["flag"].agg(per_seed_flags)
     out = out.reset_index()
     out["level"] = out["level"].replace(-1, np.nan)
     return out
+
+
+def per_seed_flags(flags: pd.Series) -> str:
+    """`not folded in 3 of 5` (or `not folded` where every seed raised it), flags in a stable order."""
+    flags = flags.fillna("")
+    counts = {f: int(flags.str.contains(f).sum()) for f in FLAGS}
+    return ", ".join(f if n == len(flags) else f"{f} in {n} of {len(flags)}" for f, n in counts.items() if n)
 
 
 def si_prefix(values: pd.Series) -> tuple[str, float]:
@@ -224,6 +232,16 @@ def _labels(table: pd.DataFrame) -> pd.Series:
     return pd.Series([variant_label(m, v) for m, v in zip(table["method"], table["variant"])], table.index)
 
 
+def _matched_cell(matched, seeds, n) -> str:
+    """yes, NO, or `NO in 2 of 5` (seeds that missed their target)."""
+    if matched is None or pd.isna(matched):
+        return ""
+    if matched:
+        return "yes"
+    missed = int(n) - int(seeds) if seeds is not None and not pd.isna(seeds) else int(n)
+    return "NO" if missed == int(n) else f"NO in {missed} of {int(n)}"
+
+
 def _matched_text(matched: str, flag: str) -> str:
     """The Matched cell: yes / NO, or the point's label where it has one (`infeasible`, `not folded`
     replace NO: they say why the point is not counted; `forced fold` is added to yes)."""
@@ -245,9 +263,10 @@ def markdown_table(table: pd.DataFrame, group_by: list[str]) -> str:
             "-" if c is None else f"**{c}**" if bold else c for c, bold in zip(cells, mask[column])
         ]
     if "matched" in table:
-        out["Matched"] = table["matched"].map(
-            lambda m: "" if m is None or pd.isna(m) else "yes" if m else "NO"
-        )
+        out["Matched"] = [
+            _matched_cell(m, table["matched_seeds"].get(i) if "matched_seeds" in table else None, n)
+            for i, m, n in zip(table.index, table["matched"], table["n"])
+        ]
         flags = table["flag"].fillna("") if "flag" in table else pd.Series("", index=table.index)
         out["Matched"] = [_matched_text(m, f) for m, f in zip(out["Matched"], flags)]
     out["n"] = table["n"].astype(int).astype(str)

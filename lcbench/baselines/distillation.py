@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcbench.core.errors import ConfigError
+from lcbench.core.errors import ConfigError, RedundantRun
 from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method, RunContext
 from lcbench.zoo import architecture, collapse
@@ -82,9 +82,17 @@ class KnowledgeDistillation(Method):
 
     @classmethod
     def check(cls, params: KDParams, cfg) -> None:
-        """A collapsed:K student needs K blocks in the teacher; a zoo student must exist."""
+        """A collapsed:K student needs K blocks in the teacher; a zoo student must exist. A collapsed student
+        that keeps no teacher tensor makes init=teacher the same run as init=random: refused (a sweep leaves
+        it out of its plan), so one comparison never enters a report twice."""
         if params.student.startswith(COLLAPSED):
-            architecture.selected(cfg, _parse_k(params.student), what="student=collapsed:K, K")
+            blocks = architecture.selected(cfg, _parse_k(params.student), what="student=collapsed:K, K")
+            if params.init == "teacher" and not _copyable(cfg, [b.name for b in blocks]):
+                raise RedundantRun(
+                    f"kd init=teacher with student={params.student} of {cfg.model} copies nothing: the "
+                    "collapsed student keeps no tensor of the teacher's (name and shape) outside its folded "
+                    "layers, so it would train exactly as init=random; run init=random instead"
+                )
         else:
             MODELS.get(params.student)
 
@@ -131,13 +139,8 @@ class KnowledgeDistillation(Method):
             student = copy.deepcopy(self.teacher).requires_grad_(True)
             return collapse.apply_structure(student, [], self.folded)
         student = self._fresh(name)
-        blocks = [collapse.block_by_name(student, n) for n in self.folded]
-        firsts = [_path(b.container, b.first) for b in blocks]
-        collapse.apply_structure(student, [], self.folded)
-        # in block order, never a set's: the fresh initialisations draw from the RNG in this order (a set's
-        # order follows the per-process string hash, so level-2 students differed from run to run)
-        folded_layers = [p for p in dict.fromkeys(firsts) if isinstance(student.get_submodule(p), nn.Linear)]
-        for path in folded_layers:  # (a Linear folded again into an earlier one is gone)
+        folded_layers = _fold_structure(student, self.folded)
+        for path in folded_layers:
             fresh_init(student, path)
         if init == "teacher":
             _copy_matching(self.teacher, student, skip=set(folded_layers))
@@ -181,14 +184,37 @@ def _path(container: str, child: str) -> str:
     return f"{container}.{child}" if container else child
 
 
-def _copy_matching(teacher: nn.Module, student: nn.Module, skip: set[str] = frozenset()) -> int:
-    """Copy every teacher tensor whose name and shape match the student's, except those of the layers in
-    `skip` (folded layers keep their fresh initialisation even where a shape happens to match)."""
+def _fold_structure(student: nn.Module, folded: list[str]) -> list[str]:
+    """Fold the `folded` blocks of `student` in place (placeholder weights); returns the paths of the
+    Linears the folds leave, in block order, never a set's: the fresh initialisations draw from the RNG in
+    this order (a set's order follows the per-process string hash: level-2 students differed run to run)."""
+    blocks = [collapse.block_by_name(student, n) for n in folded]
+    firsts = [_path(b.container, b.first) for b in blocks]
+    collapse.apply_structure(student, [], folded)
+    # (a Linear folded again into an earlier one is gone)
+    return [p for p in dict.fromkeys(firsts) if isinstance(student.get_submodule(p), nn.Linear)]
+
+
+def _matching(teacher: nn.Module, student: nn.Module, skip: set[str] = frozenset()) -> dict:
+    """The teacher tensors whose name and shape match the student's, but those of the layers in `skip`."""
     own = student.state_dict()
-    matching = {
+    return {
         k: v
         for k, v in teacher.state_dict().items()
         if k in own and own[k].shape == v.shape and k.rpartition(".")[0] not in skip
     }
+
+
+def _copy_matching(teacher: nn.Module, student: nn.Module, skip: set[str] = frozenset()) -> int:
+    """Copy every teacher tensor whose name and shape match the student's, except those of the layers in
+    `skip` (folded layers keep their fresh initialisation even where a shape happens to match)."""
+    matching = _matching(teacher, student, skip)
     student.load_state_dict(matching, strict=False)
     return len(matching)
+
+
+def _copyable(cfg, folded: list[str]) -> int:
+    """How many teacher tensors init=teacher would copy into the collapsed student (on the meta device)."""
+    teacher = architecture.meta_model(cfg)
+    student = copy.deepcopy(teacher)
+    return len(_matching(teacher, student, set(_fold_structure(student, folded))))

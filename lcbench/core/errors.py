@@ -9,6 +9,11 @@ class ConfigError(LcbenchError):
     """A config key, value or type is wrong."""
 
 
+class RedundantRun(ConfigError):
+    """A run that would repeat another variant's run exactly (KD init=teacher with nothing to copy): a sweep
+    leaves it out of its plan and says why; a single run is refused."""
+
+
 class DataError(LcbenchError):
     """A data set is missing or malformed."""
 

@@ -21,7 +21,12 @@ Any string value may hold `{model}`, the run's model name: `pretrain: {pretraine
 every model of the grid its own `save_pretrained` folder (the language sweeps).
 
 A variant may carry `only: {model: [...], level: [...]}`: it is planned at those grid points and levels
-only (e.g. KD's 2x and 5x budgets on the transformer models, to keep a CPU sweep short).
+only (e.g. KD's 2x and 5x budgets on the transformer models, to keep a CPU sweep short); and `levels:` of
+its own, in any form the spec's takes (LayerCollapse at every k a model has, so that the methods whose
+unit is coarser land between two of its points on the accuracy-compression frontier).
+
+A grid cell whose run would repeat another variant's exactly (KD init=teacher into a collapsed student that
+keeps no teacher tensor: `RedundantRun`) is left out of the plan; `plan.skipped` says which and why.
 
 A spec with variants plans `compress` runs plus the `pretrain` runs they start from; a spec without
 variants plans its base stage only. Seeds are independent replicates: each seed trains its own original
@@ -43,7 +48,7 @@ import torch
 
 from ..core import bundled
 from ..core.config import RunConfig, _set_dotted, load_yaml, parse_override, pretrain_config
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, RedundantRun
 from ..methods import METHODS
 from ..training.cost import flops_per_sample, forward_flops
 from ..training.identity import run_id
@@ -99,6 +104,7 @@ class Plan:
     runs: list[PlannedRun]  # pretrain runs first, in a stable order
     reference: str = "layercollapse"  # the method the others are compared with (the spec's `reference`)
     margin: float | None = None  # the verdicts' practical margin (the spec's `margin`; None: the metric's)
+    skipped: list[str] = field(default_factory=list)  # grid cells left out of the plan, each with its reason
 
     def stage(self, stage: str) -> list[PlannedRun]:
         return [r for r in self.runs if r.stage == stage]
@@ -173,6 +179,7 @@ def expand(spec: dict, source: str = "") -> Plan:
 
     independent = "seed" not in (base.get("pretrain") or {})  # `pretrain: {seed: S}`: one shared original
     runs: list[PlannedRun] = []
+    skipped: dict[tuple, str] = {}  # (variant, model, level) -> why it is not planned
     for grid_values, _ in _product(f"{source} grid", spec["grid"]):
         point = {**base, **grid_values}
         if not variants:
@@ -189,7 +196,7 @@ def expand(spec: dict, source: str = "") -> Plan:
                 raise ConfigError(f"{source}: variant {vname!r}: 'only' takes {{model: [...], level: [...]}}")
             if "model" in only and point.get("model") not in only["model"]:
                 continue
-            levels = model_levels(source, spec.get("levels"), point.get("model"))
+            levels = model_levels(source, variant.pop("levels", spec.get("levels")), point.get("model"))
             for matched, concrete in _at_levels(source, vname, variant, levels):
                 if "level" in only and matched not in only["level"]:
                     continue
@@ -207,7 +214,12 @@ def expand(spec: dict, source: str = "") -> Plan:
                         }
                         if independent:  # each seed trains its own original (and draws its own split)
                             values["pretrain"] = {**(values.get("pretrain") or {}), "seed": seed}
-                        cfg = _config(source, values, f"variant {vname} {level}")
+                        try:
+                            cfg = _config(source, values, f"variant {vname} {level}")
+                        except RedundantRun as e:
+                            where = (vname, point.get("model"), matched)
+                            skipped.setdefault(where, f"{vname} at {_where(point, level)}: {e}")
+                            continue
                         pre = pretrain_config(cfg)
                         runs.append(PlannedRun(run_id(cfg), cfg, vname, level, run_id(pre), matched))
     if not runs:
@@ -231,7 +243,19 @@ def expand(spec: dict, source: str = "") -> Plan:
         isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0
     ):
         raise ConfigError(f"{source}: margin must be a positive number (e.g. margin: 0.5), not {margin!r}")
-    return Plan(name, source, list(unique.values()), reference, None if margin is None else float(margin))
+    return Plan(
+        name,
+        source,
+        list(unique.values()),
+        reference,
+        None if margin is None else float(margin),
+        list(skipped.values()),
+    )
+
+
+def _where(point: dict, level: dict) -> str:
+    """`digits_mlp level=2`: a grid cell as `plan` names it."""
+    return " ".join([str(point.get("model", "")), *(f"{k}={v}" for k, v in level.items())]).strip()
 
 
 def model_levels(source: str, levels: Any, model: str | None) -> list[int] | None:
@@ -283,6 +307,8 @@ def _with_model(value: Any, model: str) -> Any:
 def _config(source: str, values: dict, where: str) -> RunConfig:
     try:
         return make_config(_with_model(values, str(values.get("model", ""))))
+    except RedundantRun:
+        raise
     except ConfigError as e:
         point = ", ".join(f"{k}={values[k]}" for k in ("model", "dataset", "seed") if k in values)
         raise ConfigError(f"{source}: {where + ', ' if where else ''}{point}: {e}") from None

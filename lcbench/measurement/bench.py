@@ -611,6 +611,9 @@ def write_readme(folder: Path) -> None:
     ]
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
+        if "results" not in data and path.with_suffix(".md").exists():  # a page of its own (calibration)
+            lines += [f"## {path.stem}", "", f"See `{path.stem}.md`.", ""]
+            continue
         env = data.get("environment", {})
         lines += [
             f"## {path.stem}",

@@ -33,7 +33,12 @@ def blocks(cfg: RunConfig) -> tuple[BlockInfo, ...]:
 
 def residual_stack(cfg: RunConfig) -> residual.ResidualStack | None:
     """The run's model's residual blocks (None for a model without a stack of them: an MLP, VGG)."""
-    return residual.find_stack(_meta_model(*_model_key(cfg)))
+    return residual.find_stack(meta_model(cfg))
+
+
+def meta_model(cfg: RunConfig) -> nn.Module:
+    """The run's model on the meta device (shared and cached: copy it before changing it)."""
+    return _meta_model(*_model_key(cfg))
 
 
 def _model_key(cfg: RunConfig) -> tuple:

@@ -156,10 +156,11 @@ def test_bold_is_the_quality_of_tested_ties_never_an_unmatched_row_and_not_when_
 
 def test_infeasible_and_forced_points_are_labelled_and_an_infeasible_one_is_never_a_win():
     """A low-rank point no allocation reaches at a useful rank lost by 76 points and was bold in the
-    compression column: it is now labelled, out of bold and out of the paired comparisons; a forced fold
-    is a real model, counted, and labelled."""
+    compression column: it is now labelled and out of bold; in the paired comparisons it counts at what it
+    achieved (intention-to-treat) as a run that did not reach its target; a forced fold is a real model,
+    counted, and labelled."""
     from lcbench.analysis.records import point_flag
-    from lcbench.analysis.stats import pairs
+    from lcbench.analysis.stats import reached_target
     from lcbench.analysis.tables import bold_mask, caption_notes, latex_table, markdown_table
 
     assert point_flag({"method_report": {"infeasible": True}}) == "infeasible"
@@ -183,8 +184,8 @@ def test_infeasible_and_forced_points_are_labelled_and_an_infeasible_one_is_neve
     assert "KD$^{*}$ & 1" in latex and "LayerCollapse$^{\\P}$ & 1" in latex  # not "not matched" (‡)
     notes = caption_notes(agg)
     assert "$^{*}$ infeasible at this compression" in notes and "$^{\\P}$ folded whatever the slope" in notes
-    frame["level"] = frame["level"].where(frame["method"] != "original")
-    assert not pairs(frame, "layercollapse")["matched"].any()  # the infeasible KD seeds are not compared
+    assert not frame[kd].apply(reached_target, axis=1).any()  # counted, as runs that missed their target
+    assert frame[lc].apply(reached_target, axis=1).all()
 
 
 def _compile(tmp_path, pdflatex, body: str, preamble: str = "") -> tuple[str, bytes]:
@@ -441,10 +442,29 @@ def test_findings_label_points_that_missed_their_matched_compression():
     from lcbench.analysis.report import findings
 
     frame = fixed_frame()
-    assert "not matched" not in "\n".join(findings(aggregate(frame)))
+    assert "missed its target" not in "\n".join(findings(aggregate(frame)))
     frame.loc[frame["method"] == "layercollapse", "matched"] = False  # e.g. a block was not folded
     lines = "\n".join(findings(aggregate(frame)))
-    assert "layercollapse 92.00 ± 2.00% at 1.50x (**not matched**" in lines
+    assert "layercollapse 92.00 ± 2.00% at 1.50x (**missed its target compression by more than 2%**" in lines
+    assert "compared at what it achieved" in lines  # intention-to-treat: never left out
+
+
+def test_table_flags_say_how_many_seeds_raised_them():
+    """The tables flagged a whole group "not folded; not counted" while the claim counted 4 of its 5 seeds:
+    a flag and a missed target now say in how many seeds."""
+    from lcbench.analysis.tables import markdown_table
+
+    frame = fixed_frame()
+    lc = frame.index[frame["method"] == "layercollapse"]
+    frame["flag"] = ""
+    frame.loc[lc[:1], "flag"] = "not folded"
+    frame.loc[lc[:1], "matched"] = False
+    agg = matched_table(aggregate(frame))
+    row = agg[agg["method"] == "layercollapse"].iloc[0]
+    assert row["flag"] == f"not folded in 1 of {len(lc)}" and row["matched_seeds"] == len(lc) - 1
+    assert f"not folded in 1 of {len(lc)}" in markdown_table(agg, ["dataset", "model", "level"])
+    frame.loc[lc, "flag"] = "not folded"
+    assert matched_table(aggregate(frame)).set_index("method").at["layercollapse", "flag"] == "not folded"
 
 
 def test_slope_plot_starts_at_epoch_zero_names_the_layers_and_shows_the_fold_band(tmp_path):

@@ -185,7 +185,7 @@ def test_a_variant_can_be_limited_to_some_models_and_levels(tmp_path):
         grid={"model": ["digits_mlp", "digits_vit"]},
         levels=[1, 2],
         variants={
-            "kd": {"method": "kd", "student": "collapsed:{level}"},
+            "kd": {"method": "kd", "student": "collapsed:{level}", "init": "random"},
             "kd_5x": {
                 "method": "kd",
                 "student": "collapsed:{level}",
@@ -197,6 +197,56 @@ def test_a_variant_can_be_limited_to_some_models_and_levels(tmp_path):
     runs = plan_sweep(path).stage("compress")
     assert {(r.cfg.model, r.matched_level) for r in runs if r.variant == "kd_5x"} == {("digits_vit", 1)}
     assert len([r for r in runs if r.variant == "kd"]) == 4
+
+
+def test_a_variant_can_have_levels_of_its_own(tmp_path):
+    """LayerCollapse at every k a model has (its frontier), the others at the spec's shared level."""
+    path = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_vit", "digits_mixer"]},
+        levels=[2],
+        variants={
+            "lc": {"method": "layercollapse", "k": "{level}", "allow_unfolded": True,
+                   "levels": {"default": [1, 2, 3, 4], "digits_mixer": {"blocks": [1, 2]}}},
+            "kd": {"method": "kd", "student": "collapsed:{level}"},
+        },
+    )  # fmt: skip
+    runs = plan_sweep(path).stage("compress")
+    assert sorted(r.matched_level for r in runs if r.variant == "lc" and r.cfg.model == "digits_vit") == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert sorted(r.matched_level for r in runs if r.variant == "lc" and r.cfg.model == "digits_mixer") == [
+        2,
+        4,
+    ]
+    assert {r.matched_level for r in runs if r.variant == "kd"} == {2}
+
+
+def test_a_run_that_would_repeat_another_is_left_out_of_the_plan_with_its_reason(tmp_path, capsys):
+    """KD init=teacher into digits_mlp's collapsed:2 student copies nothing: the same run as init=random.
+    The sweep plans it once (as init=random) and `plan` says why the other is not planned."""
+    path = write_spec(
+        tmp_path,
+        base=BASE,
+        grid={"model": ["digits_mlp"]},
+        levels=[1, 2],
+        seeds=[0, 1],
+        variants={
+            "kd_random": {"method": "kd", "student": "collapsed:{level}", "init": "random"},
+            "kd_teacher": {"method": "kd", "student": "collapsed:{level}", "init": "teacher"},
+        },
+    )
+    plan = plan_sweep(path)
+    teacher = [r for r in plan.stage("compress") if r.variant == "kd_teacher"]
+    assert {r.matched_level for r in teacher} == {1} and len(teacher) == 2  # level 1 copies the first Linear
+    assert len(plan.skipped) == 1 and plan.skipped[0].startswith("kd_teacher at digits_mlp level=2: ")
+    assert "copies nothing" in plan.skipped[0] and "run init=random instead" in plan.skipped[0]
+    assert main(["plan", str(path), f"output_root={tmp_path / 'out'}"]) == 0
+    assert "not planned: kd_teacher at digits_mlp level=2" in capsys.readouterr().out
 
 
 def test_the_reference_method_is_a_setting_of_the_spec(tmp_path):

@@ -123,11 +123,12 @@ def test_a_corrupt_teacher_checkpoint_fails_clearly(tmp_path):
 
 
 def test_kd_teacher_init_does_not_start_from_a_slope_one_fold(tmp_path):
-    """init=teacher copies the matching tensors and gives folded layers a fresh init: digits_mlp
-    collapsed:2 learns (> 50%); the old slope-1 fold start (init=teacher_fold) sat near chance."""
+    """A fresh init of the folded layers learns: digits_mlp collapsed:2 (where init=teacher has nothing to
+    copy, so init=random is the same run) reaches > 50%; the old slope-1 fold start (init=teacher_fold) sat
+    near chance."""
     base = [*KD, "student=collapsed:2", "pretrain.epochs=15"]
     teacher = execute(
-        make_config({}, [*base, "init=teacher", *fast_overrides(tmp_path, model="digits_mlp", epochs=3)])
+        make_config({}, [*base, "init=random", *fast_overrides(tmp_path, model="digits_mlp", epochs=3)])
     )
     assert teacher["final"]["top1"] > 50.0
     fold = execute(
@@ -137,6 +138,17 @@ def test_kd_teacher_init_does_not_start_from_a_slope_one_fold(tmp_path):
     assert teacher["match"]["within_tolerance"] and teacher["match"]["target"] == pytest.approx(
         teacher["compression"]
     )
+
+
+def test_kd_teacher_init_with_nothing_to_copy_is_refused_as_the_random_run(tmp_path):
+    """digits_mlp's collapsed:2 student is one Linear(64 -> 10): no teacher tensor fits it, so init=teacher
+    would repeat init=random exactly; collapsed:1 keeps the teacher's first Linear and is planned."""
+    from lcbench.core.errors import RedundantRun
+
+    args = [*KD, "model=digits_mlp", "init=teacher", f"output_root={tmp_path}"]
+    with pytest.raises(RedundantRun, match="copies nothing.*run init=random instead"):
+        make_config({}, [*args, "student=collapsed:2"])
+    assert make_config({}, [*args, "student=collapsed:1"]).method_args["init"] == "teacher"
 
 
 def test_kd_teacher_init_copies_every_matching_tensor_but_the_folded_layers():
