@@ -239,7 +239,10 @@ def compression_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, r
             name,
             text,
             f"{reference}'s points reduce parameters by {shown}",
-            judge=lambda family: ("not tested at 74% (no point within 70-80% fewer parameters)", ""),
+            judge=lambda family: (
+                "not tested at 74% (no point within 70-80% fewer parameters)",
+                f"no point within {REDUCTION_BAND[0]:.0%}-{REDUCTION_BAND[1]:.0%}",
+            ),
         )
     measured = "; ".join(f"{p.label}: {_fmt(p.comparison, rule)}" for p in found)
 
@@ -445,6 +448,11 @@ def method_claim(
     )
     if method in DEPTH_REDUCTIONS and training_free(frame, variant):
         measured += "; " + flops_ratio_text(frame, reference, variant)
+    if method == "block_removal":
+        measured += (
+            "; caveat: ShortGPT's premise is the redundancy of LLMs of 32 or more layers, and these models "
+            "have a few blocks, each a large share of the model"
+        )
     text = (
         "every run compared at the compression it achieved (on LayerCollapse's frontier: matched within "
         f"{MATCH_TOLERANCE:.0%} or interpolated), per point and on the mean over points: supported if better "

@@ -10,6 +10,7 @@ Each function returns its figure so tests can read the data behind the axes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -262,7 +263,7 @@ class Labels:
             annotation = self.ax.annotate(
                 text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7, **kw
             )
-            box = annotation.get_window_extent(self.ax.figure.canvas.get_renderer())
+            box = annotation.get_tightbbox(self.ax.figure.canvas.get_renderer())  # (with its ground)
             if not any(box.overlaps(other) for other in self.placed):
                 break
             annotation.remove()
@@ -314,7 +315,17 @@ def _label_points(ax, flagged: list, labels: Labels) -> None:
         ax.plot(
             [x], [y], marker="o", markersize=9, markerfacecolor="none", color="0.3", zorder=4, clip_on=False
         )
-        labels.add(flag, (x, y), 0, -12 if y > low + 0.8 * (high - low) else 7, ha="center", color="0.3")
+        text = re.sub(r" in (\d+) of (\d+)", r" \1/\2", flag)  # `not folded 3/5`: in 3 of its 5 seeds
+        labels.add(
+            text,
+            (x, y),
+            0,
+            -12 if y > low + 0.8 * (high - low) else 7,
+            ha="center",
+            color="0.3",
+            zorder=6,  # above the markers, on a white ground: readable where points crowd
+            bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
 
 
 def slope_trajectories(frame: pd.DataFrame, output_root: Path, layout: Layout = FULL):

@@ -12,6 +12,7 @@ columns; counted units (MACs, training FLOPs) take one SI prefix per table.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -431,9 +432,16 @@ def _latex_row_labels(table: pd.DataFrame) -> list[str]:
         else pd.Series(False, index=table.index)
     )
     flags = table["flag"].fillna("") if "flag" in table else pd.Series("", index=table.index)
-    marks = flags.map(lambda f: "".join(LATEX_FLAG_MARKS[k] for k in FLAGS if k in f))
+    marks = flags.map(lambda f: "".join(_latex_mark(k, f) for k in FLAGS if k in f))
     unmatched &= ~flags.map(lambda f: any(k in f for k in NOT_COUNTED))  # its own mark says why
     return list(_labels(table).map(_latex_label) + np.where(unmatched, "$^\\ddagger$", "") + marks)
+
+
+def _latex_mark(flag: str, text: str) -> str:
+    """A flag's mark, with the seeds that raised it where not all did: `$^{\\S\\,3/5}$`."""
+    seeds = re.search(rf"{flag} in (\d+) of (\d+)", text)
+    mark = LATEX_FLAG_MARKS[flag]
+    return mark if not seeds else mark[:-2] + f"\\,{seeds[1]}/{seeds[2]}" + mark[-2:]
 
 
 def _latex_label(label: str) -> str:
@@ -540,4 +548,6 @@ def caption_notes(table: pd.DataFrame) -> str:
     for flag, mark in LATEX_FLAG_MARKS.items():
         if "flag" in table and table["flag"].fillna("").str.contains(flag).any():
             parts.append(f"{mark} {FLAGS[flag]}")
+    if "flag" in table and table["flag"].fillna("").str.contains(r" in \d+ of ").any():
+        parts.append("a mark's $k/n$: in $k$ of the row's $n$ seeds")
     return "; ".join(parts) + "."
