@@ -176,12 +176,12 @@ def bounded(
     found: list[ClaimPoint],
     bounds: dict[str, tuple[str, float]],
     rule: Rule,
-    verdict_of: Callable[[Counter, dict], str],
+    verdict_of: Callable[[Counter, str | None], str],
     pool: bool = False,
 ) -> Claim:
     """A claim judged by one-sided tests: `bounds` names each (label -> (above|below, bound)); a point's
     outcome is the first label whose Holm-adjusted p < alpha (else "undecided"); `verdict_of(counts of point
-    outcomes, aggregate outcome)` gives the claim's verdict. `pool`: also test the mean over points."""
+    outcomes, the mean's outcome or None)` gives the claim's verdict. `pool`: the mean is tested too."""
     comparisons = [p.comparison for p in found if p.comparison is not None]
     aggregate = pooled([_seeds(c) for c in comparisons], rule.margin)[0] if pool else None
     tests = [
@@ -208,8 +208,7 @@ def bounded(
         first = next((p.comparison for p in found if p.comparison is not None), None)
         if counts[TOO_FEW] == len(found) and first is not None:
             return f"not testable at n={first.replicates} ({direction_text(first)})", tally
-        whole = outcome(aggregate, family) if aggregate is not None else None
-        return verdict_of(counts, {"aggregate": whole}), tally
+        return verdict_of(counts, outcome(aggregate, family) if aggregate is not None else None), tally
 
     if pool:
         measured += f"; mean over points per seed {_fmt(aggregate, rule)}"
@@ -312,9 +311,8 @@ def kd_accuracy_claim(found: list[Point], variant: str, init: str, rule: Rule) -
         "point above; mixed otherwise"
     )
 
-    def verdict_of(counts: Counter, whole: dict) -> str:
+    def verdict_of(counts: Counter, mean: str | None) -> str:
         below, above = counts["below +8"], counts["above +8"]
-        mean = whole["aggregate"]
         if mean == "below +8":
             return "mixed (a point above +8)" if above else "not supported"
         if mean in ("above +8", "ahead"):

@@ -213,8 +213,15 @@ def _copy_matching(teacher: nn.Module, student: nn.Module, skip: set[str] = froz
     return len(matching)
 
 
+_COPYABLE: dict[tuple, int] = {}  # (architecture, folded blocks) -> tensors init=teacher copies
+
+
 def _copyable(cfg, folded: list[str]) -> int:
-    """How many teacher tensors init=teacher would copy into the collapsed student (on the meta device)."""
-    teacher = architecture.meta_model(cfg)
-    student = copy.deepcopy(teacher)
-    return len(_matching(teacher, student, set(_fold_structure(student, folded))))
+    """How many teacher tensors init=teacher would copy into the collapsed student (on the meta device;
+    once per architecture and blocks: a plan checks every seed and level, 55 times for runs/digits.yaml)."""
+    key = (architecture.model_key(cfg), tuple(folded))
+    if key not in _COPYABLE:
+        teacher = architecture.meta_model(cfg)
+        student = copy.deepcopy(teacher)
+        _COPYABLE[key] = len(_matching(teacher, student, set(_fold_structure(student, folded))))
+    return _COPYABLE[key]

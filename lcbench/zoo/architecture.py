@@ -28,7 +28,7 @@ class BlockInfo:
 
 def blocks(cfg: RunConfig) -> tuple[BlockInfo, ...]:
     """The run's model's collapsible blocks in registration order (the last ones nearest the output)."""
-    return _blocks(*_model_key(cfg))
+    return _blocks(*model_key(cfg))
 
 
 def residual_stack(cfg: RunConfig) -> residual.ResidualStack | None:
@@ -38,10 +38,11 @@ def residual_stack(cfg: RunConfig) -> residual.ResidualStack | None:
 
 def meta_model(cfg: RunConfig) -> nn.Module:
     """The run's model on the meta device (shared and cached: copy it before changing it)."""
-    return _meta_model(*_model_key(cfg))
+    return _meta_model(*model_key(cfg))
 
 
-def _model_key(cfg: RunConfig) -> tuple:
+def model_key(cfg: RunConfig) -> tuple:
+    """What fixes the run's architecture (model, classes, channels, input size, text): a cache key."""
     spec = DATASETS.get(cfg.dataset)
     num_classes = spec.num_classes if spec.num_classes is not None else 1000
     return cfg.model, num_classes, spec.in_chans, model_img_size(cfg), spec.is_text
