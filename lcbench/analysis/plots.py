@@ -10,6 +10,7 @@ Each function returns its figure so tests can read the data behind the axes.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..core.store import RunDir  # noqa: E402
+from ..core.store import RunDir, temp_file_beside  # noqa: E402
 from ..training.tasks import QUALITIES, Quality  # noqa: E402
 from ..zoo.data import DATASETS  # noqa: E402
 from .best import counted  # noqa: E402
@@ -55,17 +56,20 @@ DPI = 300  # a column-width PNG is 990 px wide
 
 
 def save(fig, stem: Path) -> list[Path]:
-    """`stem`.png and `stem`.pdf at the figure's own size (no tight crop: the width is the print width)."""
+    """`stem`.png and `stem`.pdf at the figure's own size (no tight crop: the width is the print width).
+    Each is written to a temp file of a random name created exclusively (a name planted in advance, a link
+    among them, is never opened) and renamed over its destination (a link there is replaced, not followed)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     try:
         for path in paths:
-            tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+            fd, tmp = temp_file_beside(path)
             try:
-                fig.savefig(tmp, dpi=DPI, metadata=STABLE_METADATA[path.suffix])
-                tmp.replace(path)
+                with os.fdopen(fd, "wb") as file:
+                    fig.savefig(file, format=path.suffix[1:], dpi=DPI, metadata=STABLE_METADATA[path.suffix])
+                os.replace(tmp, path)
             finally:
-                tmp.unlink(missing_ok=True)  # a write that failed (full disk) leaves no temp file
+                Path(tmp).unlink(missing_ok=True)  # a write that failed (full disk) leaves no temp file
     finally:
         plt.close(fig)
     return paths

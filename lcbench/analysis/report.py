@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.store import atomic_write_text
+from ..core.store import atomic_write_text, check_own_folder
 from ..execution.sweep import Plan
 from ..zoo.data import DATASETS
 from . import best, plots
@@ -218,11 +218,18 @@ def reference_variant(frame: pd.DataFrame, method: str = "layercollapse") -> str
 
 
 def write_report(plan: Plan, out: Path) -> dict:
-    """Everything for one sweep into `out`; returns counts (runs per status) and the paths written."""
+    """Everything for one sweep into `out`; returns counts (runs per status) and the paths written. `out`
+    must be this user's own folder (not a link, not another user's, not writable by every user): checked
+    before anything is read, and again once it exists."""
+    fix = "choose another --out (a folder of your own)"
+    check_own_folder(out, "report folder", fix)
     frame = sweep_frame(plan)
     reference = reference_variant(frame, plan.reference)
     agg = aggregate(frame)
     out.mkdir(parents=True, exist_ok=True)
+    check_own_folder(
+        out, "report folder", fix
+    )  # (another user may have made it in a shared folder meanwhile)
     parts = _write_tables(plan, frame, agg, reference, out)
     written = _plots(frame, agg, parts["curves"], parts["paper"], plan, out, reference)
     counts = frame["status"].value_counts().to_dict()

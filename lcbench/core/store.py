@@ -186,11 +186,12 @@ class UnsafeRunFolder(LcbenchError):
     """A run folder (or a path in it) another user could have planted: never adopted, never followed."""
 
 
-def check_own_folder(path: Path, what: str = "run folder") -> None:
+def check_own_folder(path: Path, what: str = "run folder", fix: str = "") -> None:
     """`path` must be a real folder (not a symbolic link) owned by this user and not writable by every
     user: on a shared output root, run ids are predictable, so another user could create a run's folder
-    first and plant links or records in it."""
-    _check_own(path, what, stat.S_ISDIR, "a folder", "; another user may have created it to subvert this run")
+    first and plant links or records in it. `fix`: what the message tells the user to do instead."""
+    why = "" if fix else "; another user may have created it to subvert this run"
+    _check_own(path, what, stat.S_ISDIR, "a folder", why, fix)
 
 
 def check_own_file(path: Path, what: str = "record") -> None:
@@ -199,12 +200,12 @@ def check_own_file(path: Path, what: str = "record") -> None:
     _check_own(path, what, stat.S_ISREG, "a regular file")
 
 
-def _check_own(path: Path, what: str, is_kind, kind: str, why: str = "") -> None:
+def _check_own(path: Path, what: str, is_kind, kind: str, why: str = "", fix: str = "") -> None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return
-    fix = "remove it (or choose another output_root=PATH) and run again"
+    fix = fix or "remove it (or choose another output_root=PATH) and run again"
     if stat.S_ISLNK(info.st_mode):
         raise UnsafeRunFolder(f"{what} {path} is a symbolic link; lcbench never follows one: {fix}")
     if not is_kind(info.st_mode):

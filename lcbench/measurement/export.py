@@ -11,6 +11,11 @@ training code.
 Every export is written to a temporary folder beside its destination, reloaded from there the way its user
 will load it and compared with the run's model on a random batch (the largest absolute difference of the
 logits and whether the top predictions agree) before it replaces the destination.
+
+A destination is refused before anything is read or written when replacing it could lose data: a link, a
+file, the output root or a folder containing it, a folder inside the output root or inside a run folder
+(but the run's own `export/`, the default place), and, with `--force`, any existing folder that is not an
+earlier export of this user's (each export holds `.lcbench-export`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch import nn
 
 from ..core import extras
 from ..core.errors import CheckpointError, ConfigError, LcbenchError
-from ..core.store import RunDir
+from ..core.store import RunDir, check_own_folder
 from ..methods import METHODS
 from ..training.pipeline import build_model, read_model_file
 from ..zoo.measure import count_parameters, example_input
@@ -39,6 +44,7 @@ from ..zoo.models import create_model
 FORMATS = ("safetensors", "hf", "onnx")
 EXPORT_FORMAT = "lcbench-export-1"
 META_FILE = "lcbench.json"
+EXPORT_MARK = ".lcbench-export"  # in every export folder: what --force may replace
 TOLERANCE = 1e-5  # the largest |difference| of the logits an export may have (relative to max |logit| > 1)
 CHECK_BATCH = 3  # the batch a reloaded export is checked on (not the batch ONNX traced: 2)
 
@@ -372,14 +378,55 @@ def default_destination(run: str | Path, fmt: str) -> Path:
     return Path(run) / "export" / fmt
 
 
+def check_destination(destination: Path, run: Path, force: bool) -> None:
+    """Refuse a destination whose replacement could lose data (see the module's docstring), in one line."""
+    if destination.is_symlink():
+        raise LcbenchError(f"--out {destination} is a symbolic link; lcbench never writes through one")
+    target, run = Path(os.path.realpath(destination)), Path(os.path.realpath(run))
+    root = run.parent
+    if not _within(target, run / "export"):  # (the run's own export folder: the default place)
+        if _within(root, target):
+            raise LcbenchError(
+                f"--out {destination} {'is' if target == root else 'contains'} the output root {root}: "
+                "replacing it would delete every run; choose a folder outside it"
+            )
+        if _within(target, root):
+            raise LcbenchError(
+                f"--out {destination} lies inside the output root {root}, among its run folders: choose a "
+                f"folder outside it (or leave --out out: {default_destination(run, '<format>')})"
+            )
+        folder = next((p for p in (target, *target.parents) if (p / "result.json").is_file()), None)
+        if folder is not None:
+            raise LcbenchError(
+                f"--out {destination} lies inside run folder {folder}: choose a folder outside it"
+            )
+    if not os.path.lexists(destination):
+        return
+    if not force:
+        raise LcbenchError(f"{destination} exists: remove it, give --out, or --force to replace it")
+    if not destination.is_dir():
+        raise LcbenchError(
+            f"--out {destination} is a file, not an export folder: remove it or choose another"
+        )
+    check_own_folder(destination, "export folder", "choose another --out")
+    if not (destination / EXPORT_MARK).is_file() or (destination / EXPORT_MARK).is_symlink():
+        raise LcbenchError(
+            f"--out {destination} is not an earlier lcbench export (no {EXPORT_MARK} in it): --force "
+            "replaces only an export; remove it yourself or choose another --out"
+        )
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def export_run(run: str | Path, fmt: str, out: str | Path | None = None, force: bool = False) -> Exported:
     """Export a completed run's final model as `fmt` into `out` (default `<run>/export/<fmt>`), after
     reloading it from a temporary folder and checking it against the run's model."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     destination = Path(out) if out else default_destination(run, fmt)
-    if destination.exists() and not force:
-        raise LcbenchError(f"{destination} exists: remove it, give --out, or --force to replace it")
+    check_destination(destination, Path(run), force)
     source = run_model(run)
     if fmt == "onnx":
         require_onnx()
@@ -408,6 +455,8 @@ def export_run(run: str | Path, fmt: str, out: str | Path | None = None, force: 
                 f"the {fmt} export differs from the run's model by {difference:.3g} on its logits (more "
                 f"than {TOLERANCE:g}): not written"
             )
+        mark = {"format": fmt, "run": Path(run).name, "export_format": EXPORT_FORMAT}
+        (staging / EXPORT_MARK).write_text(json.dumps(mark) + "\n")
         if destination.exists():
             shutil.rmtree(destination)
         os.replace(staging, destination)

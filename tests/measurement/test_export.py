@@ -73,7 +73,11 @@ def test_safetensors_rebuilds_the_same_model_from_its_json_and_reports_fewer_par
     run = fake_run(tmp_path, "digits_vit")
     done = export_run(run, "safetensors")
     assert done.path == run / "export" / "safetensors"
-    assert sorted(p.name for p in done.path.iterdir()) == ["lcbench.json", "model.safetensors"]
+    assert sorted(p.name for p in done.path.iterdir()) == [
+        ".lcbench-export",
+        "lcbench.json",
+        "model.safetensors",
+    ]
     meta = json.loads((done.path / "lcbench.json").read_text())
     assert meta["model"] == "digits_vit" and meta["structure"]["folded"]
     rebuilt, model = load_export(done.path), load_model(run / "model.pt").eval()

@@ -69,36 +69,6 @@ def test_a_linked_control_folder_is_neither_chmodded_nor_emptied(tmp_path):
     assert (victim / "keep.json").exists() and stat.S_IMODE(victim.stat().st_mode) == 0o755
 
 
-SECOND_USER = "lcbench-other"
-
-
-@pytest.fixture
-def second_user():
-    """A real second account (useradd), so the planting is done by another user's own processes."""
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or not (shutil.which("useradd") and shutil.which("runuser")):
-        pytest.skip("a second user needs root with useradd and runuser (Linux)")
-    import pwd
-
-    try:
-        pwd.getpwnam(SECOND_USER)
-    except KeyError:
-        made = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", SECOND_USER],
-            capture_output=True,
-            text=True,
-        )
-        if made.returncode != 0:
-            pytest.skip(f"useradd refused: {made.stderr.strip()}")
-
-    def as_second_user(script: str) -> None:
-        subprocess.run(["runuser", "-u", SECOND_USER, "--", "sh", "-ec", script], check=True)
-
-    return pwd.getpwnam(SECOND_USER).pw_uid, as_second_user
-
-
 def test_a_second_user_who_plants_a_run_folder_cannot_subvert_the_run(tmp_path, capsys, second_user):
     """Another account, on a shared root (mode 1777, like /tmp), creates a run's folder first (its id is
     predictable), with a completed record and a lock linked to one of our files: the run refuses the folder
