@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import math
 import os
 import shlex
 import sys
@@ -72,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.nproc * cfg.nodes > 1 and not distributed.launched_as_rank():  # its ranks, started by torchrun
         flags = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name)]
         return distributed.torchrun(cfg, ["-m", "lcbench", "run", *args.items, *flags])
+    if distributed.launched_as_rank():
+        distributed.die_with_launcher()
     if not distributed.env_main():  # rank 0 reports; the other ranks train beside it
         execute(cfg, force=args.force, progress_bar=False, require_pretrained=args.require_pretrained)
         return 0
@@ -406,11 +409,10 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     from .execution.rehearsal import rehearse, write
     from .execution.sweep import plan_sweep
 
-    if args.steps < 1 or args.budget <= 0 or (args.batch is not None and args.batch < 1):
-        raise ConfigError(
-            f"--steps ({args.steps}) and --batch ({args.batch}) must be at least 1 and --budget "
-            f"({args.budget}) positive"
-        )
+    if args.steps < 1 or (args.batch is not None and args.batch < 1):
+        raise ConfigError(f"--steps ({args.steps}) and --batch ({args.batch}) must be at least 1")
+    if not (math.isfinite(args.budget) and args.budget > 0):
+        raise ConfigError(f"--budget {args.budget}: give the rehearsal's seconds, a finite number above 0")
     files, overrides = _split_args(args.items)
     plans = [plan_sweep(path, overrides) for path in files]  # every spec checked before any step
     document = rehearse(plans, args.steps, args.device, args.budget, args.batch)
@@ -465,7 +467,8 @@ def _run_folder(text: str, root: str):
     if not (path / "config.yaml").exists():
         from .execution.submissions import sweep_submitting
 
-        sweep = sweep_submitting(root, Path(text).name)
+        given = Path(text)  # a path `<root>/<run id>` names its own output root
+        sweep = sweep_submitting(given.parent if len(given.parts) > 1 else root, given.name)
         if sweep:
             raise LcbenchError(
                 f"run {Path(text).name} is queued in sweep {sweep} and has not started: nothing to do until "

@@ -348,7 +348,11 @@ def kd_cost_claim(frame: pd.DataFrame, found: list[Point], init: str, reference:
     tests = [(c, f"below:{rule.margin:g}", c.p_below(rule.margin)) for c in comparisons if c.replicates >= 2]
     tests += [(c, h, p) for c in comparisons for h, p in _two_tests(c)]
     described = "; ".join(
-        f"{k[1]} level {_level(k[2])}: " + ", ".join(f"{p.variant} at {r:.2g}x FLOPs" for p, r in v)
+        f"{k[1]} level {_level(k[2])}: "
+        + ", ".join(
+            f"{p.variant} at {r:.2g}x FLOPs" if r == r else f"{p.variant} (no {reference} run at that level)"
+            for p, r in v
+        )
         for k, v in budgets.items()
     )
 
@@ -555,7 +559,7 @@ def claims_frame(claims: list[Claim], rule: Rule, family: Family) -> pd.DataFram
                 "rule_family": len(family),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["claim", "rule", "measured", "points", "verdict"])
 
 
 def claim_points(claims: list[Claim], rule: Rule, family: Family) -> pd.DataFrame:
@@ -575,7 +579,8 @@ def claim_points(claims: list[Claim], rule: Rule, family: Family) -> pd.DataFram
                     "decision": _decision(p, rule, family),
                 }
             )
-    return pd.DataFrame(rows)
+    columns = ["claim", "point", "difference", "ci_low", "ci_high", "n", "decision"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def claims_table(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, first_line
 
 # the columns compared as values (identity, status text and timings are not results)
 NOT_VALUES = {"run_id", "level", "seed", "replicate", "paper_blocks", "epochs", "train_seconds",
@@ -28,6 +28,7 @@ class Comparison:
     values: pd.DataFrame  # per column: values compared, how many differ, largest absolute difference
     verdicts: pd.DataFrame  # every verdict that changed: where, before, after
     cpus: tuple[str, str]
+    columns_only: tuple[list[str], list[str]] = ([], [])  # columns one folder has and the other not
 
     @property
     def verdicts_changed(self) -> int:
@@ -41,6 +42,9 @@ class Comparison:
             f"runs in both: {self.runs_both}; only in {a}: {self.runs_only[0]}; "
             f"only in {b}: {self.runs_only[1]}",
         ]
+        for folder, only in zip(names, self.columns_only):
+            if only:
+                lines.append(f"columns only in {folder} (not compared): {', '.join(only)}")
         changed = self.values[self.values["differ"] > 0]
         total = int(self.values["compared"].sum())
         lines.append(
@@ -55,37 +59,69 @@ class Comparison:
         return "\n".join(lines)
 
 
+# what each file must hold to be compared
+COLUMNS = {"runs.csv": ["run_id", "status"], "claims.csv": ["claim", "verdict"],
+           "differences.csv": [*DIFFERENCE_KEY, "verdict"]}  # fmt: skip
+# text columns that are results (the others are a run's identity, its machine or its error)
+TEXT_RESULTS = {"flag"}
+FIX = "give two folders written by `lcbench report` (results/<sweep>), or regenerate this one"
+
+
 def _read(folder: Path, name: str, required: bool) -> pd.DataFrame:
+    """One table of a report folder; a file that is missing (where required), empty, not UTF-8, badly
+    quoted or without the columns compared is named in one line (ConfigError: exit 2)."""
     path = folder / name
     if not path.is_file():
         if required:
-            raise ConfigError(
-                f"{folder} has no {name}: give a folder written by `lcbench report` (results/<sweep>)"
-            )
+            raise ConfigError(f"{folder} has no {name}: {FIX}")
         return pd.DataFrame()
-    return pd.read_csv(path)
+    try:
+        table = pd.read_csv(path, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        if required or path.stat().st_size == 0:
+            raise ConfigError(f"{path} is empty: {FIX}") from None
+        return pd.DataFrame()  # (a blank line: the table of no rows an older report wrote)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): {FIX}") from None
+    except pd.errors.ParserError as e:
+        raise ConfigError(f"{path} is not a readable CSV ({first_line(e)}): {FIX}") from None
+    missing = [c for c in COLUMNS[name] if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{path} has no column {', '.join(missing)}: {FIX}")
+    return table
+
+
+def sweep_name(folder: Path) -> str:
+    """The sweep a report folder is of, from its README's title (`# <sweep>: ...`; '' when unreadable)."""
+    try:
+        with open(folder / "README.md", encoding="utf-8") as f:
+            title = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return title[2:].split(":")[0].strip() if title.startswith("# ") and ":" in title else ""
 
 
 def compare_folders(first: str | Path, second: str | Path) -> Comparison:
     a, b = Path(first), Path(second)
     runs = [_read(a, "runs.csv", True), _read(b, "runs.csv", True)]
+    names = sweep_name(a), sweep_name(b)
+    if all(names) and names[0] != names[1]:
+        raise ConfigError(
+            f"{a} is a report of sweep {names[0]}, {b} of sweep {names[1]}: compare two reports of one sweep"
+        )
     done = [r[r["status"] == "completed"].set_index("run_id") for r in runs]
     both = done[0].index.intersection(done[1].index)
-    columns = [
-        c
-        for c in done[0].columns.intersection(done[1].columns)
-        if c not in NOT_VALUES
-        and pd.api.types.is_numeric_dtype(done[0][c])
-        and pd.api.types.is_numeric_dtype(done[1][c])
+    if len(both) == 0 and len(done[0]) and len(done[1]):
+        raise ConfigError(
+            f"{a} and {b} have no completed run in common (no run id in both): they are reports of "
+            "different sweeps or configurations; compare two reports of one sweep"
+        )
+    shared = [c for c in done[0].columns.intersection(done[1].columns) if c not in NOT_VALUES]
+    rows = [
+        _column_differences(done[0].loc[both, c], done[1].loc[both, c], c)
+        for c in shared
+        if c in TEXT_RESULTS or any(pd.api.types.is_numeric_dtype(d[c]) for d in done)
     ]
-    rows = []
-    for column in columns:
-        x, y = done[0].loc[both, column].astype(float), done[1].loc[both, column].astype(float)
-        present = ~(x.isna() & y.isna())
-        gap = (x - y).abs()[present]
-        differ = int(((gap > 0) | (x.isna() != y.isna())[present]).sum())
-        rows.append({"column": column, "compared": int(present.sum()), "differ": differ,
-                     "largest": float(gap.max()) if differ and gap.notna().any() else 0.0})  # fmt: skip
     verdicts = pd.concat([_claim_changes(a, b), _difference_changes(a, b)], ignore_index=True)
     return Comparison(
         runs_both=len(both),
@@ -93,7 +129,26 @@ def compare_folders(first: str | Path, second: str | Path) -> Comparison:
         values=pd.DataFrame(rows, columns=["column", "compared", "differ", "largest"]),
         verdicts=verdicts,
         cpus=(_cpus(runs[0]), _cpus(runs[1])),
+        columns_only=(
+            sorted(set(done[0].columns) - set(done[1].columns)),
+            sorted(set(done[1].columns) - set(done[0].columns)),
+        ),
     )
+
+
+def _column_differences(x: pd.Series, y: pd.Series, column: str) -> dict:
+    """How many values of one column differ: numbers by value (the largest gap kept); a column that is
+    text in either folder (a number garbled in one) as text, so that it is counted, never dropped."""
+    present = ~(x.isna() & y.isna())
+    if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+        x, y = x.astype(float), y.astype(float)
+        gap = (x - y).abs()[present]
+        differ = int(((gap > 0) | (x.isna() != y.isna())[present]).sum())
+        largest = float(gap.max()) if differ and gap.notna().any() else 0.0
+    else:
+        differ = int((x.astype(str) != y.astype(str))[present].sum())
+        largest = float("nan")
+    return {"column": column, "compared": int(present.sum()), "differ": differ, "largest": largest}
 
 
 def _cpus(runs: pd.DataFrame) -> str:

@@ -67,7 +67,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         row["matched"] = bool(match["within_tolerance"]) if match else None  # None: nothing to match
         row["init"] = (record.data.get("method_report") or {}).get("init", "")
         row["flag"] = point_flag(record.data)
-        if row["flag"] in NOT_COUNTED:  # a point no allocation reaches: never another method's win
+        if any(f in row["flag"] for f in NOT_COUNTED):  # a point no allocation reaches: never a win
             row["matched"] = False
         row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
         row["blocks_folded"] = _paper_blocks(run.cfg.model, row["mlps_folded"])
@@ -88,20 +88,24 @@ FLAGS = {
     "infeasible": "infeasible at this compression: no allocation reached it at a useful rank",
     "not folded": "blocks whose slopes did not reach the fold (LayerCollapse's band, Layer Folding's 1/2)",
     "forced fold": "folded whatever the slope (the official BERT protocol)",
+    "world size changed": "resumed with another number of DDP processes than it started with (the batches "
+    "split otherwise from there: not an uninterrupted run's numbers)",
 }
 NOT_COUNTED = ("infeasible", "not folded")
 
 
 def point_flag(record: dict) -> str:
-    """`infeasible`, `not folded`, `forced fold` or '' from a run record's method report."""
+    """`infeasible`, `not folded` or `forced fold` from a run record's method report, with `world size
+    changed` beside it where the run resumed with another number of processes ('' for none)."""
     report = record.get("method_report") or {}
-    if report.get("infeasible"):
-        return "infeasible"
-    if report.get("not_folded"):
-        return "not folded"
-    if report.get("forced"):
-        return "forced fold"
-    return ""
+    flags = [
+        next((f for f, key in METHOD_FLAGS if report.get(key)), ""),
+        "world size changed" if record.get("world_size_changes") else "",
+    ]
+    return ", ".join(f for f in flags if f)
+
+
+METHOD_FLAGS = [("infeasible", "infeasible"), ("not folded", "not_folded"), ("forced fold", "forced")]
 
 
 def _cpu(run_path) -> str:

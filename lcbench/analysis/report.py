@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.staging import staged_folder
 from ..core.store import atomic_write_text, check_own_folder
 from ..execution.sweep import Plan
 from ..zoo.data import DATASETS
@@ -220,22 +221,21 @@ def reference_variant(frame: pd.DataFrame, method: str = "layercollapse") -> str
 def write_report(plan: Plan, out: Path) -> dict:
     """Everything for one sweep into `out`; returns counts (runs per status) and the paths written. `out`
     must be this user's own folder (not a link, not another user's, not writable by every user): checked
-    before anything is read, and again once it exists."""
+    before anything is read, and again once it exists. The report is written whole into a staging folder
+    and then moved in, README last, under a lock on `out` (`core.staging`): a killed report leaves the
+    previous one as it was, and two reports into one folder take turns."""
     fix = "choose another --out (a folder of your own)"
     check_own_folder(out, "report folder", fix)
     frame = sweep_frame(plan)
     reference = reference_variant(frame, plan.reference)
     agg = aggregate(frame)
-    out.mkdir(parents=True, exist_ok=True)
-    check_own_folder(
-        out, "report folder", fix
-    )  # (another user may have made it in a shared folder meanwhile)
-    parts = _write_tables(plan, frame, agg, reference, out)
-    written = _plots(frame, agg, parts["curves"], parts["paper"], plan, out, reference)
-    counts = frame["status"].value_counts().to_dict()
-    lines = _readme(plan, frame, agg, counts, parts, written, out)
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
-    return {"counts": counts, "out": str(out), "plots": [str(p) for p in written]}
+    with staged_folder(out, "report folder", fix) as stage:
+        parts = _write_tables(plan, frame, agg, reference, stage)
+        written = _plots(frame, agg, parts["curves"], parts["paper"], plan, stage, reference)
+        counts = frame["status"].value_counts().to_dict()
+        lines = _readme(plan, frame, agg, counts, parts, written, stage)
+        atomic_write_text(stage / "README.md", "\n".join(lines) + "\n")
+    return {"counts": counts, "out": str(out), "plots": [str(out / p.name) for p in written]}
 
 
 def _write_tables(plan: Plan, frame: pd.DataFrame, agg: pd.DataFrame, reference: str, out: Path) -> dict:

@@ -290,7 +290,12 @@ def differences_table(
                 difference=math.nan, decision=point_decision(point, rule, family), verdict=point.missing
             )
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else DIFFERENCE_COLUMNS)  # (a header when none)
+
+
+# what differences.csv holds at least, whether or not the sweep has a point to compare
+DIFFERENCE_COLUMNS = ["dataset", "model", "level", "paper_blocks", "variant", "method", "n_pairs",
+                      "difference", "decision", "verdict"]  # fmt: skip
 
 
 def paired_differences(

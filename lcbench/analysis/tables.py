@@ -286,7 +286,12 @@ def _escape(text: str) -> str:
 # the ± before a std: siunitx text set before the std's own column, spaced as a binary operator
 PM = "{${}\\pm{}$}"
 MAX_ROWS = 40  # body rows per float; a longer table goes on in a second float (each fits a page)
-LATEX_FLAG_MARKS = {"infeasible": "$^{*}$", "not folded": "$^{\\S}$", "forced fold": "$^{\\P}$"}
+LATEX_FLAG_MARKS = {
+    "infeasible": "$^{*}$",
+    "not folded": "$^{\\S}$",
+    "forced fold": "$^{\\P}$",
+    "world size changed": "$^{\\#}$",
+}
 SETUP = (
     "\\footnotesize\\setlength{\\tabcolsep}{3pt}\n"
     "\\sisetup{reset-text-series=false, text-series-to-math=true, group-digits=integer}\n"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib.metadata
+import logging
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 T = TypeVar("T")
+log = logging.getLogger("lcbench")
 
 
 class Registry(Generic[T]):
@@ -40,7 +42,10 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             key = name or getattr(obj, "name", None) or obj.__name__
             if key in self._items:
-                raise ValueError(f"{self.kind} {key!r} is registered twice")
+                raise ValueError(
+                    f"{self.kind} {key!r} is registered twice: by {provider(self._items[key])} and by "
+                    f"{provider(obj)}"
+                )
             self._items[key] = obj
             return obj
 
@@ -76,12 +81,41 @@ class Registry(Generic[T]):
         return sorted(found)
 
 
+def provider(obj: object) -> str:
+    """The package (distribution) that defines `obj`, for messages: 'lcbench', 'toy-methods 0.1 (module
+    toy_methods)', or its module where no distribution is known."""
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    top = module.split(".")[0]
+    if top == "lcbench":
+        return "lcbench"
+    names = importlib.metadata.packages_distributions().get(top, [])
+    return f"package {names[0]} (module {module})" if names else f"module {module}"
+
+
 def load_entry_points(group: str, registry: Registry, kind: type) -> None:
     """Load another package's plug-ins from the entry-point `group` (`lcbench.methods`, `lcbench.models`,
     `lcbench.datasets`): a module registers what it holds when imported; an object of type `kind` (a
-    method class, a ModelSpec, a DatasetSpec) is registered here under the entry point's name."""
+    method class, a ModelSpec, a DatasetSpec) is registered here under the entry point's name. A plug-in
+    that fails to load, or whose name is taken, is left out with a one-line warning naming its package:
+    the rest of lcbench works without it."""
     for entry in importlib.metadata.entry_points(group=group):
-        loaded = entry.load()
+        try:
+            loaded = entry.load()
+        except Exception as e:  # its module raised on import (a duplicate name among the reasons)
+            _left_out(entry, group, e)
+            continue
         is_kind = isinstance(loaded, kind) or (isinstance(loaded, type) and issubclass(loaded, kind))
-        if is_kind and entry.name not in registry._items:
+        if not is_kind or registry._items.get(entry.name) is loaded:
+            continue  # a module that registers what it holds (this very object among them)
+        try:
             registry.register(entry.name)(loaded)
+        except ValueError as e:
+            _left_out(entry, group, e)
+
+
+def _left_out(entry: importlib.metadata.EntryPoint, group: str, error: Exception) -> None:
+    dist = f"package {entry.dist.name} {entry.dist.version}" if entry.dist else "an unknown package"
+    log.warning(
+        "plug-in %r of %s (entry point %s: %s) is left out: %s: %s; fix or uninstall that package",
+        entry.name, dist, group, entry.value, type(error).__name__, first_line(error),
+    )  # fmt: skip

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import LcbenchError, RunLockedError
+from .integrity import file_problem
 from .record import IDENTITY, summary_paths
 
 log = logging.getLogger("lcbench")
@@ -336,30 +337,22 @@ class RunDir:
 
     def record_problem(self, record: dict) -> str:
         """Why a completed record cannot be used ('' when it can): one without its run id and final
-        metrics (a hollow `{"status": "completed"}`), or one whose model file does not match it."""
+        metrics (a hollow `{"status": "completed"}`), or one whose model file or per-example records are
+        missing or differ from what it recorded of them (size, then SHA-256 where their stamp changed)."""
         if record.get("status") != "completed":
             return ""
         final = record.get("final")
         if record.get("run_id") != self.run_id or not isinstance(final, dict) or not final:
             return f"its record {self.result_path} is incomplete (no run id or final metrics): rerun it"
-        return self.model_file_problem(record)
-
-    def model_file_problem(self, record: dict) -> str:
-        """Why a completed record's model.pt cannot be trusted ('' when it matches the size recorded)."""
-        expected = (
-            (record.get("model_file") or {}).get("bytes") if record.get("status") == "completed" else None
-        )
-        if not isinstance(expected, int):
-            return ""  # nothing recorded (an older record)
-        try:
-            size = os.lstat(self.model_path).st_size
-        except FileNotFoundError:
-            return f"its model file {self.model_path} is missing"
-        if size != expected:
-            return (
-                f"its model file {self.model_path} has {size} bytes, the record says {expected} (truncated?)"
-            )
-        return ""
+        model = record.get("model_file")
+        kept = record.get("examples")
+        problems = [
+            file_problem(self.model_path, model, "model file") if isinstance(model, dict) else "",
+            file_problem(self.path / kept["file"], kept, "per-example records")
+            if isinstance(kept, dict) and isinstance(kept.get("file"), str) and "/" not in kept["file"]
+            else "",
+        ]
+        return next((p for p in problems if p), "")
 
     # metrics
     def log(self, event: str, **fields: Any) -> None:

@@ -78,7 +78,9 @@ def _status(run: PlannedRun, rundir: RunDir, held: JobState | None, job: Job | N
     if record:
         status = record.get("status", "failed")
         error = record.get("error") or {}
-        text = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
+        text = (
+            f"{error.get('type', '')}: {error.get('message', '')}" if error else str(record.get("reason", ""))
+        )
         return RunStatus(run, status, text, job, log, record)
     if rundir.path.exists() and rundir.config_path.exists():
         return RunStatus(run, "missing", "interrupted before finishing (no result record)", job, log)

@@ -20,6 +20,8 @@ earlier export of this user's (each export holds `.lcbench-export`).
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ from torch import nn
 
 from ..core import extras
 from ..core.errors import CheckpointError, ConfigError, LcbenchError
+from ..core.integrity import read_verified
 from ..core.store import RunDir, check_own_folder
 from ..methods import METHODS
 from ..training.pipeline import build_model, read_model_file
@@ -110,7 +113,8 @@ def run_model(path: str | Path) -> RunModel:
     problem = run.record_problem(record)
     if problem:
         raise CheckpointError(f"run {path.name}: {problem}")
-    saved = read_model_file(run.model_path)
+    data = read_verified(run.model_path, record.get("model_file"), "model file")  # exported as verified
+    saved = read_model_file(run.model_path, data)
     return RunModel(saved, build_model(saved, run.model_path).eval(), record, run)
 
 
@@ -382,6 +386,9 @@ def check_destination(destination: Path, run: Path, force: bool) -> None:
     """Refuse a destination whose replacement could lose data (see the module's docstring), in one line."""
     if destination.is_symlink():
         raise LcbenchError(f"--out {destination} is a symbolic link; lcbench never writes through one")
+    above = next((p for p in destination.parents if os.path.lexists(p) and not p.is_dir()), None)
+    if above is not None:
+        raise LcbenchError(f"--out {destination}: {above} is not a folder; choose another --out")
     target, run = Path(os.path.realpath(destination)), Path(os.path.realpath(run))
     root = run.parent
     if not _within(target, run / "export"):  # (the run's own export folder: the default place)
@@ -416,6 +423,34 @@ def check_destination(destination: Path, run: Path, force: bool) -> None:
         )
 
 
+STAGING_LOCK = ".lcbench-staging-lock"
+
+
+def _hold(staging: Path) -> int:
+    """Lock a staging folder for the life of this export (the descriptor to close when done)."""
+    fd = os.open(staging / STAGING_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _remove_stale_staging(destination: Path) -> None:
+    """The staging folders of exports to `destination` that were killed: this user's own, whose lock no
+    live export holds."""
+    for folder in destination.parent.glob(f".{glob.escape(destination.name)}.*"):
+        try:
+            check_own_folder(folder, "staging folder")
+            fd = os.open(folder / STAGING_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except (LcbenchError, OSError):
+            continue  # not ours, not a folder, or not yet locked by its export: left alone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(folder, ignore_errors=True)
+        except BlockingIOError:
+            pass  # a live export's
+        finally:
+            os.close(fd)
+
+
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -433,7 +468,9 @@ def export_run(run: str | Path, fmt: str, out: str | Path | None = None, force: 
     hf = _hf_model(source) if fmt == "hf" else None  # refused before anything is written
     made = [p for p in (destination.parent, *destination.parent.parents) if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(destination)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    held = _hold(staging)  # (while held, no other export takes this folder for a killed one's)
     try:
         notes = []
         x = _check_input(source, CHECK_BATCH)
@@ -457,6 +494,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path | None = None, force: 
             )
         mark = {"format": fmt, "run": Path(run).name, "export_format": EXPORT_FORMAT}
         (staging / EXPORT_MARK).write_text(json.dumps(mark) + "\n")
+        (staging / STAGING_LOCK).unlink()  # (still held through its descriptor until the end)
         if destination.exists():
             shutil.rmtree(destination)
         os.replace(staging, destination)
@@ -467,6 +505,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path | None = None, force: 
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(held)
     original = (source.record.get("original") or {}).get("params_dense")
     scale = float(expected.abs().max())
     return Exported(

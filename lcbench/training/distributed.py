@@ -74,6 +74,7 @@ def torchrun(cfg: RunConfig, target: list[str]) -> int:
     from torch.distributed.run import parse_args, run
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(cfg.threads, 1)))  # (each rank sets its own threads)
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # (each rank dies with this process: `die_with_launcher`)
     args = parse_args(["--standalone", f"--nproc-per-node={cfg.nproc}", *target])
     _quiet_torchrun_logs()
     try:
@@ -84,6 +85,27 @@ def torchrun(cfg: RunConfig, target: list[str]) -> int:
         print("lcbench: interrupted", file=sys.stderr)
         return 128 + int(e.sigval)
     return 0
+
+
+LAUNCHER_PID = "LCBENCH_LAUNCHER_PID"
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_launcher() -> None:
+    """In a rank `torchrun` started: ask Linux for SIGTERM when the launcher dies (a SIGKILLed `lcbench run
+    nproc=N` left its ranks training on as orphans, holding the run's lock), and end now when it already
+    has. Elsewhere, or for ranks another launcher started (SLURM, the local queue), nothing."""
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # (not allowed here: torchrun's own cleanup remains)
+    if os.getppid() != int(launcher):  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _quiet_torchrun_logs() -> None:

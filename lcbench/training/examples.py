@@ -9,16 +9,15 @@ result.json, is the same wherever the same numbers are computed.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import CheckpointError
-from ..core.store import atomic_write_bytes, open_no_follow
+from ..core.integrity import describe_file, read_verified
+from ..core.store import atomic_write_bytes
 
 FILE = "examples.npz"
 EPOCH = (1980, 1, 1, 0, 0, 0)  # every member's date: the bytes depend on the arrays only
@@ -45,11 +44,11 @@ def to_bytes(groups: dict[str, Outcomes]) -> bytes:
 def write(run_path: Path, groups: dict[str, Outcomes]) -> dict:
     """Write `examples.npz` atomically; returns what result.json records of it."""
     data = to_bytes(groups)
-    atomic_write_bytes(Path(run_path) / FILE, data)
+    path = Path(run_path) / FILE
+    atomic_write_bytes(path, data)
     return {
         "file": FILE,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        **describe_file(path, data),
         "evaluations": sorted(groups),
         "samples": {group: len(next(iter(arrays.values()))) for group, arrays in groups.items() if arrays},
     }
@@ -59,14 +58,9 @@ def read(run_path: Path, expected: dict | None = None) -> dict[str, Outcomes]:
     """The groups of a run's `examples.npz`, checked against its record's SHA-256 when given (a link is
     never followed: the file must be the run's own)."""
     path = Path(run_path) / FILE
-    try:
-        fd = open_no_follow(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist: the run predates per-example records") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    if expected and hashlib.sha256(data).hexdigest() != expected.get("sha256"):
-        raise CheckpointError(f"{path} does not match the SHA-256 in its run's result.json (changed since)")
+    if not expected and not path.exists():
+        raise CheckpointError(f"{path} does not exist: the run predates per-example records")
+    data = read_verified(path, expected, "per-example records")
     groups: dict[str, Outcomes] = {}
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         for key in archive.files:

@@ -8,7 +8,7 @@ measures the original and the final model, saves the final model, and writes res
 from __future__ import annotations
 
 import copy
-import hashlib
+import io
 import logging
 import sys
 import time
@@ -30,6 +30,7 @@ from ..core.errors import (
     RunStopped,
     first_line,
 )
+from ..core.integrity import describe_file, read_verified
 from ..core.record import IN_RUN_TIMINGS, RunRecord
 from ..core.store import (
     RunDir,
@@ -126,11 +127,13 @@ def save_model(
     )
 
 
-def read_model_file(path: str | Path) -> dict:
-    """The contents of an lcbench model file (architecture, method, structure, state_dict)."""
+def read_model_file(path: str | Path, data: bytes | None = None) -> dict:
+    """The contents of an lcbench model file (architecture, method, structure, state_dict); from `data`,
+    its bytes already read and verified, where given."""
     path = Path(path)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        saved = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"model file {path} does not exist") from e
     except Exception as e:  # unpickling errors of every kind mean the same thing here
@@ -153,10 +156,10 @@ def build_model(saved: dict, path: str | Path = "") -> nn.Module:
     return model
 
 
-def load_model(path: str | Path, expected_run: str | None = None) -> nn.Module:
+def load_model(path: str | Path, expected_run: str | None = None, data: bytes | None = None) -> nn.Module:
     """Rebuild a saved final model: the zoo architecture, the method's recorded structure, the weights.
     With `expected_run`, a file written by another run is refused (both runs named)."""
-    saved = read_model_file(path)
+    saved = read_model_file(path, data)
     written_by = saved.get("run_id")
     if expected_run is not None and written_by is not None and written_by != expected_run:
         raise CheckpointError(
@@ -251,7 +254,7 @@ def _attempt(
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
         record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
         if world.main:
-            atomic_write_json(run.result_path, record)
+            _write_stopped(run, cfg, str(e))
         if tracker:
             tracker.finish(exit_code=0)
         return record
@@ -262,7 +265,15 @@ def _attempt(
             if tracker:
                 tracker.finish(exit_code=1, preempted=True)
         raise
-    except BaseException:
+    except KeyboardInterrupt:  # SIGINT: `lcbench cancel` (or Ctrl-C); the same command resumes it
+        if world.main:
+            _write_stopped(run, cfg, INTERRUPTED)
+        if tracker:
+            tracker.finish(exit_code=1)
+        raise
+    except BaseException as e:
+        if world.main and isinstance(e, OSError) and not run.path.is_dir():
+            raise _folder_removed(run, tracker) from None
         if world.main:
             _write_failure(run, rid, cfg)
         if tracker:
@@ -273,10 +284,37 @@ def _attempt(
         run.release()
 
 
+INTERRUPTED = (
+    "interrupted by SIGINT (`lcbench cancel` or Ctrl-C); running it again resumes from its last checkpoint"
+)
+
+
+def _write_stopped(run: RunDir, cfg: RunConfig, reason: str) -> None:
+    """result.json with status `stopped` (`launch --only-failed` and the same command resume the run)."""
+    record = {"run_id": run.run_id, "status": "stopped", "config": to_dict(cfg), "reason": reason}
+    try:
+        atomic_write_json(run.result_path, record)
+    except OSError as e:
+        log.error("%s: the stopped record could not be written (%s)", run.run_id, e)
+
+
+def _folder_removed(run: RunDir, tracker: Tracker | None) -> LcbenchError:
+    """The error of a run whose folder was removed while it ran (its W&B run closed as failed)."""
+    if tracker:
+        try:
+            tracker.finish(exit_code=1)
+        except OSError:
+            pass  # (its files lived in the removed folder)
+    return LcbenchError(
+        f"run {run.run_id}: its folder {run.path} was removed while it ran, so nothing more can be recorded; "
+        "run it again to start over"
+    )
+
+
 def _completed(run: RunDir, tracker: Tracker, result: dict) -> dict:
     """The completed record, with the model file's size and SHA-256, written last; W&B told and closed."""
     result = {"run_id": run.run_id, "status": "completed", "wandb_id": tracker.wandb_id, **result}
-    result["model_file"] = {"bytes": run.model_path.stat().st_size, "sha256": file_sha256(run.model_path)}
+    result["model_file"] = describe_file(run.model_path)
     atomic_write_json(run.result_path, result)
     summary = {k: v for k, v in RunRecord(result).summary().items() if k not in IN_RUN_TIMINGS}
     tracker.summary({**summary, "pretrain_run_id": result.get("pretrain_run_id")})
@@ -292,14 +330,6 @@ def _clear_for_a_new_attempt(run: RunDir, cfg: RunConfig, force: bool) -> None:
             path.unlink(missing_ok=True)
     run.result_path.unlink(missing_ok=True)
     atomic_write_text(run.config_path, to_yaml(cfg))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -391,13 +421,14 @@ def _starting_model(
         size = model_img_size(cfg)
         return create_model(cfg.model, num_classes, spec.in_chans, size, cfg.pretrained), None
     pretrain_record = pre_run.result()
-    expected = (pretrain_record.get("model_file") or {}).get("sha256")
-    if expected and file_sha256(pre_run.model_path) != expected:
+    recorded = pretrain_record.get("model_file")
+    try:  # the bytes checked are the bytes loaded
+        data = read_verified(pre_run.model_path, recorded, "model file")
+    except CheckpointError as e:
         raise CheckpointError(
-            f"the pretrain model {pre_run.model_path} does not match its record (truncated or replaced "
-            f"since run {pre_run.run_id} completed); rerun it: `lcbench launch SPEC --only-failed`"
-        )
-    model = load_model(pre_run.model_path, expected_run=pre_run.run_id)
+            f"pretrain run {pre_run.run_id}: {e}; rerun it: `lcbench launch SPEC --only-failed`"
+        ) from None
+    model = load_model(pre_run.model_path, expected_run=pre_run.run_id, data=data)
     seed_everything(cfg.seed)  # the same RNG state whether the pretrain ran just now or long ago
     return model, pretrain_record
 
@@ -470,7 +501,8 @@ def _execute(
         "calibration_flops": method.calibration_flops,
         "device": str(device),
     }
-    return {**_record(ctx, method, original_m, final_m, pretrain_record, cost), "examples": kept}
+    changes = {"world_size_changes": trainer.world_size_changes} if trainer.world_size_changes else {}
+    return {**_record(ctx, method, original_m, final_m, pretrain_record, cost), "examples": kept, **changes}
 
 
 def _original_outcomes(ctx: RunContext, pre_run: RunDir, pretrain_record: dict) -> dict:

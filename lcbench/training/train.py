@@ -115,6 +115,9 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.progress = Progress()
         self.live: dict[str, float] = {}  # values changed by `lcbench tune` (they outlive a resume)
+        # resumes at another number of processes than the checkpoint's (they outlive a resume too)
+        self.world_size_changes: list[dict] = []
+        self.resumed_at_another_world_size = False
         self.tunable = {**TRAINER_TUNABLE, **tunables(type(method.params))}
         self.checkpointer = Checkpointer(self.run)
         self.forward_flops = 0.0
@@ -129,6 +132,8 @@ class Trainer:
         if self.checkpointer.resume(self):
             p = self.progress
             self.run.log("resume", epoch=p.epoch, step=p.step, batch=p.batch)
+            if self.resumed_at_another_world_size:
+                self.run.log("world_size_changed", **self.world_size_changes[-1])
         else:  # a fresh start: events of an earlier attempt without a checkpoint go
             self.run.truncate_metrics(0)
             self.rebuild_optimizer()
@@ -313,6 +318,8 @@ class Trainer:
             "loader_generator": self.epoch_start_generator if mid_epoch else self.generator.get_state(),
             "method": self.method.state_dict(),
             "live": dict(self.live),
+            "world_size": self.world.size,
+            "world_size_changes": list(self.world_size_changes),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -330,6 +337,21 @@ class Trainer:
         ranks = state.get("rng_ranks")  # a DDP run's every rank (a different world size: rank 0's for all)
         set_rng_state(ranks[self.world.rank] if ranks and len(ranks) == self.world.size else state["rng"])
         self.generator.set_state(state["loader_generator"])
+        self.world_size_changes = list(state.get("world_size_changes", []))
+        saved = state.get("world_size", len(ranks) if ranks else 1)
+        self.resumed_at_another_world_size = saved != self.world.size
+        if (
+            self.resumed_at_another_world_size
+        ):  # the batches split otherwise from here: not the uninterrupted numbers
+            p = self.progress
+            change = {
+                "epoch": p.epoch,
+                "step": p.step,
+                "batch": p.batch,
+                "from": saved,
+                "to": self.world.size,
+            }
+            self.world_size_changes.append(change)  # (logged by `fit`, once the resume's events are)
 
     # -- values changed while training (live tuning, replay) --------------------------------------------
 

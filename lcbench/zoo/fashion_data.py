@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST
 
-from ..core.errors import DataError
+from ..core.errors import DataError, first_line
 from ..core.store import atomic_write_bytes
 from .data import DATASETS, DatasetSpec
 
@@ -105,9 +105,10 @@ def load(root: Path, train_tf, eval_tf, download: bool, augment: str = "default"
     base = str(torchvision_root(root, download))
     try:
         train, test = FashionMNIST(base, train=True), FashionMNIST(base, train=False)
-    except (RuntimeError, AssertionError, ValueError) as e:
+    except (RuntimeError, AssertionError, ValueError, KeyError, IndexError, EOFError) as e:
+        why = f"an IDX header with the unknown type code {e}" if isinstance(e, KeyError) else first_line(e)
         raise DataError(
-            f"fashion_mnist: torchvision cannot read the files under {base}: {e}. {HOW_TO_GET}"
+            f"fashion_mnist: torchvision cannot read the files under {base}: {why}. {HOW_TO_GET}"
         ) from e
     shapes = (tuple(train.data.shape), tuple(test.data.shape), len(train.targets), len(test.targets))
     if shapes != ((60000, 28, 28), (10000, 28, 28), 60000, 10000):

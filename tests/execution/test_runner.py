@@ -231,7 +231,9 @@ def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path
     assert "cancelled 2 run(s)" in out and "--only-failed" in out
     assert not supervisor_alive(supervisor)
     status = by_status(path)
-    assert status["pretrain"][0] in ("failed", "missing") and status["ft"][0] == "missing"
+    assert status["pretrain"][0] in ("stopped", "missing") and status["ft"][0] == "missing"
+    if status["pretrain"][0] == "stopped":  # (it was a KeyboardInterrupt failure)
+        assert "interrupted by SIGINT (`lcbench cancel` or Ctrl-C)" in status["pretrain"][1]
     assert main(["cancel", str(path)]) == 0
     assert "nothing to cancel" in capsys.readouterr().err
 

@@ -282,6 +282,20 @@ CASES = [
         "is not running",
         lambda t: ["tune", str(t), "--root", str(t / "out")],
     ),
+    (
+        "rehearse-nan-budget",
+        "cli",
+        "`lcbench rehearse SPEC --budget nan` (a ValueError traceback)",
+        "--budget nan: give the rehearsal's seconds, a finite number above 0",
+        lambda t: ["rehearse", spec(t), "--budget", "nan"],
+    ),
+    (
+        "rehearse-inf-budget",
+        "cli",
+        "`lcbench rehearse SPEC --budget inf`",
+        "--budget inf: give the rehearsal's seconds, a finite number above 0",
+        lambda t: ["rehearse", spec(t), "--budget", "inf"],
+    ),
 ]
 SETUP = {
     "corrupt-image": corrupt_image_folder,

@@ -164,3 +164,136 @@ def test_force_replaces_only_an_earlier_export_never_a_folder_a_file_or_a_link(
         main(["export", str(run), "--format", "safetensors"]) == 0
     )  # the default place, in the run's folder
     assert main(["export", str(run), "--format", "safetensors", "--force"]) == 0
+
+
+def test_an_out_below_a_file_or_a_dangling_link_is_one_line(root_with_runs, tmp_path, capsys):
+    """`--out` under a file crashed with NotADirectoryError (exit 70)."""
+    _, run, _ = root_with_runs
+    afile = tmp_path / "afile"
+    afile.write_text("a file\n")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    for out, why in [
+        (afile / "sub", f"{afile} is not a folder"),
+        (tmp_path / "dangling", "is a symbolic link"),
+    ]:
+        for force in ([], ["--force"]):
+            assert main(["export", str(run), "--format", "safetensors", "--out", str(out), *force]) == 2
+            err = capsys.readouterr().err
+            assert why in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert afile.read_text() == "a file\n" and not (tmp_path / "nowhere").exists()
+
+
+def test_a_killed_export_leaves_a_staging_folder_the_next_export_removes(root_with_runs, tmp_path):
+    """A SIGKILLed `export --force` left its `.<name>.*` staging folder forever."""
+    import subprocess
+    import sys
+
+    _, run, _ = root_with_runs
+    out = tmp_path / "exports" / "mlp"
+    killed = (
+        "import os, signal, sys\n"
+        "import lcbench.measurement.export as export\n"
+        "export._agreement = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from lcbench.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["export", str(run), "--format", "safetensors", "--out", str(out)]
+    assert subprocess.run([sys.executable, "-c", killed, *args]).returncode == -9
+    (left,) = [p.name for p in out.parent.iterdir()]
+    assert left.startswith(".mlp.")
+    live = out.parent / ".mlp.live"  # another export's, in progress: its lock is held
+    live.mkdir()
+    holder = os.open(live / ".lcbench-staging-lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    import fcntl
+
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    assert main(args) == 0
+    os.close(holder)
+    assert sorted(p.name for p in out.parent.iterdir()) == [".mlp.live", "mlp"]
+    assert sorted(p.name for p in out.iterdir()) == [".lcbench-export", "lcbench.json", "model.safetensors"]
+
+
+# Case 4: a report is published whole, by one writer at a time.
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lcbench-lock"}
+
+
+def test_a_report_killed_midway_leaves_the_previous_report_as_it_was(tmp_path, capsys):
+    """SIGKILLed after its tables, a report left new tables under the old README ("3 missing" beside a
+    runs.csv of completed runs). Now the folder keeps the previous report byte for byte, and the next
+    report removes what the killed one left."""
+    import subprocess
+    import sys
+
+    from tests.execution.test_runner import digits_sweep
+
+    spec = digits_sweep(tmp_path, {"ft": {"method": "finetune"}})
+    out = tmp_path / "report"
+    assert main(["report", str(spec), "--out", str(out)]) == 0
+    before = _snapshot(out)
+    assert "2 missing" in before["README.md"].decode()
+    assert main(["launch", str(spec), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    killed = (
+        "import os, signal, sys\n"
+        "import lcbench.analysis.report as report\n"
+        "report._plots = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from lcbench.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", killed, "report", str(spec), "--out", str(out)])
+    assert done.returncode == -9
+    assert _snapshot(out) == before  # nothing of the killed report reached the folder
+    assert main(["report", str(spec), "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "2 completed" in readme and (out / "runs.csv").read_text().count("completed") == 2
+    assert not [p.name for p in out.iterdir() if "staging" in p.name or p.name.endswith(".tmp")]
+
+
+def test_a_second_report_into_one_folder_waits_for_the_first(tmp_path, capsys):
+    """Two reports at once: one exited 70 on the shared temp name and the folder mixed both."""
+    import fcntl
+    import threading
+
+    spec = tmp_path / "empty.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "report"
+    out.mkdir()
+    holder = os.open(out / ".lcbench-lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a report in progress
+    codes = []
+    second = threading.Thread(
+        target=lambda: codes.append(main(["report", str(spec), f"output_root={tmp_path}", "--out", str(out)]))
+    )
+    second.start()
+    second.join(timeout=5)
+    assert second.is_alive() and not (out / "README.md").exists()  # waiting, nothing written
+    os.close(holder)
+    second.join(timeout=60)
+    assert codes == [0] and (out / "README.md").exists()
+    assert f"another report is writing into {out}: waiting for it" in capsys.readouterr().err
+
+
+def test_a_report_replaces_its_own_files_and_no_one_else_s(tmp_path):
+    """The files an earlier report made and this one does not are removed (a figure no longer drawn);
+    a file the user put in the folder is kept."""
+    from lcbench.core.staging import MANIFEST, staged_folder
+
+    out = tmp_path / "report"
+    with staged_folder(out, "report folder", "fix") as stage:
+        for name in ("README.md", "old.png", "table.csv"):
+            (stage / name).write_text(f"first {name}\n")
+    (out / "notes.txt").write_text("mine\n")
+    with staged_folder(out, "report folder", "fix") as stage:
+        for name in ("README.md", "table.csv"):
+            (stage / name).write_text(f"second {name}\n")
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lcbench-lock",
+        MANIFEST,
+        "README.md",
+        "notes.txt",
+        "table.csv",
+    ]
+    assert (out / "table.csv").read_text() == "second table.csv\n"
+    assert json.loads((out / MANIFEST).read_text()) == {"files": ["README.md", "table.csv"]}

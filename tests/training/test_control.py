@@ -299,6 +299,10 @@ def test_tune_of_a_queued_run_says_it_is_queued(tmp_path, capsys):
     assert "run 0123456789ab is queued in sweep t and has not started" in err
     assert main(["tune", "ba9876543210", "--root", str(tmp_path), "lr=0.1"]) == 2
     assert "no run 'ba9876543210'" in capsys.readouterr().err
+    assert (
+        main(["tune", str(tmp_path / "0123456789ab"), "lr=0.1"]) == 2
+    )  # `<root>/<id>`: it still said "no run"
+    assert "run 0123456789ab is queued in sweep t and has not started" in capsys.readouterr().err
 
 
 def test_a_flood_of_uncollected_acks_is_trimmed_once_a_minute_old(tmp_path):

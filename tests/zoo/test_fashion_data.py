@@ -2,6 +2,7 @@
 split sizes, constant-ish pixels so that the gzipped fixture stays small)."""
 
 import gzip
+import json
 import struct
 
 import numpy as np
@@ -84,3 +85,19 @@ def test_an_image_size_that_does_not_fit_is_refused_before_any_folder_exists(tmp
     assert not (tmp_path / "out").exists()
     # Fashion-MNIST builds the digits models for its 28x28 images
     assert make_config({}, ["dataset=fashion_mnist", "model=digits_vit"]).img_size is None
+
+
+def test_an_idx_file_with_an_unknown_type_byte_is_a_clear_error(tmp_path, no_debian_copy, capsys):
+    """torchvision's KeyError: 10 went up as a traceback (exit 70)."""
+    write_idx(tmp_path / "fm")
+    with gzip.open(tmp_path / "fm" / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x0A01, 10000) + bytes(10000))  # type byte 0x0A: no IDX type
+    with pytest.raises(DataError, match="an IDX header with the unknown type code 10"):
+        load_data("fashion_mnist", tmp_path / "fm", None)
+    out = tmp_path / "out"
+    argv = ["run", "dataset=fashion_mnist", f"data_root={tmp_path / 'fm'}", f"output_root={out}", "epochs=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown type code 10" in err and "Traceback" not in err
+    (record,) = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
+    assert record["status"] == "failed" and "unknown type code 10" in record["error"]["message"]
