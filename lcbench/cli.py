@@ -597,7 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-failed", action="store_true", help="submit failed and missing runs only")
     p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
     p.add_argument("--gpus", help="local: GPU ids to use, e.g. 0,1 (default: all visible)")
-    p.add_argument("--threads", type=int, help="local: CPU threads shared by parallel runs (default: all)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="local: CPU threads shared by parallel runs whose config leaves threads=0 (default: all); "
+        "a run's own `threads` decides its arithmetic and is kept",
+    )
     p.add_argument("--cpu", action="store_true", help="local: run on the CPU even where GPUs are visible")
     p.add_argument("--profile", default="local", help="slurm: slurm/<PROFILE>.yaml or a file")
     p.add_argument("--wait", action="store_true", help="block until every run has ended, then show status")

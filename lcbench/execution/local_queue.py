@@ -30,7 +30,8 @@ from .sweep import Plan, PlannedRun
 
 @dataclass
 class Slots:
-    """How the machine is shared: parallel runs, the GPUs they take turns on, CPU threads per run."""
+    """How the machine is shared: parallel runs, the GPUs they take turns on, and the CPU threads of a run
+    whose config leaves `threads=0` (a run's own `threads` is its arithmetic: every executor keeps it)."""
 
     max_parallel: int
     gpus: list[int]
@@ -189,7 +190,7 @@ class LocalExecutor(Executor):
             entries = []
             for run in todo:
                 path = folder / "configs" / f"{run.run_id}.yaml"
-                cfg = for_execution(run.cfg, threads=self.slots.threads_per_run)
+                cfg = for_execution(run.cfg, threads=run.cfg.threads or self.slots.threads_per_run)
                 atomic_write_text(path, to_yaml(cfg))
                 run_dir = str(Path(cfg.output_root) / run.run_id)
                 entries.append(

@@ -46,8 +46,9 @@ def run_rank(config: str, log: str, env: dict, gpu: int | None, threads: int, cp
 
 def place(gpu: int | None, threads: int, cpu_only: bool) -> list[str]:
     """Pin this process to its slot (its GPU only, or the CPU only) before anything initialises CUDA (the
-    fork server never does); the config overrides that say so."""
-    overrides = [f"threads={threads}"]
+    fork server never does); the config overrides that say so. The run's threads are its config's (the
+    queue wrote the slot's into a config that left them to it): they decide its arithmetic on the CPU."""
+    overrides: list[str] = []
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
         overrides.append("device=cuda")

@@ -9,6 +9,7 @@ editing the checkout never changes queued jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import shutil
 import subprocess
@@ -32,7 +33,11 @@ class SlurmProfile:
 
     partition: str = ""
     gpus_per_node: int = option(0, min=0)
-    cpus_per_task: int = option(2, min=1, help="also the run's torch threads")
+    cpus_per_task: int = option(
+        2,
+        min=1,
+        help="CPUs per task (at least the runs' `threads`); the torch threads of a run with threads=0",
+    )
     mem_gb: float = option(8.0, min_exclusive=0)
     timeout_min: int = option(60, min=1)
     account: str = ""
@@ -228,10 +233,15 @@ class SlurmExecutor(Executor):
                 shapes.setdefault((r.cfg.nproc, r.cfg.nodes), []).append(r)
             ids = []
             for (nproc, nodes), group in sorted(shapes.items()):
-                configs = [for_execution(r.cfg, threads=self.profile.cpus_per_task) for r in group]
+                configs = [
+                    for_execution(r.cfg, threads=r.cfg.threads or self.profile.cpus_per_task) for r in group
+                ]
+                # a run keeps its own threads (its arithmetic); the job gets at least as many CPUs
+                cpus = max(self.profile.cpus_per_task, *(c.threads for c in configs))
+                profile = dataclasses.replace(self.profile, cpus_per_task=cpus)
                 name = f"{plan.name}-{stage}" + (f"-{nproc}x{nodes}" if nproc * nodes > 1 else "")
                 try:
-                    array = submit_array(configs, self.profile, folder, code, name, dependency)
+                    array = submit_array(configs, profile, folder, code, name, dependency)
                 except SubmissionRefused as e:  # a later array refused: cancel the ones accepted before it
                     cancel_arrays(accepted)
                     cancelled = f"; cancelled the accepted array(s) {', '.join(accepted)}" if accepted else ""

@@ -26,6 +26,7 @@ def digits_sweep(tmp_path, variants, **base):
             "model": "digits_mlp",
             "epochs": 1,
             "warmup_epochs": 0,
+            "threads": 1,  # (every executor keeps a run's threads: one core each, as the queue used to give)
             "latency_repeats": 2,
             "latency_batch": 8,
             "output_root": str(tmp_path / "out"),

@@ -22,7 +22,7 @@ from tests.conftest import wait_until, write_image_folder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
-FAST = {"dataset": "digits", "latency_repeats": 2, "latency_batch": 8, "warmup_epochs": 0}
+FAST = {"dataset": "digits", "latency_repeats": 2, "latency_batch": 8, "warmup_epochs": 0, "threads": 1}
 
 
 def write_spec(tmp_path, name, base, variants=None, seeds=None):
@@ -74,7 +74,7 @@ def test_sweep_goes_in_as_one_array_per_stage_and_completes(tmp_path, monkeypatc
         record = RunDir(tmp_path / "out", s.run.run_id).result()
         env = json.loads((tmp_path / "out" / s.run.run_id / "env.json").read_text())
         assert env["code"].startswith(sub.folder)  # the job ran the snapshot taken at submission
-        assert env["scheduler"]["SLURM_JOB_ID"] and env["torch_threads"] == 1  # cpus_per_task of the profile
+        assert env["scheduler"]["SLURM_JOB_ID"] and env["torch_threads"] == 1  # the spec's, kept
         assert record["wandb_id"] == s.run.run_id
     lc = next(s.run for s in final if s.run.variant == "lc")
     (log,) = (tmp_path / "out" / lc.run_id / "wandb").glob("offline-run-*/run-*.wandb")

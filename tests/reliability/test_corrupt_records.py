@@ -108,3 +108,23 @@ def test_a_hollow_completed_record_is_failed_and_only_failed_recomputes_it(tmp_p
     assert main(["launch", str(path), "--executor", "local", "--only-failed", "--wait", "--poll", "0.2"]) == 0
     assert next(s for s in sweep_status(plan) if s.run.variant == "ft").status == "completed"
     assert run.result()["final"] and run.is_completed()
+
+
+def test_a_report_of_a_sweep_without_levels_blames_nothing_and_prints_no_nan(tmp_path):
+    """Issue 40, point 10: such a report blamed "runs made before per-example records"; after the verdict
+    rewrite its KD budget read "kd at nanx FLOPs" (no LayerCollapse run at that level)."""
+    path = digits_sweep(
+        tmp_path,
+        {
+            "ft": {"method": "finetune"},
+            "lc": {"method": "layercollapse", "k": 1, "allow_unfolded": True},
+            "kd": {"method": "kd"},
+        },
+    )
+    assert main(["launch", str(path), "--executor", "local", "--wait", "--poll", "0.2"]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "4 completed" in readme
+    assert "before lcbench kept them" not in readme and "nanx" not in readme
+    assert "kd (no lc run at that level)" in readme
