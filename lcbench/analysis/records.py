@@ -92,6 +92,7 @@ FLAGS = {
     "split otherwise from there: not an uninterrupted run's numbers)",
 }
 NOT_COUNTED = ("infeasible", "not folded")
+METHOD_FLAGS = [("infeasible", "infeasible"), ("not folded", "not_folded"), ("forced fold", "forced")]
 
 
 def point_flag(record: dict) -> str:
@@ -103,9 +104,6 @@ def point_flag(record: dict) -> str:
         "world size changed" if record.get("world_size_changes") else "",
     ]
     return ", ".join(f for f in flags if f)
-
-
-METHOD_FLAGS = [("infeasible", "infeasible"), ("not folded", "not_folded"), ("forced fold", "forced")]
 
 
 def _cpu(run_path) -> str:
