@@ -252,12 +252,7 @@ def _attempt(
                 run, tracker, _execute(cfg, run, device, progress_bar, tracker, pre_run, replay_changes)
             )
     except RunStopped as e:  # asked to stop: a resumable checkpoint exists; running it again resumes
-        record = {"run_id": rid, "status": "stopped", "config": to_dict(cfg), "reason": str(e)}
-        if world.main:
-            _write_stopped(run, cfg, str(e))
-        if tracker:
-            tracker.finish(exit_code=0)
-        return record
+        return _stopped(run, cfg, str(e), world.main, tracker, exit_code=0)
     except SystemExit:
         if not _preempted and world.main:
             _write_failure(run, rid, cfg)
@@ -266,10 +261,7 @@ def _attempt(
                 tracker.finish(exit_code=1, preempted=True)
         raise
     except KeyboardInterrupt:  # SIGINT: `lcbench cancel` (or Ctrl-C); the same command resumes it
-        if world.main:
-            _write_stopped(run, cfg, INTERRUPTED)
-        if tracker:
-            tracker.finish(exit_code=1)
+        _stopped(run, cfg, INTERRUPTED, world.main, tracker, exit_code=1)
         raise
     except BaseException as e:
         if world.main and isinstance(e, OSError) and not run.path.is_dir():
@@ -289,13 +281,20 @@ INTERRUPTED = (
 )
 
 
-def _write_stopped(run: RunDir, cfg: RunConfig, reason: str) -> None:
-    """result.json with status `stopped` (`launch --only-failed` and the same command resume the run)."""
+def _stopped(
+    run: RunDir, cfg: RunConfig, reason: str, main: bool, tracker: Tracker | None, exit_code: int
+) -> dict:
+    """The `stopped` record (`launch --only-failed` and the same command resume the run), written by
+    rank 0; W&B told."""
     record = {"run_id": run.run_id, "status": "stopped", "config": to_dict(cfg), "reason": reason}
-    try:
-        atomic_write_json(run.result_path, record)
-    except OSError as e:
-        log.error("%s: the stopped record could not be written (%s)", run.run_id, e)
+    if main:
+        try:
+            atomic_write_json(run.result_path, record)
+        except OSError as e:
+            log.error("%s: the stopped record could not be written (%s)", run.run_id, e)
+    if tracker:
+        tracker.finish(exit_code=exit_code)
+    return record
 
 
 def _folder_removed(run: RunDir, tracker: Tracker | None) -> LcbenchError:

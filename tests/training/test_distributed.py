@@ -165,17 +165,24 @@ def test_lcbench_run_starts_its_ranks_with_torchrun(tmp_path):
     assert bad.returncode == 2 and "multi-node run is started by SLURM" in bad.stderr
 
 
-@pytest.mark.slow
-def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_resumes(tmp_path):
+def ddp_run_after_two_epochs(tmp_path, epochs_planned: int):
+    """`lcbench run nproc=2` of a digits original, once it has logged two epochs and checkpointed: its
+    launcher, its run folder, its command without `nproc` and the Popen options to run it again."""
     overrides = [
         "dataset=digits",
-        *fast_overrides(tmp_path, stage="pretrain", model="digits_mlp", epochs=300),
+        *fast_overrides(tmp_path, stage="pretrain", model="digits_mlp", epochs=epochs_planned),
     ]
-    command = [sys.executable, "-m", "lcbench", "run", *overrides, "nproc=2", "--no-progress"]
+    command = [sys.executable, "-m", "lcbench", "run", *overrides, "--no-progress"]
     start = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    process = subprocess.Popen(command, **start)
+    launcher = subprocess.Popen([*command, "nproc=2"], **start)
     run_dir = tmp_path / run_id(make_config(overrides=overrides))
     wait_until(lambda: (run_dir / "checkpoint.pt").exists() and len(epochs(run_dir)) >= 2, 300, "two epochs")
+    return launcher, run_dir, command, start
+
+
+@pytest.mark.slow
+def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_resumes(tmp_path):
+    process, run_dir, command, start = ddp_run_after_two_epochs(tmp_path, 300)
     (rank1,) = [pid for pid in _descendants(process.pid) if "\0RANK=1\0" in _environ(pid)]
     os.kill(rank1, signal.SIGKILL)
     out, err = process.communicate(timeout=120)
@@ -193,7 +200,7 @@ def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_
         assert "rank 0 of 2 lost the run's other rank(s)" in record["error"]["message"]
     done = len(epochs(run_dir))
 
-    again = subprocess.Popen(command, **start)
+    again = subprocess.Popen([*command, "nproc=2"], **start)
     wait_until(lambda: len(epochs(run_dir)) > done, 300, "the resumed run's first epoch")
     again.terminate()
     again.communicate(timeout=120)
@@ -208,15 +215,7 @@ def test_the_ranks_of_a_killed_launcher_end_with_it_and_the_same_command_resumes
     import fcntl
     import time
 
-    overrides = [
-        "dataset=digits",
-        *fast_overrides(tmp_path, stage="pretrain", model="digits_mlp", epochs=300),
-    ]
-    command = [sys.executable, "-m", "lcbench", "run", *overrides, "nproc=2", "--no-progress"]
-    start = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    launcher = subprocess.Popen(command, **start)
-    run_dir = tmp_path / run_id(make_config(overrides=overrides))
-    wait_until(lambda: (run_dir / "checkpoint.pt").exists() and len(epochs(run_dir)) >= 2, 300, "two epochs")
+    launcher, run_dir, command, start = ddp_run_after_two_epochs(tmp_path, 300)
     ranks = [pid for pid in _descendants(launcher.pid) if "\0RANK=" in _environ(pid)]
     assert len(ranks) == 2
     launcher.kill()
@@ -228,7 +227,7 @@ def test_the_ranks_of_a_killed_launcher_end_with_it_and_the_same_command_resumes
     finally:
         os.close(lock)
     done = len(epochs(run_dir))
-    again = subprocess.Popen(command, **start)
+    again = subprocess.Popen([*command, "nproc=2"], **start)
     began = time.monotonic()
     wait_until(lambda: len(epochs(run_dir)) > done, 300, "the resumed run's first epoch")
     again.terminate()
@@ -244,12 +243,7 @@ def test_a_resume_at_another_world_size_is_recorded_and_flagged(tmp_path):
     an uninterrupted one under the same run id, and its record said only `nproc: 1`."""
     from lcbench.analysis.records import point_flag
 
-    overrides = ["dataset=digits", *fast_overrides(tmp_path, stage="pretrain", model="digits_mlp", epochs=40)]
-    command = [sys.executable, "-m", "lcbench", "run", *overrides, "--no-progress"]
-    start = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    launcher = subprocess.Popen([*command, "nproc=2"], **start)
-    run_dir = tmp_path / run_id(make_config(overrides=overrides))
-    wait_until(lambda: (run_dir / "checkpoint.pt").exists() and len(epochs(run_dir)) >= 2, 300, "two epochs")
+    launcher, run_dir, command, start = ddp_run_after_two_epochs(tmp_path, 40)
     launcher.send_signal(signal.SIGINT)  # Ctrl-C: torchrun stops both ranks; the checkpoint stays
     launcher.communicate(timeout=120)
     done = subprocess.run([*command, "nproc=1"], **start, timeout=600)
