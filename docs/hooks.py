@@ -102,6 +102,7 @@ def _method(name: str) -> str:
     return (
         f"# {cls.title or name} (`{name}`)\n\n"
         + (f"{summary}\n\n" if summary else "")
+        + (f"**Operating range**: {cls.operating_range}.\n\n" if cls.operating_range else "")
         + f"{doc}\n\n"
         + f"## Parameters\n\n`lcbench list keys {name}`; the code is `{source}`.\n\n"
         + _fields(cls.Params)

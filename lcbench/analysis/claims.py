@@ -42,7 +42,11 @@ FOLD_TOLERANCE = 0.5  # "the fold keeps accuracy": after - before is shown to st
 KD_ADVANTAGE = 8.0  # the paper's "+8% over KD" (accuracy points)
 KD_EFFICIENCY = 5.0  # the paper's "five-fold computational efficiency over KD" (training FLOPs)
 REDUCTION_BAND = (0.70, 0.80)  # "up to 74% compression": points with this parameter reduction test it
-DEPTH_REDUCTIONS = {"block_removal", "replaceme"}  # training-free twins of the fold, at epochs=0
+DEPTH_REDUCTIONS = {
+    "block_removal",
+    "replaceme",
+    "lstsq_fold",
+}  # training-free twins of the fold, at epochs=0
 
 
 @dataclass
@@ -429,10 +433,17 @@ def regularise_claim(frame: pd.DataFrame, outcomes: Outcomes, reference: str, ru
 
 
 def method_claim(
-    frame: pd.DataFrame, found: list[Point], method: str, variant: str, reference: str, rule: Rule
+    frame: pd.DataFrame,
+    found: list[Point],
+    method: str,
+    variant: str,
+    reference: str,
+    rule: Rule,
+    outside: list[Point] = (),
 ) -> Claim:
     """At matched compression (on the reference's frontier), the reference is more accurate than `variant`;
-    every run it made counts, with how often it reached its target."""
+    every run it made within its declared operating range counts, with how often it reached its target (the
+    points `outside` that range are named, never counted)."""
     label, name = (
         variant_label(method, variant),
         method_name(next(iter(frame.loc[frame["variant"] == reference, "method"]), reference)),
@@ -445,11 +456,16 @@ def method_claim(
     reached = sum(p.reached[0] for p in found), sum(p.reached[1] for p in found)
     pairings = Counter(v for p in found for v in p.pairing.values())
     measured = (
-        f"{reference} - {variant}, every run it made (reached its target in {reached[0]} of {reached[1]} "
+        f"{reference} - {variant}, every run it made{' within its declared range' if outside else ''} "
+        f"(reached its target in {reached[0]} of {reached[1]} "
         "seed-points; compared on the frontier: " + ", ".join(f"{k} {v}" for k, v in pairings.items()) + ")"
     )
     if method in DEPTH_REDUCTIONS and training_free(frame, variant):
         measured += "; " + flops_ratio_text(frame, reference, variant)
+    if outside:
+        measured += "; not counted, outside its declared range: " + ", ".join(
+            f"{p.model} level {_level(p.level)} ({p.outside.split(': ', 1)[-1]})" for p in outside
+        )
     if method == "block_removal":
         measured += (
             "; caveat: ShortGPT's premise is the redundancy of LLMs of 32 or more layers, and these models "
@@ -506,8 +522,9 @@ def build_claims(
     """Every claim the sweep can speak to, in the paper's order."""
     done = completed(frame)
     by_variant: dict[str, list[Point]] = {}
+    outside: dict[str, list[Point]] = {}  # outside the method's declared range: named, never counted
     for p in found:
-        by_variant.setdefault(p.variant, []).append(p)
+        (outside if p.outside else by_variant).setdefault(p.variant, []).append(p)
     kd = done[done["method"] == "kd"]
     base = (
         kd.groupby("init")["variant"].agg(lambda v: sorted(v, key=len)[0])
@@ -526,9 +543,12 @@ def build_claims(
     regularises = regularise_claim(frame, outcomes, reference, rule)
     claims += [regularises] if regularises else []
     named = {"kd", CONTROL, *done.loc[done["variant"] == reference, "method"]}  # (its own variants: no claim)
-    for variant, group in by_variant.items():
-        if group[0].method not in named:
-            claims.append(method_claim(frame, group, group[0].method, variant, reference, rule))
+    for variant in dict.fromkeys([*by_variant, *outside]):
+        group = by_variant.get(variant, [])
+        left_out = outside.get(variant, [])
+        if (group or left_out)[0].method not in named:
+            method = (group or left_out)[0].method
+            claims.append(method_claim(frame, group, method, variant, reference, rule, left_out))
     return claims
 
 

@@ -67,6 +67,7 @@ def sweep_frame(plan: Plan) -> pd.DataFrame:
         row["matched"] = bool(match["within_tolerance"]) if match else None  # None: nothing to match
         row["init"] = (record.data.get("method_report") or {}).get("init", "")
         row["flag"] = point_flag(record.data)
+        row["outside_range"] = (record.data.get("method_report") or {}).get("outside_range", "")
         if any(f in row["flag"] for f in NOT_COUNTED):  # a point no allocation reaches: never a win
             row["matched"] = False
         row["paper_blocks"] = _paper_blocks(run.cfg.model, row["level"])
@@ -88,16 +89,25 @@ FLAGS = {
     "infeasible": "infeasible at this compression: no allocation reached it at a useful rank",
     "not folded": "blocks whose slopes did not reach the fold (LayerCollapse's band, Layer Folding's 1/2)",
     "forced fold": "folded whatever the slope (the official BERT protocol)",
+    "outside its range": "outside the operating range the method declares (Wanda: per-layer sparsity above "
+    "80%): run and shown, never compared",
     "world size changed": "resumed with another number of DDP processes than it started with (the batches "
     "split otherwise from there: not an uninterrupted run's numbers)",
 }
-NOT_COUNTED = ("infeasible", "not folded")
-METHOD_FLAGS = [("infeasible", "infeasible"), ("not folded", "not_folded"), ("forced fold", "forced")]
+NOT_COUNTED = ("infeasible", "not folded", "outside its range")
+OUTSIDE = "outside its range"  # not counted and, unlike a missed target, not compared at all
+METHOD_FLAGS = [
+    (OUTSIDE, "outside_range"),
+    ("infeasible", "infeasible"),
+    ("not folded", "not_folded"),
+    ("forced fold", "forced"),
+]
 
 
 def point_flag(record: dict) -> str:
-    """`infeasible`, `not folded` or `forced fold` from a run record's method report, with `world size
-    changed` beside it where the run resumed with another number of processes ('' for none)."""
+    """`outside its range`, `infeasible`, `not folded` or `forced fold` from a run record's method report,
+    with `world size changed` beside it where the run resumed with another number of processes ('' for
+    none)."""
     report = record.get("method_report") or {}
     flags = [
         next((f for f, key in METHOD_FLAGS if report.get(key)), ""),

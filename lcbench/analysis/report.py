@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.errors import ConfigError
 from ..core.staging import staged_folder
 from ..core.store import atomic_write_text, check_own_folder
 from ..execution.sweep import Plan
+from ..methods import METHODS
 from ..zoo.data import DATASETS
 from . import best, plots
 from .claims import build_claims, claim_points, claims_frame, register_claims
@@ -144,7 +146,9 @@ def findings(agg: pd.DataFrame) -> list[str]:
         for _, row in group.iterrows():
             text = f"{row['variant']} {_score(row)} at {row['compression_mean']:.2f}x"
             flag = row.get("flag") or ""
-            if "infeasible" in flag or "not folded" in flag:
+            if "outside its range" in flag:
+                text += f" (**{flag}**: the method's declared range excludes it; shown, never compared)"
+            elif "infeasible" in flag or "not folded" in flag:
                 text += (
                     f" (**{flag}**: compared at the compression it achieved, as a run that missed its target)"
                 )
@@ -386,6 +390,26 @@ def _differences_section(plan: Plan, frame: pd.DataFrame, parts: dict) -> list[s
         "`reached_target`: the method's runs that reached their planned target.",
         "",
         differences_markdown(parts["diffs"], reference_name, rule.short_unit),
+        "",
+        *_operating_ranges(frame),
+    ]
+
+
+def _operating_ranges(frame: pd.DataFrame) -> list[str]:
+    """The operating range each of the sweep's methods declares (its plug-in's `operating_range`)."""
+    ranges = []
+    for method in dict.fromkeys(frame.loc[frame["stage"] == "compress", "method"]):
+        try:
+            declared = METHODS.get(method).operating_range
+        except ConfigError:  # a method not installed here: its runs are read, its declaration is not
+            continue
+        if declared:
+            ranges.append(f"{method_name(method)}: {declared}")
+    if not ranges:
+        return []
+    return [
+        "Operating ranges the methods declare (a point outside its method's range is run and shown, labelled "
+        "`outside its range`, and never compared or counted in a claim): " + "; ".join(ranges) + "."
     ]
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..zoo.collapse import MATCH_TOLERANCE
 from .outcomes import Outcomes
-from .records import NOT_COUNTED
+from .records import NOT_COUNTED, OUTSIDE
 from .verdicts import Comparison, Family, Rule, SeedDifference, compare, decide, seeds_needed_range, wording
 
 POINT = ["dataset", "model", "level"]
@@ -132,6 +132,7 @@ class Point:
     train_flops: float = math.nan  # mean counted
     reached: tuple[int, int] = (0, 0)  # runs that reached their target, runs
     missing: str = ""  # why it could not be compared at all
+    outside: str = ""  # outside the method's declared operating range: why (shown, never compared)
     comparison: Comparison | None = None
 
     @property
@@ -171,6 +172,14 @@ def points(frame: pd.DataFrame, outcomes: Outcomes, reference: str, margin: floa
         point.compression = float(group["compression"].mean())
         point.train_flops = float(group["train_flops"].mean())
         point.reached = (int(group.apply(reached_target, axis=1).sum()), len(group))
+        outside = group[group["flag"].fillna("").str.contains(OUTSIDE)]
+        if len(outside):
+            reason = outside["outside_range"].iloc[0] if "outside_range" in outside else ""
+            point.outside = f"{OUTSIDE} in {len(outside)} of {len(group)} seeds" + (
+                f": {reason}" if reason else ""
+            )
+            found.append(point)
+            continue
         for _, run in group.sort_values("seed").iterrows():
             key = (dataset, model, run["seed"])
             if key not in frontiers:
@@ -194,12 +203,15 @@ def points(frame: pd.DataFrame, outcomes: Outcomes, reference: str, margin: floa
 
 def register(family: Family, found: list[Point]) -> None:
     for point in found:
-        family.add_comparison(point.comparison)
+        if not point.outside:
+            family.add_comparison(point.comparison)
 
 
 def point_decision(point: Point, rule: Rule, family: Family) -> str:
     """better / worse / equivalent / underpowered / too few seeds / not compared (beyond the frontier: only
     'worse', the method dominating, is a finding there)."""
+    if point.outside:
+        return OUTSIDE
     if point.comparison is None:
         return "no data" if point.missing == NO_RECORDS else "not compared"
     verdict = decide(point.comparison, rule, family)
@@ -210,6 +222,8 @@ def point_decision(point: Point, rule: Rule, family: Family) -> str:
 
 def point_wording(point: Point, rule: Rule, family: Family, subject: str = "LayerCollapse") -> str:
     c = point.comparison
+    if point.outside:
+        return point.outside + " (not compared)"
     if c is None:
         return point.missing
     verdict = decide(c, rule, family)
@@ -249,7 +263,7 @@ def differences_table(
             "compression": point.compression,
             "reached_target": point.reached_text(),
         }
-        if c is not None:
+        if c is not None and not point.outside:
             needed = (math.nan, math.nan, math.nan)
             decision = point_decision(point, rule, family)
             if decision == "underpowered":
@@ -287,7 +301,9 @@ def differences_table(
             )
         else:
             row.update(
-                difference=math.nan, decision=point_decision(point, rule, family), verdict=point.missing
+                difference=math.nan,
+                decision=point_decision(point, rule, family),
+                verdict=point_wording(point, rule, family, subject),
             )
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else DIFFERENCE_COLUMNS)  # (a header when none)

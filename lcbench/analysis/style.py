@@ -18,8 +18,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from ..methods import method_order
 from ..training.tasks import Quality
 
-PALETTE = [f"C{i}" for i in range(10)]
-MARKERS = ["s", "o", "^", "v", "D", "P", "X", "*", "h", "<"]
+# matplotlib's ten, then black and two darker tones: a colour and a marker of its own for every method lcbench
+# registers (the test checks), before an entry-point method shares one
+PALETTE = [*(f"C{i}" for i in range(10)), "black", "#6b4e16", "#0b3d91"]
+MARKERS = ["s", "o", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p", "d"]
 VARIANT_MARKERS = ["o", "s", "D", "^", "v", "p", "h", "<", ">"]  # a variant's own: open, easy to tell apart
 VARIANT_LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
 MIN_FONT = 7  # points at print size: nothing smaller in any figure

@@ -288,6 +288,7 @@ PM = "{${}\\pm{}$}"
 MAX_ROWS = 40  # body rows per float; a longer table goes on in a second float (each fits a page)
 LATEX_FLAG_MARKS = {
     "infeasible": "$^{*}$",
+    "outside its range": "$^{\\|}$",
     "not folded": "$^{\\S}$",
     "forced fold": "$^{\\P}$",
     "world size changed": "$^{\\#}$",
@@ -552,7 +553,7 @@ def caption_notes(table: pd.DataFrame) -> str:
         parts.append("$^\\ddagger$ compression not matched")
     for flag, mark in LATEX_FLAG_MARKS.items():
         if "flag" in table and table["flag"].fillna("").str.contains(flag).any():
-            parts.append(f"{mark} {FLAGS[flag]}")
+            parts.append(f"{mark} {_escape(FLAGS[flag])}")
     if "flag" in table and table["flag"].fillna("").str.contains(r" in \d+ of ").any():
         parts.append("a mark's $k/n$: in $k$ of the row's $n$ seeds")
     return "; ".join(parts) + "."

@@ -1,6 +1,7 @@
 """`block_removal`: delete the residual blocks with the lowest Block Influence (ShortGPT: Men, Xu, Zhang,
 Wang, Lin, Lu, Han, Chen, "ShortGPT: Layers in Large Language Models are More Redundant Than You Expect",
-arXiv 2403.03853; no official code, LLMC's `compute_bi` / `remove_layers` read as an aid).
+arXiv 2403.03853; official code icip-cas/ShortGPT, `shortgpt/shortgpt.py::ShortGPT.compute_bi` and
+`shortgpt/metrics.py::block_influence`).
 
 Block i's influence BI_i = 1 - E[cos(h_i, h_{i+1})], the mean over every token of `calibration_size`
 training examples (drawn with the run's seed) of the cosine similarity between the hidden state entering
@@ -10,7 +11,15 @@ what folding LayerCollapse's last k MLPs gives); a block is the unit, so the com
 overshoot the target by more than the 2% tolerance, and such a point is labelled "not matched". The paper's
 method is training-free (`epochs=0`); with the run's epochs it is healed by the same fine-tuning as every
 other method. The calibration forward pass is counted in the run's training FLOPs. Models without a stack
-of residual blocks (an MLP, VGG) are refused when the run is planned.
+of residual blocks (an MLP, VGG) are refused when the run is planned. The blocks it removed are recorded
+per seed (`removed` in the method report).
+
+Departures from the official code, and why: the official code reads the model's `output_hidden_states`,
+whose last entry (LLaMA) comes after the final norm, so the last block's influence is measured against a
+normalised output; here every block is measured against its own raw output (the same quantity for every
+block, and a norm is not part of the block that would be removed). The official code sums the similarities
+over tokens (every block over the same tokens: the same order as the mean taken here) and reads a zero-norm
+token as similarity 0.5 (here: 0, `residual.cosine`'s epsilon).
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ def blocks_needed(sizes: list[int], dense: int, target: float) -> int:
 @METHODS.register("block_removal")
 class BlockRemoval(Method):
     title = "Block removal (ShortGPT)"
+    operating_range = (
+        "whole residual blocks: the compressions removing n of them reaches (between: on the frontier)"
+    )
     summary = "removes the residual blocks of lowest Block Influence (training-free, or healed)"
     Params = BlockRemovalParams
 

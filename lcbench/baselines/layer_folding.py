@@ -65,6 +65,7 @@ def clip_nonnegative(prelus: list[nn.PReLU]) -> None:
 @METHODS.register("layer_folding")
 class LayerFolding(Method):
     title = "Layer Folding"
+    operating_range = "blocks whose slopes reach 1/2, rounded to 1 (beyond: not folded)"
     summary = "PReLU from 0 with lam*|1 - a^2|, rounded to 0 or 1, folded, fine-tuned (same blocks)"
     Params = LayerFoldingParams
 

@@ -222,6 +222,9 @@ def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
 @METHODS.register("low_rank")
 class LowRank(Method):
     title = "Low-rank (SVD)"
+    operating_range = (
+        "useful ranks: no layer at rank 1, a C-class head at rank C - 1 or more (beyond: infeasible)"
+    )
     summary = "truncated-SVD factorisation of the Linears of the blocks LayerCollapse folds"
     Params = LowRankParams
 

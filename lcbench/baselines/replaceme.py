@@ -1,30 +1,29 @@
-"""`replaceme`: replace blocks by one linear map fit by least squares on calibration activations,
-training-free (Shopkhoev, Ali, Zhussip, Malykh, Lefkimmiatis, Komodakis, Zagoruyko, "ReplaceMe: Network
-Simplification via Depth Pruning and Linear Transformations", arXiv 2505.02819; official code
+"""`replaceme`: replace consecutive residual blocks by one linear map fit by least squares on calibration
+activations, training-free (Shopkhoev, Ali, Zhussip, Malykh, Lefkimmiatis, Komodakis, Zagoruyko, "ReplaceMe:
+Network Simplification via Depth Pruning and Linear Transformations", arXiv 2505.02819; official code
 mts-ai/ReplaceMe, `ReplaceMe/lstsq.py` and `utils.py`).
 
-`unit=span` (the paper): n consecutive residual blocks i..i+n-1 go, n the fewest whose parameters bring
-total / remaining to the target (`target_compression`, or `match_collapse=k`'s: what folding
-LayerCollapse's last k MLPs gives; a block is the unit, so the point can overshoot and be labelled "not
-matched"). The span is the one whose input h_i and output h_{i+n} are nearest in angular distance
-arccos(cos(h_i, h_{i+n})) / pi, averaged over the calibration tokens (the official code uses each sequence's
-last token; with images every token counts alike here), with i >= 1. With M the output of block i-1's MLP
-(the branch added last to h_i), T minimises ||M T - (h_{i+n} - h_i + M)||^2 over every calibration token:
+n consecutive residual blocks i..i+n-1 go, n the fewest whose parameters bring total / remaining to the
+target (`target_compression`, or `match_collapse=k`'s: what folding LayerCollapse's last k MLPs gives; a
+block is the unit, so the point can overshoot: it is compared where it lands on LayerCollapse's frontier).
+The span is the one whose input h_i and output h_{i+n} are nearest in angular distance
+arccos(cos(h_i, h_{i+n})) / pi, averaged over the calibration rows, with i >= 1. With M the output of block
+i-1's MLP (the branch added last to h_i), T minimises ||M T - (h_{i+n} - h_i + M)||^2 over the rows:
 T = (M^T M)^+ M^T (h_{i+n} - h_i + M), in float64 (the official code's inverse of the Gram matrix; the
 pseudo-inverse equals it where that exists, and is the minimum-norm least-squares solution where not). T is
 merged into that MLP's output Linear (W <- T^T W, b <- T^T b) and the span's blocks are removed. Post-norm
-blocks (BERT) have no such Linear and are refused.
+blocks (BERT) have no such Linear and are refused (`lstsq_fold` is lcbench's own fold of LayerCollapse's
+blocks by the same least squares).
 
-`unit=mlp` (LayerCollapse's unit, the training-free twin of its fold): each MLP that LayerCollapse folds at
-level `match_collapse` is replaced by the affine map [X 1] -> Y fit by least squares from the MLP's input X
-to its output Y on the calibration tokens, in forward order, each on the model with the earlier MLPs
-already replaced (chained MLPs, where one's second Linear is the next one's first, as in an MLP or VGG's
-classifier, are one map from the first one's input to the last one's output); the model then has exactly
-LayerCollapse's structure and compression.
-
-Calibration: `calibration_size` training examples drawn with the run's seed; every forward pass over them
-is counted in the run's training FLOPs. With the run's epochs (> 0) the model is healed by the same
-fine-tuning as every other method.
+Rows: the distances are measured on each sequence's last token for a causal language model, as the
+official code does (`distance.py`, `utils.get_last_non_padded_tokens`; our sequences have no padding), and
+on every token for a classifier, which the paper does not cover; the map is fit on every token, as
+`lstsq.py` does. Calibration: `calibration_size` training examples drawn with the run's seed, or with 0 (the
+default) as many as give `rows_per_unknown` rows of the fit per unknown (T has width x width unknowns, width
+per output column), at least 128, at most the whole training set (the official reproduction fits on 8,000
+sequences of up to 1,024 tokens); the rows, unknowns and their ratio are recorded, and every forward pass
+over them is counted in the run's training FLOPs. With the run's epochs (> 0) the model is healed by the
+same fine-tuning as every other method.
 """
 
 from __future__ import annotations
@@ -42,24 +41,40 @@ from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
 from lcbench.training.cost import forward_flops
 from lcbench.zoo import architecture, collapse, residual
+from lcbench.zoo.data import DATASETS
 from lcbench.zoo.measure import count_macs, count_parameters
 
 
 @dataclass
 class ReplaceMeParams:
-    unit: str = option(
-        "span",
-        choices=["span", "mlp"],
-        help="span: consecutive residual blocks replaced by one linear map (the paper); mlp: the MLPs "
-        "LayerCollapse folds at level match_collapse, each replaced by its least-squares affine map",
-    )
-    target_compression: float = option(1.5, min_exclusive=1, help="unit=span: total / remaining parameters")
+    target_compression: float = option(1.5, min_exclusive=1, help="total / remaining parameters")
     match_collapse: int = option(
-        0,
-        min=0,
-        help="k > 0: aim at what folding LayerCollapse's last k blocks gives (unit=mlp: replaces them)",
+        0, min=0, help="k > 0: aim at what folding LayerCollapse's last k MLPs gives (overrides the target)"
     )
-    calibration_size: int = option(128, min=1, help="training examples whose activations fit the map")
+    calibration_size: int = option(
+        0, min=0, help="training examples whose activations fit the map; 0: sized by rows_per_unknown"
+    )
+    rows_per_unknown: int = option(10, min=1, help="calibration_size=0: rows of the fit per unknown")
+
+
+MIN_CALIBRATION = 128  # examples: the Wanda / ShortGPT calibration count, the least a sized calibration uses
+
+
+def calibration_examples(
+    requested: int, rows_per_example: int, unknowns: int, per_unknown: int, available: int
+) -> int:
+    """The training examples a least-squares fit calibrates on: `requested`, or (0) enough for
+    `per_unknown` rows per unknown, at least MIN_CALIBRATION and at most `available`."""
+    if requested:
+        return min(requested, available)
+    needed = -(-per_unknown * unknowns // max(rows_per_example, 1))
+    return min(max(needed, MIN_CALIBRATION), available)
+
+
+def calibration_rows(examples: int, rows_per_example: int, unknowns: int) -> dict[str, Any]:
+    """What a fit's calibration record adds: rows, unknowns per output column, and their ratio."""
+    rows = examples * rows_per_example
+    return {"rows": rows, "unknowns": unknowns, "rows_per_unknown": rows / unknowns}
 
 
 class NormalEquations:
@@ -90,8 +105,10 @@ def angular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.arccos(residual.cosine(a, b).clamp(-1.0, 1.0)) / torch.pi
 
 
-def span_distances(model: nn.Module, stack: residual.ResidualStack, chunks, n: int) -> dict[int, float]:
-    """Mean angular distance between h_i and h_{i+n} over the calibration tokens, for i = 1 .. L - n."""
+def span_distances(
+    model: nn.Module, stack: residual.ResidualStack, chunks, n: int, last_token: bool = False
+) -> dict[int, float]:
+    """Mean angular distance between h_i and h_{i+n} over the calibration rows, for i = 1 .. L - n."""
     starts = range(1, len(stack.blocks) - n + 1)
     total = dict.fromkeys(starts, 0.0)
     tokens = 0
@@ -102,11 +119,19 @@ def span_distances(model: nn.Module, stack: residual.ResidualStack, chunks, n: i
             total[i] += float(angular_distance(states[i], states[i + n]).sum())
         tokens += states[0].shape[0]
 
-    residual.boundary_states(model, stack, chunks, visit)
+    residual.boundary_states(model, stack, chunks, visit, last_token=last_token)
     return {i: t / tokens for i, t in total.items()}
 
 
-def span_map(model: nn.Module, stack: residual.ResidualStack, chunks, start: int, n: int, branch: str):
+def span_map(
+    model: nn.Module,
+    stack: residual.ResidualStack,
+    chunks,
+    start: int,
+    n: int,
+    branch: str,
+    last_token: bool = False,
+):
     """T minimising ||M T - (h_{start+n} - h_start + M)|| (M: the output of `branch`, block start-1's last
     residual branch); and whether the blocks return tuples."""
     system = NormalEquations()
@@ -128,141 +153,110 @@ def merge_into(linear: nn.Linear, transform: torch.Tensor) -> None:
         linear.bias.copy_((t @ linear.bias.double()).to(linear.bias.dtype))
 
 
-def chained(blocks: list[collapse.Block]) -> list[list[collapse.Block]]:
-    """`blocks` (forward order) grouped into runs where one block's second Linear is the next one's first
-    (digits_mlp, VGG's classifier): a run becomes ONE Linear, as LayerCollapse's folds make it."""
-    runs: list[list[collapse.Block]] = []
-    for b in blocks:
-        last = runs[-1][-1] if runs else None
-        if last is not None and last.container == b.container and last.second == b.first:
-            runs[-1].append(b)
-        else:
-            runs.append([b])
-    return runs
+def rows_per_example(
+    model: nn.Module, module: nn.Module, example: torch.Tensor, last_token: bool = False
+) -> int:
+    """How many rows of width `module`'s input one example gives (its tokens; 1 with `last_token`)."""
+    seen: dict[str, torch.Size] = {}
 
+    def hook(_module, args, kwargs):
+        seen["shape"] = (args[0] if args else kwargs["hidden_states"]).shape
 
-@torch.no_grad()
-def fit_mlps(model: nn.Module, run: list[collapse.Block], chunks: list[torch.Tensor]) -> nn.Linear:
-    """Replace a run of chained MLPs by the least-squares affine map from the run's input (its first
-    Linear's) to its output (its last Linear's) on the calibration chunks; returns the new Linear."""
-    system = NormalEquations()
-    seen: dict[str, torch.Tensor] = {}
-    first = model.get_submodule(collapse.part_path(run[0], run[0].first))
-    last = model.get_submodule(collapse.part_path(run[-1], run[-1].second))
-    handles = [
-        first.register_forward_pre_hook(lambda _m, args: seen.__setitem__("x", args[0])),
-        last.register_forward_hook(lambda _m, _a, out: seen.__setitem__("y", out)),
-    ]
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     was_training = model.training
     model.eval()
     try:
-        for chunk in chunks:
-            model(chunk)
-            x = seen["x"].reshape(-1, first.in_features)
-            system.add(with_ones(x.to(torch.float64)), seen["y"].reshape(-1, last.out_features))
+        with torch.no_grad():
+            model(example)
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
         model.train(was_training)
-    solution = system.solve()  # (in + 1, out): the weight's transpose over the bias
-    for block in reversed(run):  # LayerCollapse's structure: one Linear where the chain was
-        collapse.fold(model, collapse.block_by_name(model, block.name))
-    fitted = model.get_submodule(collapse.part_path(run[0], run[0].first))
-    fitted.weight.copy_(solution[:-1].T.to(fitted.weight.dtype))
-    fitted.bias.copy_(solution[-1].to(fitted.bias.dtype))
-    return fitted
+    return int(seen["shape"][:-1].numel()) // len(example)
+
+
+def causal_lm(cfg: RunConfig) -> bool:
+    """Whether the run's model is a causal language model (ReplaceMe's distances: each last token)."""
+    return DATASETS.get(cfg.dataset).task == "language_modeling"
 
 
 @METHODS.register("replaceme")
 class ReplaceMe(Method):
     title = "ReplaceMe"
-    summary = "replaces blocks (or LayerCollapse's MLPs) by least-squares linear maps, training-free"
+    summary = "replaces consecutive residual blocks by one least-squares linear map, training-free"
+    operating_range = (
+        "whole residual blocks of a pre-norm stack, i >= 1 (between its points: compared on the frontier)"
+    )
     Params = ReplaceMeParams
 
     @classmethod
     def check(cls, params: ReplaceMeParams, cfg: RunConfig) -> None:
         super().check(params, cfg)
-        if params.unit == "mlp" and not params.match_collapse:
+        stack = architecture.residual_stack(cfg)
+        if stack is None:
+            raise residual.missing_stack(cfg.model, "replaceme")
+        if stack.branch_output is None:
             raise ConfigError(
-                "replaceme unit=mlp replaces the MLPs LayerCollapse folds: set match_collapse=k (k >= 1)"
+                f"replaceme merges its map into the Linear ending a block, and {cfg.model}'s {stack.kind} is "
+                "post-norm (a LayerNorm follows the residual add): use method=lstsq_fold"
             )
-        if params.unit == "span":
-            stack = architecture.residual_stack(cfg)
-            if stack is None:
-                raise residual.missing_stack(cfg.model, "replaceme unit=span")
-            if stack.branch_output is None:
-                raise ConfigError(
-                    f"replaceme unit=span merges its map into the Linear ending a block, and {cfg.model}'s "
-                    f"{stack.kind} is post-norm (a LayerNorm follows the residual add): use unit=mlp"
-                )
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Fit and replace (on resume: the same fit again from the same weights and calibration examples)."""
-        self.removed: list[str] = []
-        self.folded: list[str] = []
-        self.as_tuple = False
-        chunks = self.ctx.training_chunks(self.params.calibration_size)
-        samples = sum(len(c) for c in chunks)
-        pass_flops = forward_flops(count_macs(model, self.ctx.input_shape)["gmacs"]) * samples
-        dense = count_parameters(model)[0]
-        if self.params.unit == "span":
-            passes = self._replace_span(model, chunks, dense)
-        else:
-            passes = self._replace_mlps(model, chunks)
-        self.calibration_flops = pass_flops * passes
-        self.report.update(
-            unit=self.params.unit,
-            achieved_compression=dense / count_parameters(model)[0],
-            calibration=self.ctx.calibration_record(self.params.calibration_size, self.calibration_flops),
+        p, ctx = self.params, self.ctx
+        stack = residual.require_stack(model, ctx.cfg.model, "replaceme")
+        last = causal_lm(ctx.cfg)
+        width = model.get_submodule(f"{stack.blocks[0]}.{stack.branch_output}").out_features
+        per_example = rows_per_example(
+            model, model.get_submodule(stack.blocks[0]), ctx.training_example(), last
         )
-        return model
-
-    def _replace_span(self, model: nn.Module, chunks: list[torch.Tensor], dense: int) -> int:
-        """The paper's unit; returns the calibration passes spent (distances, then the fit)."""
-        stack = residual.require_stack(model, self.ctx.cfg.model, "replaceme")
-        target, matched = self.compression_target(model, self.params.target_compression)
+        examples = calibration_examples(
+            p.calibration_size, per_example, width, p.rows_per_unknown, len(ctx.data.train)
+        )
+        chunks = ctx.training_chunks(examples)
+        dense = count_parameters(model)[0]
+        self.as_tuple = False
+        target, matched = self.compression_target(model, p.target_compression)
         sizes = [residual.removed_parameters(model, [b]) for b in stack.blocks[1:]]
         n = blocks_needed(sizes, dense, target)
-        distances = span_distances(model, stack, chunks, n)
+        distances = span_distances(model, stack, chunks, n, last)
         start = min(distances, key=distances.get)
         previous = stack.blocks[start - 1]
         if not isinstance(getattr(model.get_submodule(previous), "ls2", nn.Identity()), nn.Identity):
             raise ConfigError(
-                f"replaceme unit=span: {previous} scales its MLP branch (LayerScale); use unit=mlp"
+                f"replaceme: {previous} scales its MLP branch (LayerScale); use method=lstsq_fold"
             )
         branch = f"{previous}.{stack.branch_output}"
+        pass_flops = forward_flops(count_macs(model, ctx.input_shape)["gmacs"]) * examples
         transform, self.as_tuple = span_map(model, stack, chunks, start, n, branch)
         merge_into(model.get_submodule(branch), transform)
         self.removed = list(stack.blocks[start : start + n])
         residual.skip_all(model, self.removed, self.as_tuple)
+        self.calibration_flops = pass_flops * 2  # distances, then the fit
         self.report.update(
             target_compression=target,
+            achieved_compression=dense / count_parameters(model)[0],
             angular_distance={stack.blocks[i]: d for i, d in distances.items()},
             removed=self.removed,
             merged_into=branch,
+            distance_rows="each sequence's last token" if last else "every token",
+            calibration={
+                **ctx.calibration_record(examples, self.calibration_flops),
+                **calibration_rows(examples, per_example, width),
+            },
         )
         if matched:
             self.report["matched_to_layercollapse"] = matched
-        return 2
-
-    def _replace_mlps(self, model: nn.Module, chunks: list[torch.Tensor]) -> int:
-        """LayerCollapse's unit, in forward order; returns the calibration passes spent (one per MLP)."""
-        target, matched = self.compression_target(model, self.params.target_compression)
-        blocks = collapse.select_blocks(model, self.params.match_collapse, model_name=self.ctx.cfg.model)
-        runs = chained(list(reversed(blocks)))
-        for run in runs:
-            fit_mlps(model, run, chunks)
-            self.folded += [b.name for b in reversed(run)]  # the order `rebuild` folds them in
-        self.report.update(target_compression=target, replaced=self.folded, matched_to_layercollapse=matched)
-        return len(runs)
+        return model
 
     def match_target(self) -> dict[str, Any] | None:
         return {"quantity": "compression", "target": self.report["target_compression"]}
 
     def structure(self) -> dict[str, Any]:
-        return {"removed": self.removed, "as_tuple": self.as_tuple, "folded": self.folded}
+        return {"removed": self.removed, "as_tuple": self.as_tuple}
 
     @classmethod
     def rebuild(cls, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         residual.skip_all(model, structure["removed"], structure["as_tuple"])
-        return collapse.apply_structure(model, [], structure["folded"])
+        return collapse.apply_structure(
+            model, [], structure.get("folded", [])
+        )  # (runs of the former unit=mlp)

@@ -20,9 +20,10 @@ Lifecycle of a run (`pipeline.execute`), in order:
    should keep go into `self.outcomes`); `structure()` is stored with it and
    `rebuild(model, structure)` re-creates that architecture from the original when the file is read.
 
-Optional hooks with defaults: `match_target` (the compression it was asked to match),
-`original_forward_passes` (forward passes of the original model per training sample: a KD teacher's 1,
-counted in the training FLOPs by the trainer and the planner alike),
+Optional hooks with defaults: `operating_range` (where the method is meant to work: a run outside
+it records `report["outside_range"]`, the reason, and is labelled, never counted), `match_target` (the
+compression it was asked to match), `original_forward_passes` (forward passes of the original model per
+training sample: a KD teacher's 1, counted in the training FLOPs by the trainer and the planner alike),
 `final_model_name` (a student of another architecture). A `Params` field declared with
 `option(..., tunable=True)` may be changed by `lcbench tune` while the run trains.
 """
@@ -88,6 +89,12 @@ class RunContext:
         pairs = [(x.to(self.device), y.to(self.device)) for x, y in loader]
         return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
+    def training_example(self) -> torch.Tensor:
+        """The first of `training_batch`'s inputs (a batch of one), drawn without moving the global generator
+        (a DataLoader's iterator draws its seed from it): the run's later shuffling stays as without it."""
+        with torch.random.fork_rng(devices=[]):
+            return self.training_batch(1)[0]
+
     def calibration_record(self, size: int, forward_flops: float) -> dict[str, Any]:
         """What a run records about its calibration on `size` training examples (`training_indices`): the
         count, seed, a hash of the indices, and the forward FLOPs spent on them."""
@@ -119,6 +126,9 @@ class Method:
     title = ""  # the display name in tables and plots (default: the registered name, spaces for "_")
     summary = "plain training, no compression (pretrain runs)"  # `lcbench list methods`: each class its own
     original_forward_passes = 0.0  # forward passes of the original model per training sample (KD: 1)
+    # where the method is meant to work, with its source; a run outside it sets report["outside_range"] to
+    # why, and is run and recorded but labelled "outside its range" and never counted in a verdict
+    operating_range = ""
 
     @dataclass
     class Params:

@@ -74,6 +74,7 @@ def _progressive(params: LayerCollapseParams, count: int) -> int:
 @METHODS.register("layercollapse")
 class LayerCollapse(Method):
     title = "LayerCollapse"
+    operating_range = "blocks whose slopes reach the fold band (beyond: not folded)"
     summary = "regularises PReLU slopes toward 1, then folds the blocks into single Linears"
     Params = LayerCollapseParams
 

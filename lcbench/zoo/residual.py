@@ -115,16 +115,19 @@ def boundary_states(
     chunks: list[torch.Tensor],
     visit: Callable[[list[torch.Tensor], dict[str, torch.Tensor]], None],
     also: tuple[str, ...] = (),
+    last_token: bool = False,
 ) -> bool:
     """Run `model` on each chunk of calibration inputs and call `visit(states, outputs)` with the hidden
     states h_0..h_L at the stack's block boundaries (h_i enters block i; each flattened to tokens x width,
-    float64) and the outputs of the modules named in `also`; returns whether the blocks return tuples.
-    One chunk's activations are held at a time."""
+    float64; with `last_token`, each sequence's last token only) and the outputs of the modules named in
+    `also`; returns whether the blocks return tuples. One chunk's activations are held at a time."""
     states: dict[int, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
     returns_tuple = False
 
     def flat(x: torch.Tensor) -> torch.Tensor:
+        if last_token and x.dim() == 3:
+            x = x[:, -1]
         return x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
 
     def entering(i: int):

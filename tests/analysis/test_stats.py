@@ -321,6 +321,40 @@ def test_a_run_that_missed_its_target_still_counts_with_its_success_rate(tmp_pat
     assert row["n_pairs"] == 5 and row["reached_target"] == "4 of 5" and row["pairing"] == "matched in 5 of 5"
 
 
+def test_a_point_outside_the_methods_declared_range_is_shown_never_compared_or_counted(tmp_path):
+    """Wanda at 98.5% per-layer sparsity lost 50 pp there: outside its declared range, the point is labelled,
+    tested nowhere (no Holm slot, no claim point), and the claim rests on the points inside the range."""
+    rng = np.random.default_rng(11)
+    lc = [accuracy(N, 340, rng) for _ in SEEDS]
+    rows = [run(tmp_path, "layercollapse", "layercollapse", s, c, level=lv, compression=1.5 * lv)
+            for lv in (1.0, 2.0) for s, c in enumerate(lc)]  # fmt: skip
+    rows += [run(tmp_path, "wanda", "wanda", s, c, level=1.0, compression=1.5) for s, c in enumerate(lc)]
+    ruined = [flip(c, np.flatnonzero(c)[:150]) for c in lc]
+    rows += [
+        run(tmp_path, "wanda", "wanda", s, c, level=2.0, compression=3.0, flag="outside its range")
+        for s, c in enumerate(ruined)
+    ]
+    frame = add_scores(pd.DataFrame(rows))
+    frame["outside_range"] = np.where(
+        frame["flag"] != "", "layer 0 at 98.5% sparsity, above the 80% Wanda is run at", ""
+    )
+    outcomes_ = Outcomes(frame, tmp_path)
+    table = paired_differences(frame, outcomes_).set_index("level")
+    assert table.loc[2.0, "decision"] == "outside its range" and pd.isna(table.loc[2.0, "difference"])
+    assert table.loc[2.0, "verdict"].startswith("outside its range in 5 of 5 seeds: layer 0 at 98.5%")
+    assert table.loc[1.0, "decision"] in ("equivalent", "underpowered")  # identical predictions
+    claim = (
+        claims_table(frame, outcomes_)
+        .set_index("claim")
+        .loc["At matched compression, LayerCollapse is more accurate than Wanda"]
+    )
+    assert not claim["verdict"].startswith("supported") and claim["points"].endswith("of 1 points")
+    assert (
+        "not counted, outside its declared range: m level 2 (layer 0 at 98.5% sparsity" in claim["measured"]
+    )
+    assert "every run it made within its declared range" in claim["measured"]
+
+
 def test_runs_between_two_reference_points_are_compared_with_their_interpolation(tmp_path):
     """A method at 2x between LayerCollapse's 1.5x and 3x points: compared with their mixture, weighted by
     retained parameters ((1/1.5 - 1/2) / (1/1.5 - 1/3) = 0.5 of the 3x point); one beyond 3x can only
@@ -555,7 +589,7 @@ def test_prior_art_rows_name_the_mechanism_and_count_training_free_flops(tmp_pat
         behind = flip(c, np.flatnonzero(c)[: 36 + s % 2])  # 10 pp behind at every seed
         rows += [
             run(tmp_path, "layer_folding", "layer_folding", s, behind, flag="not folded" if s < 2 else ""),
-            run(tmp_path, "replaceme_mlp", "replaceme", s, behind, epochs=0, flops=2.0 + s),
+            run(tmp_path, "lstsq_fold", "lstsq_fold", s, behind, epochs=0, flops=2.0 + s),
         ]
     frame = add_scores(pd.DataFrame(rows))
     claims = claims_table(frame, Outcomes(frame, tmp_path)).set_index("claim")
@@ -565,7 +599,7 @@ def test_prior_art_rows_name_the_mechanism_and_count_training_free_flops(tmp_pat
     assert folding["verdict"] == "supported"
     assert "reached its target in 3 of 5 seed-points" in folding["measured"]  # every run counted
     free = claims.loc[
-        "LayerCollapse vs training-free depth reduction at matched compression: ReplaceMe (mlp)"
+        "LayerCollapse vs training-free depth reduction at matched compression: Least-squares fold"
     ]
     assert free["verdict"] == "supported"
     assert "0.02x to 0.06x LayerCollapse's (median 0.04x, 5 runs" in free["measured"]

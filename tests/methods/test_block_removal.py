@@ -40,6 +40,26 @@ def test_block_influence_is_one_minus_the_mean_cosine_between_a_blocks_input_and
     assert not as_tuple
 
 
+def test_influence_orders_blocks_as_the_official_shortgpt_sum_does():
+    """icip-cas/ShortGPT `metrics.block_influence`: 1 - diag(h_in h_out^T / (|h_in| |h_out|)), a NaN (a
+    zero-norm token) read as 0.5, summed over tokens per block; here the mean: the same order."""
+    torch.manual_seed(3)
+    weights = [torch.randn(4, 4) * s for s in (0.1, 1.0, 0.3)]
+    stack_model = nn.Sequential(*(Block(lambda x, w=w: x + x @ w) for w in weights))
+    stack = residual.find_stack(stack_model)
+    tokens = torch.randn(3, 5, 4)
+    influence, _ = block_influence(stack_model, stack, [tokens])
+    official, h = [], tokens
+    for w in weights:  # the model's float32 forward; the similarity in float64
+        out = h + h @ w
+        a, b = h.reshape(-1, 4).double(), out.reshape(-1, 4).double()
+        similarity = ((a @ b.T) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))).diagonal()
+        official.append(float((1 - similarity.nan_to_num(nan=0.5)).sum()))
+        h = out
+    assert influence == pytest.approx([v / 15 for v in official], rel=1e-9)
+    assert sorted(range(3), key=influence.__getitem__) == sorted(range(3), key=official.__getitem__)
+
+
 def test_blocks_are_removed_until_the_target_is_met_within_the_tolerance():
     assert blocks_needed([10, 10, 10], dense=100, target=1.1) == 1  # 100 / 90 = 1.11
     assert blocks_needed([10, 10, 10], dense=100, target=1.25) == 2  # 1.11 is short, 100 / 80 = 1.25
