@@ -1,25 +1,42 @@
 """`layer_folding`: Layer Folding (Ben Dror, Zehngut, Raviv, Artyomov, Vitek, Jevnisek, "Layer Folding: Neural
 Network Depth Reduction using Activation Linearization", BMVC 2022, arXiv 2106.09309; official code
-LayerFolding/Layer-Folding, `VGG_Cifar10_prefold.py` and `..._postfold.py`).
+LayerFolding/Layer-Folding, `VGG_Cifar10_prefold.py`, `ResNet_Cifar10_prefold.py` and `..._postfold.py`).
 
-The same mechanism as LayerCollapse with the authors' regulariser, initialisation and schedule, on the same
-blocks (the last k collapsible MLPs, LayerCollapse's level k), so that a comparison isolates what
-LayerCollapse adds:
-- each selected activation becomes a one-slope PReLU initialised at alpha = 0 (`nn.PReLU(init=0)`);
-- the loss adds lam * sum_i |1 - alpha_i^2| (lam = 0.25 in the official code), and after every optimizer
-  step alpha is clipped to alpha >= 0;
-- at the fold ("prefold" done) every alpha is rounded to the nearer of 0 and 1 (the official postfold
-  script's `torch.round`): a block at 1 is folded into one Linear by lcbench's fold, a block at 0 keeps a
-  ReLU (its PReLU frozen at 0);
+The same mechanism as LayerCollapse with the authors' regulariser, initialisation and schedule:
+- `scope=all` (the paper): every collapsible block of the model gets the activation and lam decides which
+  fold (the official ResNet puts an alpha on every ReLU); a block left unfolded is the method's decision, not
+  a missed target: the run is compared where its compression lands on LayerCollapse's frontier;
+- `scope=k`: only LayerCollapse's blocks at level k (its last k collapsible MLPs), so that a comparison
+  isolates what LayerCollapse adds ("Layer Folding's penalty on LayerCollapse's blocks"); a block that does
+  not fold there misses the level's target and is labelled "not folded";
+- each selected activation becomes a one-slope PReLU initialised at alpha = 0 (the official `alpha(0)`);
+- the penalty is lam * sum_i |1 - alpha_i^2| (lam = 1/4 in the official code) and after every optimizer step
+  alpha is clipped to alpha >= 0. `regularizer=coupled` adds it to the loss (the official code, under SGD);
+  `decoupled` applies its gradient step outside the optimizer after each step, alpha moving toward 1 by
+  min(|1 - alpha|, 2 lr lam alpha) (no overshoot past the penalty's minimum), as LayerCollapse's decoupled
+  form does: under AdamW a coupled penalty is normalised away and a slope moves about lr per step;
+  `auto` is decoupled under AdamW;
+- at the fold every alpha is rounded to the nearer of 0 and 1 (the official postfold script's
+  `torch.round`): a block at 1 is folded into one Linear by lcbench's fold, a block at 0 keeps a ReLU (its
+  PReLU frozen at 0);
 - the folded network is then fine-tuned (`postfold_epochs` of the run's epochs), so the whole run has the
   same budget as LayerCollapse's.
-Blocks that round to 0 are reported and stay unfolded; the run then misses its compression target and is
-labelled "not matched".
+
+Plan-time check: the penalty's gradient is zero at alpha = 0, so a slope leaves 0 only by the task's
+gradient; under AdamW that moves it at most about lr per step, which bounds from above where any slope can
+be at the fold (`reachable`). A run whose bound stays below 1/2 cannot fold a block and is refused before it
+starts, with the numbers (`allow_unfolded=true` runs it anyway). Under SGD the task's step has no such
+bound and nothing is predicted.
+
+Departures from the official code, and why: the official code runs 100 epochs at lr 0.001 on CIFAR-10;
+here the run's recipe is the benchmark's (the same as every method's); the decoupled form is lcbench's, for
+AdamW recipes the paper does not use; rounding sends every alpha >= 0.5 to 1 (the official `torch.round`
+would send alpha >= 1.5 to 2 and leave the block unfolded).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,6 +46,7 @@ from lcbench.core.config import RunConfig
 from lcbench.core.errors import ConfigError
 from lcbench.core.fields import option
 from lcbench.methods import METHODS, Method
+from lcbench.training import slopes
 from lcbench.zoo import architecture, collapse
 
 
@@ -42,6 +60,30 @@ class LayerFoldingParams:
         1, min=0, help="epochs of fine-tuning after the fold, out of the run's epochs (0: fold at the end)"
     )
     calibration_size: int = option(128, min=1, help="held-out samples for the fold's output difference")
+    scope: str = option(
+        "k",
+        choices=["k", "all"],
+        later=True,
+        help="k: LayerCollapse's last k blocks; all: every collapsible block, lam decides (the paper)",
+    )
+    regularizer: str = option(
+        "coupled",
+        choices=["coupled", "decoupled", "auto"],
+        later=True,
+        help="coupled: the penalty in the loss (the official code); decoupled: its gradient step applied "
+        "after each optimizer step (needed under AdamW); auto: decoupled for AdamW",
+    )
+    allow_unfolded: bool = option(
+        False, later=True, help="run even when no slope can reach 1/2 by the plan's bound (reported unfolded)"
+    )
+
+
+FOLD_AT = 0.5  # rounding sends a slope at or above it to 1
+
+
+def decoupled(params: LayerFoldingParams, cfg: RunConfig) -> bool:
+    """Whether the penalty acts outside the optimizer (`regularizer`, auto: under AdamW)."""
+    return params.regularizer == "decoupled" or (params.regularizer == "auto" and cfg.optimizer == "adamw")
 
 
 def folding_regularizer(alphas: list[torch.Tensor]) -> torch.Tensor:
@@ -56,6 +98,30 @@ def rounds_to_one(alpha: float) -> bool:
 
 
 @torch.no_grad()
+def decoupled_step(alphas: list[torch.Tensor], lr: float, lam: float) -> None:
+    """The penalty's gradient step outside the optimizer: d|1 - a^2|/da = -2a sign(1 - a^2), so a moves
+    toward 1 by 2 lr lam a, at most to 1."""
+    for a in alphas:
+        a.add_(torch.sign(1 - a) * torch.minimum((1 - a).abs(), 2 * lr * lam * a))
+
+
+def reachable(cfg: RunConfig, lam: float, is_decoupled: bool, start: float = 0.0) -> tuple[float, int] | None:
+    """An upper bound on any slope at the fold under AdamW (None otherwise, or when the step count is
+    unknown): every step's task gradient pushes it up by lr_t, Adam's bound, and a decoupled penalty
+    multiplies it by (1 + 2 lr_t lam) below 1. Returns the bound and the regularised steps."""
+    per_epoch = slopes.steps_per_epoch(cfg)
+    if cfg.optimizer != "adamw" or per_epoch is None:
+        return None
+    lrs = slopes.learning_rates(cfg, per_epoch)
+    alpha = start
+    for lr in lrs.tolist():
+        alpha += lr
+        if is_decoupled and alpha < 1:
+            alpha = min(1.0, alpha * (1 + 2 * lr * lam))
+    return alpha, len(lrs)
+
+
+@torch.no_grad()
 def clip_nonnegative(prelus: list[nn.PReLU]) -> None:
     """The official constraint after each step: alpha >= 0."""
     for p in prelus:
@@ -65,23 +131,67 @@ def clip_nonnegative(prelus: list[nn.PReLU]) -> None:
 @METHODS.register("layer_folding")
 class LayerFolding(Method):
     title = "Layer Folding"
-    operating_range = "blocks whose slopes reach 1/2, rounded to 1 (beyond: not folded)"
+    operating_range = "slopes that reach 1/2 fold (rounded to 1); scope=all folds what lam decides"
     summary = "PReLU from 0 with lam*|1 - a^2|, rounded to 0 or 1, folded, fine-tuned (same blocks)"
     Params = LayerFoldingParams
 
     @classmethod
     def check(cls, params: LayerFoldingParams, cfg: RunConfig) -> None:
-        architecture.selected(cfg, params.k)
+        if params.scope == "k":
+            architecture.selected(cfg, params.k)
+        elif not architecture.blocks(cfg):
+            raise ConfigError(f"layer_folding scope=all: {cfg.model} has no collapsible block")
         if cfg.epochs and params.postfold_epochs >= cfg.epochs:
             raise ConfigError(
                 f"layer_folding: postfold_epochs={params.postfold_epochs} leaves no epoch of regularised "
                 f"training out of epochs={cfg.epochs}; lower postfold_epochs (e.g. {cfg.epochs // 3})"
             )
+        bound = cls.bound(params, cfg)
+        if bound is not None and bound[0] < FOLD_AT and not params.allow_unfolded:
+            raise ConfigError(
+                f"layer_folding cannot fold any block: under AdamW a slope moves at most about lr per step, "
+                f"so from 0 it reaches at most {bound[0]:.3f} after {bound[1]:,} regularised steps "
+                f"({cls.bound_how(params, cfg)}; the fold needs {FOLD_AT:g}). Fix: " + cls.fixes(params, cfg)
+            )
+
+    @classmethod
+    def fixes(cls, params: LayerFoldingParams, cfg: RunConfig) -> str:
+        """What lets a slope reach 1/2 by the bound: a decoupled penalty, the least lam on a 1-2-5 grid."""
+        fixes = [] if decoupled(params, cfg) else ["use regularizer=auto (decoupled under AdamW)"]
+        for lam in (m * 10.0**e for e in range(-1, 7) for m in (1, 2, 5)):
+            bound = cls.bound(replace(params, lam=lam, regularizer="decoupled"), cfg)
+            if bound is not None and bound[0] >= FOLD_AT:
+                fixes.append(f"a decoupled lam of at least {lam:g} (bound {bound[0]:.3f})")
+                break
+        fixes += ["more epochs", "allow_unfolded=true to run it anyway (reported unfolded)"]
+        return "; or ".join(fixes)
+
+    @classmethod
+    def bound(cls, params: LayerFoldingParams, cfg: RunConfig) -> tuple[float, int] | None:
+        """`reachable` over the regularised part of the run (the epochs before the post-fold phase)."""
+        epochs = max(cfg.epochs - params.postfold_epochs, 0) if params.postfold_epochs else cfg.epochs
+        return reachable(replace(cfg, epochs=epochs), params.lam, decoupled(params, cfg)) if epochs else None
+
+    @staticmethod
+    def bound_how(params: LayerFoldingParams, cfg: RunConfig) -> str:
+        return f"{'decoupled' if decoupled(params, cfg) else 'coupled'} penalty, lam {params.lam:g}"
+
+    @classmethod
+    def plan_note(cls, params: LayerFoldingParams, cfg: RunConfig) -> str:
+        bound = cls.bound(params, cfg)
+        if bound is None:
+            return ""
+        how = cls.bound_how(params, cfg)
+        return f"slopes reach at most {bound[0]:.3f} (fold at {FOLD_AT:g}) in {bound[1]:,} steps, {how}"
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.order = [
-            b.name for b in collapse.select_blocks(model, self.params.k, model_name=self.ctx.cfg.model)
-        ]
+        chosen = (
+            collapse.find_blocks(model)
+            if self.params.scope == "all"
+            else collapse.select_blocks(model, self.params.k, model_name=self.ctx.cfg.model)
+        )
+        self.order = [b.name for b in chosen]
+        self.decoupled = decoupled(self.params, self.ctx.cfg)
         self.target = collapse.collapse_targets(
             self.ctx.original, 0, self.ctx.input_shape, self.ctx.cfg.model, names=self.order
         )
@@ -94,13 +204,16 @@ class LayerFolding(Method):
         return model
 
     def loss(self, task_loss, logits, inputs, targets, model) -> torch.Tensor:
-        if self.rounded or self.params.lam == 0:
+        if self.rounded or self.params.lam == 0 or self.decoupled:
             return task_loss
         return task_loss + self.params.lam * folding_regularizer([p.weight for p in self.prelus])
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if not self.rounded:
-            clip_nonnegative(self.prelus)
+        if self.rounded:
+            return
+        if self.decoupled and self.params.lam:
+            decoupled_step([p.weight for p in self.prelus], optimizer.param_groups[-1]["lr"], self.params.lam)
+        clip_nonnegative(self.prelus)
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         return {  # the blocks not folded (a folded block's activation is gone)
@@ -149,10 +262,14 @@ class LayerFolding(Method):
     def finalize(self, model: nn.Module) -> nn.Module:
         if not self.rounded:  # postfold_epochs=0 (or a run of 0 epochs): the fold ends the run
             self._round_and_fold(model)
+        unfolded = [n for n in self.order if n not in self.folded]
         self.report = {
+            "scope": self.params.scope,
+            "regularizer": "decoupled" if self.decoupled else "coupled",
             "selected": self.order,
             "folded": self.folded,
-            "not_folded": [n for n in self.order if n not in self.folded],
+            # scope=k: a block left unfolded misses the level's target; scope=all: lam's decision
+            ("not_folded" if self.params.scope == "k" else "kept"): unfolded,
             "blocks": self.blocks,
             "fold": self.fold_change,
             "postfold_epochs": self.params.postfold_epochs,
@@ -160,6 +277,8 @@ class LayerFolding(Method):
         return model
 
     def match_target(self) -> dict[str, Any] | None:
+        if self.params.scope == "all":
+            return None  # no target: the blocks lam folds decide the compression
         return {"quantity": "compression", "target": self.target["compression"]}
 
     def structure(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""layer_folding (Ben Dror et al.): its regulariser |1 - alpha^2|, the clip at 0, the start at alpha = 0, the
-round to 0 or 1, and a run whose folded blocks make the structure it is saved and rebuilt with."""
+"""layer_folding (Ben Dror et al.): its regulariser |1 - alpha^2| (coupled, or its decoupled step), the clip
+at 0, the start at alpha = 0, the round to 0 or 1, the plan's bound under AdamW, the published scope (every
+block, lam decides) and a run whose folded blocks make the structure it is saved and rebuilt with."""
 
 import json
 
@@ -7,7 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from lcbench.baselines.layer_folding import LayerFolding, clip_nonnegative, folding_regularizer, rounds_to_one
+from lcbench.baselines.layer_folding import (
+    LayerFolding,
+    clip_nonnegative,
+    decoupled_step,
+    folding_regularizer,
+    reachable,
+    rounds_to_one,
+)
+from lcbench.core.errors import ConfigError
 from lcbench.core.store import RunDir
 from lcbench.training.pipeline import execute, load_model
 from lcbench.training.resolve import make_config
@@ -66,3 +75,46 @@ def test_after_a_partial_fold_each_logged_slope_is_its_own_blocks():
     method.order, method.folded = ["3", "1"], ["3"]
     model = nn.Sequential(nn.Linear(2, 2), nn.PReLU(init=0.2), nn.Linear(2, 2), nn.Identity(), nn.Identity())
     assert method.epoch_metrics(model) == {"slope/1": pytest.approx(0.2)}
+
+
+def test_the_decoupled_step_is_the_penalty_gradient_step_toward_one_without_overshoot():
+    alphas = torch.tensor([0.0, 0.25, 0.99, 1.5])
+    decoupled_step([alphas], lr=0.1, lam=1.0)  # 2 lr lam a: 0, 0.05, (0.198 > 0.01: to 1), (0.3 toward 1)
+    assert alphas.tolist() == pytest.approx([0.0, 0.30, 1.0, 1.2])
+
+
+def test_the_plan_bound_is_adams_lr_per_step_and_refuses_a_recipe_that_cannot_reach_one_half(tmp_path):
+    text = ["stage=compress", "method=layer_folding", "scope=all", "dataset=text_stdlib", "model=text_gpt2"]
+    text += ["optimizer=adamw", "lr=1e-3", "epochs=2", "lr_schedule=constant", "warmup_epochs=0"]
+    text += [f"output_root={tmp_path}"]
+    with pytest.raises(ConfigError, match="cannot fold any block") as refused:
+        make_config({}, text)
+    # constant lr 1e-3 over the regularised epoch's steps: a coupled slope reaches at most steps x 1e-3
+    steps = int(str(refused.value).split(" after ")[1].split(" ")[0].replace(",", ""))
+    assert f"reaches at most {steps * 1e-3:.3f} after" in str(refused.value)
+    assert "use regularizer=auto" in str(refused.value) and "a decoupled lam of at least" in str(
+        refused.value
+    )
+    lam = str(refused.value).split("a decoupled lam of at least ")[1].split(" ")[0]
+    cfg = make_config({}, [*text, "regularizer=auto", f"lam={lam}"])  # the lam the message names: planned
+    params = LayerFolding.Params(scope="all", regularizer="auto", lam=float(lam))
+    assert "slopes reach at most" in LayerFolding.plan_note(params, cfg)
+    bound, n = LayerFolding.bound(params, cfg)  # the regularised epoch: the post-fold one is not counted
+    assert bound >= 0.5 and n == steps
+    assert reachable(cfg, float(lam), True)[1] == 2 * steps  # both epochs
+    assert reachable(make_config({}, [*text, "optimizer=sgd", "allow_unfolded=true"]), 1.0, False) is None
+
+
+def test_the_published_scope_regularises_every_block_and_what_it_keeps_is_its_decision(tmp_path):
+    args = ["stage=compress", "method=layer_folding", "scope=all", "lam=10", "pretrain.epochs=2", "epochs=3"]
+    args += ["optimizer=sgd", "lr=0.01", "momentum=0.9"]
+    cfg = make_config({}, [*fast_overrides(tmp_path, model="digits_vit"), *args])
+    result = execute(cfg, progress_bar=False)
+    report = result["method_report"]
+    assert report["scope"] == "all" and len(report["selected"]) == 4  # every MLP of the ViT's 4 blocks
+    assert "not_folded" not in report and set(report["kept"]) | set(report["folded"]) == set(
+        report["selected"]
+    )
+    assert result.get("match") is None  # no target to miss: it is compared where it lands
+    model = load_model(RunDir(tmp_path, result["run_id"]).model_path)
+    assert sum(p.numel() for p in model.parameters()) == result["final"]["params_dense"]

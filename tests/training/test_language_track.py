@@ -84,7 +84,7 @@ def test_glue_spec_runs_every_method_on_a_classification_and_a_regression_task(t
     )
     spec = str(REPO / "runs" / "glue.yaml")
     runs = _run(spec, overrides, tmp_path / "report")
-    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (2 + 15 * 2)  # an original per seed
+    assert len(runs) == len(plan_sweep(spec, overrides).runs) == 2 * (2 + 16 * 2)  # an original per seed
     assert (runs["status"] == "completed").all(), runs.loc[runs["status"] != "completed", "error"].tolist()
     # every method but ReplaceMe, whose span needs pre-norm blocks (BERT is post-norm)
     assert set(runs["method"]) == {"original"} | set(METHODS.names()) - {"none", "replaceme"}
@@ -189,7 +189,7 @@ def test_glue_and_wikitext_targets_plan_dry_and_need_their_folders():
         ["make", "-s", "reproduce-wikitext", "DRY=1"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert dry.returncode == 0, dry.stderr
-    assert "sweep wikitext: 138 runs" in dry.stdout and "GPU-hours" in dry.stdout
+    assert "sweep wikitext: 144 runs" in dry.stdout and "GPU-hours" in dry.stdout
     plan = plan_sweep(REPO / "runs" / "glue.yaml", ["pretrain.pretrained=/models/{model}"])
     assert {r.cfg.dataset for r in plan.runs} == {
         f"glue_{t}" for t in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_mm", "qnli", "rte", "wnli")
