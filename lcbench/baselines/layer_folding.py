@@ -105,14 +105,17 @@ def decoupled_step(alphas: list[torch.Tensor], lr: float, lam: float) -> None:
         a.add_(torch.sign(1 - a) * torch.minimum((1 - a).abs(), 2 * lr * lam * a))
 
 
-def reachable(cfg: RunConfig, lam: float, is_decoupled: bool, start: float = 0.0) -> tuple[float, int] | None:
+def reachable(
+    cfg: RunConfig, lam: float, is_decoupled: bool, start: float = 0.0, epochs: int | None = None
+) -> tuple[float, int] | None:
     """An upper bound on any slope at the fold under AdamW (None otherwise, or when the step count is
     unknown): every step's task gradient pushes it up by lr_t, Adam's bound, and a decoupled penalty
-    multiplies it by (1 + 2 lr_t lam) below 1. Returns the bound and the regularised steps."""
+    multiplies it by (1 + 2 lr_t lam) below 1, over the run's first `epochs` (default: all) at the run's own
+    learning-rate schedule. Returns the bound and the steps."""
     per_epoch = slopes.steps_per_epoch(cfg)
     if cfg.optimizer != "adamw" or per_epoch is None:
         return None
-    lrs = slopes.learning_rates(cfg, per_epoch)
+    lrs = slopes.learning_rates(cfg, per_epoch)[: None if epochs is None else epochs * per_epoch]
     alpha = start
     for lr in lrs.tolist():
         alpha += lr
@@ -168,9 +171,10 @@ class LayerFolding(Method):
 
     @classmethod
     def bound(cls, params: LayerFoldingParams, cfg: RunConfig) -> tuple[float, int] | None:
-        """`reachable` over the regularised part of the run (the epochs before the post-fold phase)."""
+        """`reachable` over the regularised part of the run (the epochs before the post-fold phase, at the
+        whole run's schedule)."""
         epochs = max(cfg.epochs - params.postfold_epochs, 0) if params.postfold_epochs else cfg.epochs
-        return reachable(replace(cfg, epochs=epochs), params.lam, decoupled(params, cfg)) if epochs else None
+        return reachable(cfg, params.lam, decoupled(params, cfg), epochs=epochs) if epochs else None
 
     @staticmethod
     def bound_how(params: LayerFoldingParams, cfg: RunConfig) -> str:

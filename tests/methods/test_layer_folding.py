@@ -118,3 +118,17 @@ def test_the_published_scope_regularises_every_block_and_what_it_keeps_is_its_de
     assert result.get("match") is None  # no target to miss: it is compared where it lands
     model = load_model(RunDir(tmp_path, result["run_id"]).model_path)
     assert sum(p.numel() for p in model.parameters()) == result["final"]["params_dense"]
+
+
+def test_the_bound_reads_the_regularised_epochs_at_the_whole_runs_schedule(tmp_path):
+    """Cosine over 2 epochs, the fold after the first: the bound sums that epoch's (higher) rates, not those
+    of a cosine squeezed into one epoch."""
+    from lcbench.training import slopes
+
+    args = ["stage=compress", "method=layer_folding", "scope=all", "dataset=text_stdlib", "model=text_gpt2"]
+    args += ["optimizer=adamw", "lr=1e-3", "epochs=2", "lr_schedule=cosine", "warmup_epochs=0"]
+    cfg = make_config({}, [*args, "allow_unfolded=true", f"output_root={tmp_path}"])
+    per_epoch = slopes.steps_per_epoch(cfg)
+    first_epoch = slopes.learning_rates(cfg, per_epoch)[:per_epoch]
+    bound, steps = LayerFolding.bound(LayerFolding.Params(scope="all"), cfg)
+    assert steps == per_epoch and bound == pytest.approx(first_epoch.sum())
