@@ -135,7 +135,7 @@ def clip_nonnegative(prelus: list[nn.PReLU]) -> None:
 class LayerFolding(Method):
     title = "Layer Folding"
     operating_range = "slopes that reach 1/2 fold (rounded to 1); scope=all folds what lam decides"
-    summary = "PReLU from 0 with lam*|1 - a^2|, rounded to 0 or 1, folded, fine-tuned (same blocks)"
+    summary = "PReLU from 0 with lam*|1 - a^2|, rounded to 0 or 1, folded, fine-tuned (every block, or k)"
     Params = LayerFoldingParams
 
     @classmethod

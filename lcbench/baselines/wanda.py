@@ -157,23 +157,33 @@ def outlier_ratio(scores: torch.Tensor, m: float) -> float:
     return float((scores > scores.mean() * m).double().mean())
 
 
+def squared_feature_sums(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sum over tokens of X_j^2 per input feature of `layer` (float64): the square of Wanda's ||X_j||_2."""
+    return feature_rows(layer, x.detach()).to(torch.float64).square().sum(0)
+
+
+def forward_with_pre_hooks(model: nn.Module, layers: list[nn.Module], hook_for, inputs: torch.Tensor) -> None:
+    """One forward pass of `model` on `inputs` with `hook_for(i)` as layer i's forward pre-hook."""
+    handles = [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(layers)]
+    try:
+        model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def input_norms(model: nn.Module, layers: list[nn.Module], inputs: torch.Tensor) -> list[torch.Tensor]:
     """||X_j||_2 of each layer's input features over every token of `inputs` (one forward pass)."""
     totals = [torch.zeros(features(m), dtype=torch.float64, device=m.weight.device) for m in layers]
 
     def record(i: int):
-        def hook(module, args):
-            totals[i].add_(feature_rows(module, args[0].detach()).to(torch.float64).square().sum(0))
+        def hook(module, args) -> None:  # (a pre-hook that returns a value replaces the layer's input)
+            totals[i].add_(squared_feature_sums(module, args[0]))
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(i)) for i, m in enumerate(layers)]
-    try:
-        model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_pre_hooks(model, layers, record, inputs)
     return [t.sqrt() for t in totals]
 
 
@@ -191,18 +201,15 @@ def sequential_masks(
         def hook(module, args):
             if masks[i] is not None:
                 raise ConfigError(f"wanda: layer {i} is used twice in one forward pass (shared weights)")
-            norms = feature_rows(module, args[0].detach()).to(torch.float64).square().sum(0).sqrt()
+            norms = squared_feature_sums(module, args[0]).sqrt()
             masks[i] = row_mask(wanda_scores(module.weight.detach(), norms), sparsities[i])
             module.weight.mul_(masks[i].reshape(module.weight.shape))
 
         return hook
 
-    handles = [m.register_forward_pre_hook(prune_on_arrival(i)) for i, m in enumerate(layers)]
     try:
-        model(inputs)
+        forward_with_pre_hooks(model, layers, prune_on_arrival, inputs)
     finally:
-        for h in handles:
-            h.remove()
         for m, w in zip(layers, originals):
             m.weight.copy_(w)
     missing = [i for i, mask in enumerate(masks) if mask is None]
