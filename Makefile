@@ -11,7 +11,7 @@ MODELS ?=
 ARGS   ?=
 MEASURE_DEVICE ?= cpu
 
-.PHONY: install docs test test-fast reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench calibrate lint clean
+.PHONY: install docs test test-fast search reproduce reproduce-fashion reproduce-imagenet reproduce-glue reproduce-wikitext gpu-check bench calibrate lint clean
 
 install: $(STAMP)
 
@@ -68,6 +68,15 @@ reproduce: install
 	@pids=""; for spec in $(REPRODUCE_SPECS); do \
 		$(LCBENCH) report runs/$$spec.yaml $(SPEC_ARGS) --out results/$$spec & pids="$$pids $$!"; done; \
 		for pid in $$pids; do wait $$pid || exit 1; done
+
+# `make search`: each spec's variants tuned by one protocol (`lcbench search`: the same number of trials each,
+# scored on a validation split of the training data), the selections written to runs/<spec>.tuned.yaml, which
+# `make reproduce` then uses (commit them); SEARCH_SPECS=fashion DATA=... for Fashion-MNIST
+SEARCH_SPECS ?= digits
+search: install
+	@for spec in $(SEARCH_SPECS); do \
+		$(RUN_ENV) $(LCBENCH) search runs/$$spec.yaml $(SPEC_ARGS) $(LAUNCH_ARGS) \
+			$(if $(filter local,$(EXECUTOR)),--cpu --max-parallel $(PARALLEL)) || exit 1; done
 
 # Fashion-MNIST (runs/fashion.yaml: every method, five independent replicates, the 10,000 test images):
 # the four original IDX files from DATA, or Debian's dataset-fashion-mnist (installed here when missing and

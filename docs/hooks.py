@@ -93,6 +93,18 @@ def _config_keys() -> str:
     )
 
 
+def _search_space(cls) -> str:
+    """What `lcbench search` tries for the method at its default parameters, and where it comes from."""
+    space = cls.search_space(cls.Params())
+    values = "; ".join(f"`{k}` in {v}" for k, v in space.items()) or "nothing of its own"
+    return (
+        f"**Search space** (`lcbench search`, at the default parameters): {values}, plus the fine-tuning "
+        f"lr x 0.25 to 4 where it trains. Source: {cls.search_source}.\n\n"
+        if cls.search_source
+        else ""
+    )
+
+
 def _method(name: str) -> str:
     cls = METHODS.get(name)
     module = inspect.getmodule(cls)
@@ -103,6 +115,7 @@ def _method(name: str) -> str:
         f"# {cls.title or name} (`{name}`)\n\n"
         + (f"{summary}\n\n" if summary else "")
         + (f"**Operating range**: {cls.operating_range}.\n\n" if cls.operating_range else "")
+        + _search_space(cls)
         + f"{doc}\n\n"
         + f"## Parameters\n\n`lcbench list keys {name}`; the code is `{source}`.\n\n"
         + _fields(cls.Params)

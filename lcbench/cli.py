@@ -18,6 +18,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -281,6 +282,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     for reason in plan.skipped:
         print(f"not planned: {reason}")
+    tuned = {r.cfg.selection.split(" ")[0] for r in plan.stage("compress") if r.cfg.selection}
+    if tuned:
+        count = sum(bool(r.cfg.selection) for r in plan.stage("compress"))
+        print(
+            f"tuned: {count} compress runs take their settings from {', '.join(sorted(tuned))} (`lcbench "
+            "search`; `tuned=false` plans the spec as written)"
+        )
     todo = [s.run.run_id for s in statuses if s.status != "completed"]
     known = [flops[r] for r in todo if flops[r] is not None]
     total = sum(known)
@@ -344,6 +352,51 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"  follow with `lcbench status {spec}`; withdraw with `lcbench cancel {spec}`")
     if args.wait:
         return cmd_status(args)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .analysis.selection import select, write_lock
+    from .execution.runner import LaunchOptions, launch, wait_for
+    from .execution.search import plan_search
+
+    files, overrides = _split_args(args.items)
+    if len(files) != 1:
+        raise LcbenchError(
+            f"give exactly one sweep spec (runs/NAME.yaml), then key=value overrides; got {files}"
+        )
+    started = time.monotonic()
+    search = plan_search(files[0], overrides)
+    runs = search.plan.stage("compress")
+    where = "every replicate on its own split: seeds" if search.per_replicate else "tuning seed"
+    print(
+        f"search {search.name}: {len(search.variants)} variants x up to {search.trials} trials, scored on "
+        f"validation ({where} {', '.join(map(str, search.tuning_seeds))}); {len(runs)} trial runs and "
+        f"{len(search.plan.stage('pretrain'))} originals"
+    )
+    for name, variant in search.variants.items():
+        space = ", ".join(f"{k} {v}" for k, v in variant.space.items()) or "nothing to search"
+        refused = f"; {len(variant.refused)} refused by `plan`, skipped" if variant.refused else ""
+        print(f"  {name}: {len(variant.trials)} trial(s) of {space}{refused}")
+    if args.dry_run:
+        return 0
+    if not os.access(search.lock_path.parent, os.W_OK):
+        raise LcbenchError(f"{search.lock_path.parent} is not writable: the lock file goes beside the spec")
+    options = LaunchOptions(
+        executor=args.executor,
+        only_failed=args.only_failed,
+        max_parallel=args.max_parallel,
+        gpus=args.gpus,
+        threads=args.threads,
+        cpu=args.cpu,
+        profile=args.profile,
+        wait=True,
+    )
+    launch(search.plan, options)
+    report = lambda line: print(f"search {search.name}: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    wait_for(search.plan, poll_s=args.poll, on_change=report)
+    path = write_lock(select(search), search.lock_path, time.monotonic() - started)
+    print(f"search {search.name}: selections written to {path}; `lcbench plan {files[0]}` uses them")
     return 0
 
 
@@ -505,6 +558,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if report["identical"] else 1
 
 
+def _add_launch_options(p: argparse.ArgumentParser) -> None:
+    """Where and how a sweep's runs execute (`launch`, `search`)."""
+    p.add_argument(
+        "--executor",
+        default="auto",
+        help="local, slurm or auto (default: slurm when sbatch is on PATH and a controller answers, else "
+        "local)",
+    )
+    p.add_argument("--only-failed", action="store_true", help="submit failed and missing runs only")
+    p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
+    p.add_argument("--gpus", help="local: GPU ids to use, e.g. 0,1 (default: all visible)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="local: CPU threads shared by parallel runs whose config leaves threads=0 (default: all); "
+        "a run's own `threads` decides its arithmetic and is kept",
+    )
+    p.add_argument("--cpu", action="store_true", help="local: run on the CPU even where GPUs are visible")
+    p.add_argument("--profile", default="local", help="slurm: slurm/<PROFILE>.yaml or a file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcbench",
@@ -588,26 +662,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("launch", help="submit a sweep's unfinished runs (returns once submitted)")
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
-    p.add_argument(
-        "--executor",
-        default="auto",
-        help="local, slurm or auto (default: slurm when sbatch is on PATH and a controller answers, else "
-        "local)",
-    )
-    p.add_argument("--only-failed", action="store_true", help="submit failed and missing runs only")
-    p.add_argument("--max-parallel", type=int, help="local: runs at once (default: one per GPU, else 1)")
-    p.add_argument("--gpus", help="local: GPU ids to use, e.g. 0,1 (default: all visible)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="local: CPU threads shared by parallel runs whose config leaves threads=0 (default: all); "
-        "a run's own `threads` decides its arithmetic and is kept",
-    )
-    p.add_argument("--cpu", action="store_true", help="local: run on the CPU even where GPUs are visible")
-    p.add_argument("--profile", default="local", help="slurm: slurm/<PROFILE>.yaml or a file")
+    _add_launch_options(p)
     p.add_argument("--wait", action="store_true", help="block until every run has ended, then show status")
     p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser(
+        "search",
+        help="tune every method by one protocol: the same number of trials each, scored on a validation "
+        "split carved from the training data; writes the lock file beside the spec (SPEC.tuned.yaml)",
+    )
+    p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    _add_launch_options(p)
+    p.add_argument("--dry-run", action="store_true", help="print each variant's trials and stop")
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("status", help="each run of a sweep: pending, running, completed, failed or missing")
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)

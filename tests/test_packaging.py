@@ -14,6 +14,7 @@ from lcbench.cli import main
 from lcbench.core import bundled
 from lcbench.core.errors import ConfigError
 from lcbench.core.extras import EXTRAS
+from lcbench.execution.sweep import plan_sweep
 from tests.conftest import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -42,7 +43,11 @@ def test_specs_and_profiles_are_found_by_name_from_any_folder_and_a_path_still_w
         assert main(["plan", "digits", f"output_root={tmp_path / 'out'}"]) == 0
         assert "sweep digits" in capsys.readouterr().out
         assert main(["list", "specs", "digits*"]) == 0
-        assert capsys.readouterr().out.split()[0] == "digits"
+        listed = capsys.readouterr().out
+        assert listed.split()[0] == "digits"
+        assert "digits.tuned" not in listed  # the spec's lock file (`lcbench search`) is not a spec
+        # found by name, the spec comes with its lock: its runs take the selections
+        assert any(r.cfg.selection for r in plan_sweep("digits", [f"output_root={tmp_path}"]).runs)
     finally:
         os.chdir(before)
 

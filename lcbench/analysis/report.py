@@ -25,6 +25,7 @@ from .headline import headline, metric_of
 from .names import method_name
 from .outcomes import Outcomes
 from .records import sweep_frame
+from .selection import tuning_section
 from .stats import differences_table, points, register, rule_for
 from .tables import aggregate, matched_table, per_method_table, write_table
 from .verdicts import Family
@@ -310,6 +311,7 @@ def _readme(
         *_header(plan, frame, counts),
         *_claims_section(frame, parts),
         *_differences_section(plan, frame, parts),
+        *tuning_section(plan),
         *_cost_section(plan, frame, parts),
         *onnxruntime_section(frame),
         "## Findings",

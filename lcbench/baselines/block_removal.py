@@ -87,6 +87,7 @@ class BlockRemoval(Method):
     )
     summary = "removes the residual blocks of lowest Block Influence (training-free, or healed)"
     Params = BlockRemovalParams
+    search_source = "no hyperparameter of its own (the blocks removed are the level's)"
 
     @classmethod
     def check(cls, params: BlockRemovalParams, cfg: RunConfig) -> None:

@@ -80,6 +80,15 @@ class KnowledgeDistillation(Method):
     original_forward_passes = 1.0  # the teacher (the original model) sees every training sample
     Params = KDParams
 
+    search_source = (
+        "T and alpha: Hinton et al. 2015 (soft targets at T of 1 to 20, weighted toward them); the "
+        "LayerCollapse paper's comparison ran T = 2, alpha = 0.5"
+    )
+
+    @classmethod
+    def search_space(cls, params: KDParams) -> dict[str, list]:
+        return {"T": [1.0, 2.0, 4.0, 8.0], "alpha": [0.5, 0.9]}
+
     @classmethod
     def check(cls, params: KDParams, cfg) -> None:
         """A collapsed:K student needs K blocks in the teacher; a zoo student must exist. A collapsed student

@@ -19,8 +19,9 @@ The same mechanism as LayerCollapse with the authors' regulariser, initialisatio
 - at the fold every alpha is rounded to the nearer of 0 and 1 (the official postfold script's
   `torch.round`): a block at 1 is folded into one Linear by lcbench's fold, a block at 0 keeps a ReLU (its
   PReLU frozen at 0);
-- the folded network is then fine-tuned (`postfold_epochs` of the run's epochs), so the whole run has the
-  same budget as LayerCollapse's.
+- the folded network is then fine-tuned (`postfold_epochs` of the run's epochs, or `postfold_fraction` of
+  its optimizer steps for a run of an epoch or two: the fold then happens at a step, mid-epoch), so the
+  whole run has the same budget as LayerCollapse's.
 
 Plan-time check: the penalty's gradient is zero at alpha = 0, so a slope leaves 0 only by the task's
 gradient; under AdamW that moves it at most about lr per step, which bounds from above where any slope can
@@ -60,6 +61,14 @@ class LayerFoldingParams:
         1, min=0, help="epochs of fine-tuning after the fold, out of the run's epochs (0: fold at the end)"
     )
     calibration_size: int = option(128, min=1, help="held-out samples for the fold's output difference")
+    postfold_fraction: float = option(
+        0.0,
+        min=0,
+        max=0.9,
+        later=True,
+        help="the share of the run's optimizer steps after the fold, in place of postfold_epochs (runs of an "
+        "epoch or two: GLUE, WikiText; 0.5: the paper's equal prefold and postfold phases)",
+    )
     scope: str = option(
         "k",
         choices=["k", "all"],
@@ -105,17 +114,25 @@ def decoupled_step(alphas: list[torch.Tensor], lr: float, lam: float) -> None:
         a.add_(torch.sign(1 - a) * torch.minimum((1 - a).abs(), 2 * lr * lam * a))
 
 
+def regularised_steps(params: LayerFoldingParams, total_steps: int, per_epoch: int) -> int:
+    """The optimizer steps before the fold: all but the post-fold phase (`postfold_fraction` of the steps,
+    at least one, or `postfold_epochs` of `per_epoch` steps)."""
+    if params.postfold_fraction:
+        return max(total_steps - max(round(total_steps * params.postfold_fraction), 1), 0)
+    return max(total_steps - params.postfold_epochs * per_epoch, 0)
+
+
 def reachable(
-    cfg: RunConfig, lam: float, is_decoupled: bool, start: float = 0.0, epochs: int | None = None
+    cfg: RunConfig, lam: float, is_decoupled: bool, start: float = 0.0, steps: int | None = None
 ) -> tuple[float, int] | None:
     """An upper bound on any slope at the fold under AdamW (None otherwise, or when the step count is
     unknown): every step's task gradient pushes it up by lr_t, Adam's bound, and a decoupled penalty
-    multiplies it by (1 + 2 lr_t lam) below 1, over the run's first `epochs` (default: all) at the run's own
+    multiplies it by (1 + 2 lr_t lam) below 1, over the run's first `steps` (default: all) at the run's own
     learning-rate schedule. Returns the bound and the steps."""
     per_epoch = slopes.steps_per_epoch(cfg)
     if cfg.optimizer != "adamw" or per_epoch is None:
         return None
-    lrs = slopes.learning_rates(cfg, per_epoch)[: None if epochs is None else epochs * per_epoch]
+    lrs = slopes.learning_rates(cfg, per_epoch)[:steps]
     alpha = start
     for lr in lrs.tolist():
         alpha += lr
@@ -138,12 +155,28 @@ class LayerFolding(Method):
     summary = "PReLU from 0 with lam*|1 - a^2|, rounded to 0 or 1, folded, fine-tuned (every block, or k)"
     Params = LayerFoldingParams
 
+    search_source = (
+        "lam (scope=k): the paper's 0.25 (arXiv 2106.09309, LayerFolding/Layer-Folding) and larger values "
+        "for recipes too short for 0.25 to fold (`lcbench plan`'s bound); with scope=all lam decides what "
+        "folds, so it sets the point's compression, like another method's level: not searched (a search by "
+        "accuracy alone would choose to fold nothing)"
+    )
+
+    @classmethod
+    def search_space(cls, params: LayerFoldingParams) -> dict[str, list]:
+        return {} if params.scope == "all" else {"lam": [0.25, 1.0, 10.0, 100.0]}
+
     @classmethod
     def check(cls, params: LayerFoldingParams, cfg: RunConfig) -> None:
         if params.scope == "k":
             architecture.selected(cfg, params.k)
         elif not architecture.blocks(cfg):
             raise ConfigError(f"layer_folding scope=all: {cfg.model} has no collapsible block")
+        if params.postfold_fraction and params.postfold_epochs:
+            raise ConfigError(
+                f"layer_folding: postfold_epochs={params.postfold_epochs} and postfold_fraction="
+                f"{params.postfold_fraction:g} both set the post-fold phase; give one (postfold_epochs=0)"
+            )
         if cfg.epochs and params.postfold_epochs >= cfg.epochs:
             raise ConfigError(
                 f"layer_folding: postfold_epochs={params.postfold_epochs} leaves no epoch of regularised "
@@ -173,8 +206,11 @@ class LayerFolding(Method):
     def bound(cls, params: LayerFoldingParams, cfg: RunConfig) -> tuple[float, int] | None:
         """`reachable` over the regularised part of the run (the epochs before the post-fold phase, at the
         whole run's schedule)."""
-        epochs = max(cfg.epochs - params.postfold_epochs, 0) if params.postfold_epochs else cfg.epochs
-        return reachable(cfg, params.lam, decoupled(params, cfg), epochs=epochs) if epochs else None
+        per_epoch = slopes.steps_per_epoch(cfg)
+        if per_epoch is None or not cfg.epochs:
+            return None
+        steps = regularised_steps(params, cfg.epochs * per_epoch, per_epoch)
+        return reachable(cfg, params.lam, decoupled(params, cfg), steps=steps) if steps else None
 
     @staticmethod
     def bound_how(params: LayerFoldingParams, cfg: RunConfig) -> str:
@@ -233,6 +269,13 @@ class LayerFolding(Method):
         self._round_and_fold(model)
         return True
 
+    def on_step_end(self, step: int, total_steps: int, model: nn.Module) -> bool:
+        fraction = self.params.postfold_fraction
+        if self.rounded or not fraction or step != regularised_steps(self.params, total_steps, 0):
+            return False
+        self._round_and_fold(model)
+        return True
+
     @torch.no_grad()
     def _round_and_fold(self, model: nn.Module) -> None:
         """Round every alpha to 0 or 1; fold the blocks at 1, freeze the others at 0 (a ReLU)."""
@@ -277,6 +320,7 @@ class LayerFolding(Method):
             "blocks": self.blocks,
             "fold": self.fold_change,
             "postfold_epochs": self.params.postfold_epochs,
+            **({"postfold_fraction": self.params.postfold_fraction} if self.params.postfold_fraction else {}),
         }
         return model
 

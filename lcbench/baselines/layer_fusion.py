@@ -106,6 +106,15 @@ class LayerFusion(Method):
     summary = "ties the weights of similar same-shape layers"
     Params = FusionParams
 
+    search_source = (
+        "similarity and mode: the alternatives of O'Neill et al. 2021 (arXiv 2007.14917), cosine and "
+        "averaging first"
+    )
+
+    @classmethod
+    def search_space(cls, params: FusionParams) -> dict[str, list]:
+        return {"similarity": ["cosine", "wasserstein", "cka"], "mode": ["average", "mix", "freeze"]}
+
     def __init__(self, params: FusionParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.groups: list[list[str]] = []  # each fused group, its first member holding the shared tensors

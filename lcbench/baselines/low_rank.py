@@ -227,6 +227,9 @@ class LowRank(Method):
     )
     summary = "truncated-SVD factorisation of the Linears of the blocks LayerCollapse folds"
     Params = LowRankParams
+    search_source = (
+        "no hyperparameter of its own (the rank is the level's; the allocation is its useful-rank rule)"
+    )
 
     @classmethod
     def check(cls, params: LowRankParams, cfg) -> None:

@@ -103,6 +103,7 @@ class LstsqFold(Method):
     summary = "replaces the MLPs LayerCollapse folds by least-squares affine maps (lcbench's own baseline)"
     operating_range = "LayerCollapse's blocks: exactly its structure and compression"
     Params = LstsqFoldParams
+    search_source = "no hyperparameter of its own (LayerCollapse's blocks; calibration sized to the unknowns)"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Fit and replace, in forward order (on resume: the same fits again from the same weights and

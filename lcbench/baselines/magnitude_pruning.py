@@ -184,6 +184,15 @@ class MagnitudePruning(Method):
     summary = "L1 magnitude pruning (global, layerwise) or structured channel pruning"
     Params = PruningParams
 
+    search_source = (
+        "scope: ShrinkBench's global and layerwise magnitude pruning (Blalock et al. 2020); the structured "
+        "variant is another method and is not searched"
+    )
+
+    @classmethod
+    def search_space(cls, params: PruningParams) -> dict[str, list]:
+        return {} if params.scope == "structured" else {"scope": ["global", "layerwise"]}
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """One-shot pruning; on resume it re-derives the same masks or shapes from the same weights."""
         p = self.params

@@ -187,6 +187,9 @@ class ReplaceMe(Method):
         "whole residual blocks of a pre-norm stack, i >= 1 (between its points: compared on the frontier)"
     )
     Params = ReplaceMeParams
+    search_source = (
+        "no hyperparameter of its own (the span is the level's; calibration is sized to the unknowns)"
+    )
 
     @classmethod
     def check(cls, params: ReplaceMeParams, cfg: RunConfig) -> None:

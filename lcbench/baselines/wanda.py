@@ -227,6 +227,17 @@ class Wanda(Method):
     )
     Params = WandaParams
 
+    search_source = (
+        "plain Wanda has no hyperparameter of its own (the sparsity is the level); OWL's M and lambda: its "
+        "official defaults 5 and 0.08 (luuyin/OWL) and values around them"
+    )
+
+    @classmethod
+    def search_space(cls, params: WandaParams) -> dict[str, list]:
+        if params.allocation != "owl":
+            return {}
+        return {"owl_m": [3.0, 5.0, 7.0, 10.0], "owl_lambda": [0.02, 0.05, 0.08, 0.1, 0.2]}
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """One-shot: score and mask layer by layer in forward order (on resume: the same masks again from
         the same weights and calibration examples)."""

@@ -24,7 +24,8 @@ def folder(kind: str) -> Path | None:
 
 def names(kind: str) -> list[str]:
     found = folder(kind)
-    return sorted(p.stem for p in found.glob("*.yaml")) if found else []
+    # a spec's lock file (NAME.tuned.yaml, `lcbench search`) lies beside it and is not a spec
+    return sorted(p.stem for p in found.glob("*.yaml") if not p.name.endswith(".tuned.yaml")) if found else []
 
 
 def find(text: str | Path, kind: str = "spec") -> Path:

@@ -110,6 +110,17 @@ class RunConfig:
         help="training images: the data set's own augmentation (ImageNet-style random resized crop and flip "
         "for natural images; padded random crop and flip for Fashion-MNIST) or none",
     )
+    holdout: str = option(
+        "test",
+        choices=["test", "validation"],
+        help="what the run is evaluated on: the data set's held-out (test) split, or a validation split "
+        "carved from its training split (`lcbench search`'s trials: the test split is never loaded)",
+    )
+    selection: str = option(
+        "",
+        help="the tuning selection the run's settings come from (`lcbench search`'s lock file and trial); "
+        "set by the sweep",
+    )
     decode: str = option(
         "workers",
         choices=["workers", "device"],
@@ -227,7 +238,16 @@ def to_dict(cfg: RunConfig) -> dict:
 
 # Fields added after run ids were first published: hashed only when set away from their default, so every
 # earlier run keeps its id (its folder, its record, its row in the committed results).
-LATER_FIELDS = ("decode", "seq_len", "eval_stride", "step_steps", "warmup_steps", "augment")
+LATER_FIELDS = (
+    "decode",
+    "seq_len",
+    "eval_stride",
+    "step_steps",
+    "warmup_steps",
+    "augment",
+    "holdout",
+    "selection",
+)
 LATER_RECIPE_FIELDS = (
     "warmup_steps",
     "grad_clip",
@@ -241,6 +261,7 @@ INHERITED_BY_PRETRAIN = (
     "dataset",
     "data_fingerprint",
     "augment",
+    "holdout",
     "img_size",
     "seq_len",
     "eval_stride",

@@ -54,7 +54,7 @@ from ..training.cost import flops_per_sample, forward_flops
 from ..training.identity import run_id
 from ..training.pipeline import data_transforms
 from ..training.resolve import make_config
-from ..zoo.data import DATASETS, model_img_size
+from ..zoo.data import DATASETS, model_img_size, training_examples
 from ..zoo.measure import count_macs
 from ..zoo.models import create_model, mlps_per_block
 
@@ -69,6 +69,9 @@ SPEC_KEYS = {
     "default layercollapse",
     "margin": "the practical margin of the verdicts, in the headline metric's difference unit (default: 0.5 "
     "top-1 points, 1% relative perplexity, 1 point of a GLUE metric)",
+    "search": "`lcbench search`'s budget: {trials: N (default 4), seed: S (the tuning seed, default 1000)}",
+    "tuned": "use the selections of the lock file beside the spec (NAME.tuned.yaml, written by `lcbench "
+    "search`) where it has one (default true; tuned=false plans the spec as written)",
     "levels": "levels shared by the variants ('{level}' in a value becomes each): a list of MLP counts, "
     "{blocks: [...]} in the paper's block unit, or a mapping of model names (and default) to either",
 }
@@ -135,7 +138,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         spec[key] = value
     for text in overrides:
         key, value = parse_override(text)
-        if key in ("seeds", "levels", "margin"):
+        if key in ("seeds", "levels", "margin", "tuned"):
             spec[key] = value
         elif key == "name":
             spec["name"] = str(value)
@@ -167,8 +170,9 @@ def _product(where: str, mapping: dict) -> list[tuple[dict, dict]]:
     return combos
 
 
-def expand(spec: dict, source: str = "") -> Plan:
-    """The spec's runs: pretrain runs (deduplicated) first, then compress runs in grid order."""
+def expand(spec: dict, source: str = "", lock: Any = None) -> Plan:
+    """The spec's runs: pretrain runs (deduplicated) first, then compress runs in grid order; a variant
+    with a selection in `lock` (`search.Lock`) runs with its selected values at each cell."""
     name = str(spec["name"])
     base = copy.deepcopy(spec["base"])
     base.setdefault("tracking", {}).setdefault("group", name)
@@ -214,8 +218,21 @@ def expand(spec: dict, source: str = "") -> Plan:
                         }
                         if independent:  # each seed trains its own original (and draws its own split)
                             values["pretrain"] = {**(values.get("pretrain") or {}), "seed": seed}
+                        ranked = (
+                            lock.ranked(vname, point.get("model"), values["tracking"]["level"], seed)
+                            if (lock)
+                            else []
+                        )
                         try:
-                            cfg = _config(source, values, f"variant {vname} {level}")
+                            cfg = _tuned_config(
+                                source,
+                                values,
+                                f"variant {vname} {level}",
+                                ranked,
+                                variant,
+                                base,
+                                f"{lock.path.name} {vname}" if lock else "",
+                            )
                         except RedundantRun as e:
                             where = (vname, point.get("model"), matched)
                             skipped.setdefault(where, f"{vname} at {_where(point, level)}: {e}")
@@ -251,6 +268,39 @@ def expand(spec: dict, source: str = "") -> Plan:
         None if margin is None else float(margin),
         list(skipped.values()),
     )
+
+
+def _tuned_config(
+    source: str, values: dict, where: str, ranked: list, variant: dict, base: dict, name: str
+) -> RunConfig:
+    """The run's config at its cell's selection: the best trial `plan` accepts for the real run (the
+    trials ran on the training split less its validation part: fewer steps, which may move a slope
+    out of the fold band), the next best where it refuses; the spec as written without a selection."""
+    refused = []
+    for position, (index, settings) in enumerate(ranked):
+        tuned = {**values, **selected_settings(variant, settings, base)}
+        tuned["selection"] = f"{name} trial {index}" + (
+            f" (trial {', '.join(refused)} refused)" if refused else ""
+        )
+        try:
+            return _config(source, tuned, where)
+        except RedundantRun:
+            raise
+        except ConfigError as e:
+            if position == len(ranked) - 1:
+                raise ConfigError(
+                    f"{e} (every trial of its selection is refused: rerun `lcbench search`)"
+                ) from None
+            refused.append(str(index))
+    return _config(source, values, where)
+
+
+def selected_settings(variant: dict, values: dict, base: dict) -> dict:
+    """A trial's values as run settings (`lr_factor` scales the variant's, or the spec's, lr)."""
+    out = {k: v for k, v in values.items() if k != "lr_factor"}
+    if "lr_factor" in values:
+        out["lr"] = float(variant.get("lr", base.get("lr", RunConfig().lr))) * float(values["lr_factor"])
+    return out
 
 
 def _where(point: dict, level: dict) -> str:
@@ -316,8 +366,14 @@ def _config(source: str, values: dict, where: str) -> RunConfig:
 
 def plan_sweep(path: str | Path, overrides: list[str] = ()) -> Plan:
     """A spec's plan: `path` a YAML file, or the name of a bundled spec (`digits`)."""
+    from .search import read_lock  # a module above this one: it plans its trials with `expand`
+
     path = bundled.find(path)
-    return expand(load_spec(path, overrides), str(path))
+    spec = load_spec(path, overrides)
+    tuned = spec.pop("tuned", True)
+    if not isinstance(tuned, bool):
+        raise ConfigError(f"tuned={tuned!r}: give tuned=true or tuned=false")
+    return expand(spec, str(path), read_lock(path) if tuned else None)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -347,7 +403,7 @@ def training_flops(plan: Plan) -> dict[str, float | None]:
     estimates: dict[str, float | None] = {}
     for run in plan.runs:
         cfg = run.cfg
-        size = DATASETS.get(cfg.dataset).train_size
+        size = training_examples(DATASETS.get(cfg.dataset), cfg.holdout)
         if size is None:
             estimates[run.run_id] = None
             continue

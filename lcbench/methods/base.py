@@ -15,7 +15,8 @@ Lifecycle of a run (`pipeline.execute`), in order:
    (blocks folded, masks), returning the model whose weights the checkpoint then loads.
 5. Training: `loss(...)` every step, `after_step(optimizer)` after every optimizer step, `epoch_metrics`
    logged with every epoch (and once before the first, as epoch 0), `on_epoch_end(epoch, model)` between
-   epochs (return True after a structural change: the trainer rebuilds its optimizer).
+   epochs and `on_step_end(step, total_steps, model)` after every step (either returns True after a
+   structural change: the trainer rebuilds its optimizer, the schedule continuing where it was).
 6. `finalize(model)`: materialise the compressed model (per-example outcomes of an evaluation the run
    should keep go into `self.outcomes`); `structure()` is stored with it and
    `rebuild(model, structure)` re-creates that architecture from the original when the file is read.
@@ -24,7 +25,8 @@ Optional hooks with defaults: `operating_range` (where the method is meant to wo
 it records `report["outside_range"]`, the reason, and is labelled, never counted), `match_target` (the
 compression it was asked to match), `original_forward_passes` (forward passes of the original model per
 training sample: a KD teacher's 1, counted in the training FLOPs by the trainer and the planner alike),
-`final_model_name` (a student of another architecture). A `Params` field declared with
+`final_model_name` (a student of another architecture), `search_space(params)` with `search_source` (the
+values `lcbench search` tries, and their source). A `Params` field declared with
 `option(..., tunable=True)` may be changed by `lcbench tune` while the run trains.
 """
 
@@ -129,6 +131,10 @@ class Method:
     # where the method is meant to work, with its source; a run outside it sets report["outside_range"] to
     # why, and is run and recorded but labelled "outside its range" and never counted in a verdict
     operating_range = ""
+    # the values `lcbench search` tries for the method's own parameters, its authors' recommended ones first
+    # (`search_space`), and where they come from; the fine-tuning lr of a run that trains is searched for
+    # every method alike (`execution.search.LR_FACTORS`)
+    search_source = ""
 
     @dataclass
     class Params:
@@ -142,6 +148,12 @@ class Method:
         By default: a `match_collapse=k` parameter must name blocks the model has."""
         if getattr(params, "match_collapse", 0):
             architecture.selected(cfg, params.match_collapse, what="match_collapse")
+
+    @classmethod
+    def search_space(cls, params: Any) -> dict[str, list]:
+        """Parameter -> the values `lcbench search` may try for a variant with these `params` (those the
+        variant fixes by its protocol, e.g. KD's student, are not searched); {} for none."""
+        return {}
 
     @classmethod
     def plan_note(cls, params: Any, cfg: RunConfig) -> str:
@@ -182,6 +194,10 @@ class Method:
         return task_loss
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> bool:
+        return False
+
+    def on_step_end(self, step: int, total_steps: int, model: nn.Module) -> bool:
+        """After optimizer step `step` (1-based) of `total_steps`; True after a structural change."""
         return False
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -11,3 +11,4 @@ class Finetune(Method):
 
     title = "Fine-tune"
     summary = "the control, the same epochs with no compression"
+    search_source = "no hyperparameter of its own (the uncompressed control)"

@@ -78,6 +78,15 @@ class LayerCollapse(Method):
     summary = "regularises PReLU slopes toward 1, then folds the blocks into single Linears"
     Params = LayerCollapseParams
 
+    search_source = (
+        "lam: the official LayerCollapse code's 0.2 (from scratch) to 1-5 (ImageNet fine-tunes); 10 and 100 "
+        "where a short fine-tune needs them to reach the fold band (`lcbench plan`'s slope prediction)"
+    )
+
+    @classmethod
+    def search_space(cls, params: LayerCollapseParams) -> dict[str, list]:
+        return {"lam": [0.2, 1.0, 5.0, 10.0, 100.0]}
+
     def __init__(self, params: LayerCollapseParams, ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.order: list[str] = []  # selected blocks, nearest the output first

@@ -459,6 +459,7 @@ def _execute(
         cfg.eval_stride,
         replicate_seed(cfg),
         cfg.augment,
+        cfg.holdout,
     )
     check_label_count(model, data, cfg)
 

@@ -62,6 +62,7 @@ def collapse_run(
         seq_len=cfg.seq_len,
         eval_stride=cfg.eval_stride,
         split_seed=replicate_seed(cfg),
+        holdout=cfg.holdout,
     )
     loader = make_loader(data.val, cfg.eval_batch_size, False, cfg.workers, device=device)
     calibration = next(iter(loader))[0][:128].to(device)

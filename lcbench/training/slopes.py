@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..core.config import RunConfig
-from ..zoo.data import DATASETS
+from ..zoo.data import DATASETS, training_examples
 from .optim import lr_factor
 
 # The schedule fields `optim.lr_factor` reads
@@ -64,9 +64,9 @@ class SlopePrediction:
 def steps_per_epoch(cfg: RunConfig) -> int | None:
     """Optimizer steps per epoch from the data set's nominal training size (None: unknown)."""
     spec = DATASETS.get(cfg.dataset)
-    if not spec.train_size:
+    size = training_examples(spec, cfg.holdout)
+    if not size:
         return None
-    size = spec.train_size
     if spec.task == "language_modeling" and cfg.seq_len:  # the nominal size counts blocks of spec.seq_len
         size = size * spec.seq_len // cfg.seq_len
     return math.ceil(size / cfg.batch_size)

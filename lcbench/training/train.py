@@ -199,6 +199,11 @@ class Trainer:
                 p.epoch_seen + batch,
             )
             p.train_flops += per_sample * batch
+            if self.method.on_step_end(p.step, self.steps_per_epoch * self.cfg.epochs, self.model):
+                self.rebuild_optimizer()  # a fold mid-epoch (Layer Folding's post-fold phase in steps)
+                per_sample = flops_per_sample(
+                    self.forward_flops, self.original_flops, self.method.original_forward_passes
+                )
             self._loss_sum += loss.detach() * len(targets)  # (a language model's loss is per token)
             correct = self.task.correct(logits, targets)
             if correct is not None:

@@ -449,6 +449,65 @@ register_dataset(
 
 
 # --------------------------------------------------------------------------------------------------------
+# Validation splits for tuning (`lcbench search`): carved from the training split, never from the test one
+
+HOLDOUTS = ("test", "validation")
+VALIDATION_FRACTION = 0.2  # of the training split (digits: 287 of 1,437; Fashion-MNIST: 10,000 of 60,000)
+VALIDATION_MAX = 10_000  # ImageNet: 10,000 of 1.28M images, a "minival" of the usual size
+
+
+def carve_validation(
+    train: Dataset, as_evaluated: Dataset, seed: int, contiguous: bool = False
+) -> tuple[Dataset, Dataset]:
+    """(training split minus a validation part, that part): `VALIDATION_FRACTION` of the training
+    examples (at most `VALIDATION_MAX`), stratified by label where the labels can be read without loading
+    the examples, drawn with `seed` (the replicate's). `as_evaluated` is the same training split as the
+    held-out split is transformed (no augmentation); `contiguous` takes the stream's last blocks instead
+    (a language model's text: no block beside one it is trained on)."""
+    n = len(train)
+    size = min(VALIDATION_MAX, int(round(n * VALIDATION_FRACTION)))
+    if not 0 < size < n:
+        raise DataError(f"a training split of {n} examples is too small to carve a validation split from")
+    if contiguous:
+        blocks = as_evaluated.tensors if isinstance(as_evaluated, TensorDataset) else None
+        if blocks is None:
+            return Subset(train, range(n - size)), Subset(as_evaluated, range(n - size, n))
+        head, tail = (
+            TensorDataset(*(t[part] for t in blocks)) for part in (slice(0, n - size), slice(n - size, n))
+        )
+        return head, tail
+    labels = _labels(train)
+    counts = torch.bincount(labels) if labels is not None and labels.dtype == torch.long else None
+    stratify = labels.numpy() if counts is not None and int(counts[counts > 0].min()) >= 2 else None
+    keep, held = train_test_split(range(n), test_size=size, stratify=stratify, random_state=seed)
+    return Subset(train, sorted(keep)), Subset(as_evaluated, sorted(held))
+
+
+def training_examples(spec: DatasetSpec, holdout: str = "test") -> int | None:
+    """The nominal examples a run trains on: the training split, less its validation part under
+    `holdout="validation"` (None: unknown)."""
+    if not spec.train_size:
+        return None
+    if holdout != "validation":
+        return spec.train_size
+    return spec.train_size - min(VALIDATION_MAX, int(round(spec.train_size * VALIDATION_FRACTION)))
+
+
+def _labels(data: Dataset) -> torch.Tensor | None:
+    """A data set's labels where they are held beside the examples (tensors, `targets`, `labels`)."""
+    if isinstance(data, TensorDataset) and len(data.tensors) > 1 and data.tensors[1].dim() == 1:
+        return data.tensors[1]
+    for name in ("targets", "labels"):
+        found = getattr(data, name, None)
+        if found is not None and len(found) == len(data):
+            return torch.as_tensor(found)
+    samples = getattr(data, "samples", None)  # an image folder's (path, label) pairs
+    if samples is not None and len(samples) == len(data):
+        return torch.as_tensor([label for _, label in samples])
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
 
 
 def load_data(
@@ -462,21 +521,29 @@ def load_data(
     eval_stride: int | None = None,
     split_seed: int = 0,
     augment: str = "default",
+    holdout: str = "test",
 ) -> DataSplits:
     """Load a zoo data set. `transforms` is required for natural-image data sets; `decode="device"` keeps
     the images encoded, to be decoded and transformed batch by batch on the run's device. Text data sets
     take the model's `tokenizer` and `seq_len` tokens per sample (default: the data set's); a language
     modelling set's held-out text is scored in windows every `eval_stride` tokens when it is given. A data
     set without an official held-out split draws it with `split_seed` (the run's replicate). `augment="none"`
-    trains on the images as they are evaluated (no random crop or flip)."""
+    trains on the images as they are evaluated (no random crop or flip). `holdout="validation"` (tuning
+    trials) returns a validation split carved from the training split in place of the held-out one
+    (`carve_validation`), which is then never indexed."""
     spec = DATASETS.get(name)
     root = Path(root).expanduser()
+    if holdout not in HOLDOUTS:
+        raise DataError(f"holdout={holdout!r}: choose one of {', '.join(HOLDOUTS)}")
     if decode == "device" and not spec.natural_images:
         raise DataError(f"decode=device decodes image files; {name} holds none: use decode=workers")
     if spec.is_text:
         if tokenizer is None:
             raise ValueError(f"{name} needs the model's tokenizer")
         train, val = spec.load(root, tokenizer, seq_len or spec.seq_len, download)
+        if holdout == "validation":
+            stream = spec.task == "language_modeling"
+            train, val = carve_validation(train, train, split_seed, contiguous=stream)
         if eval_stride:
             if spec.task != "language_modeling":
                 raise DataError(f"eval_stride scores a language model's held-out text; {name} is {spec.task}")
@@ -494,11 +561,23 @@ def load_data(
         if decode == "device":
             train = device_decode.EncodedImages(train, transforms.device_train())
             val = device_decode.EncodedImages(val, transforms.device_eval())
+        if holdout == "validation":  # the validation images as the held-out ones are seen: no augmentation
+            as_evaluated = spec.load(root, transforms.eval(), transforms.eval(), download)[0]
+            if decode == "device":
+                as_evaluated = device_decode.EncodedImages(as_evaluated, transforms.device_eval())
+            train, val = carve_validation(train, as_evaluated, split_seed)
     else:
         extra = {"split_seed": split_seed} if spec.seeded_split else {}
         if spec.augmentable:
             extra["augment"] = augment
         train, val = spec.load(root, None, None, download, **extra)
+        if holdout == "validation":
+            as_evaluated = (
+                spec.load(root, None, None, download, **{**extra, "augment": "none"})[0]
+                if (spec.augmentable and augment != "none")
+                else train
+            )
+            train, val = carve_validation(train, as_evaluated, split_seed)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{name}: an empty split under {root} (train {len(train)}, val {len(val)} samples)")
     return DataSplits(train=train, val=val, num_classes=spec.classes(root), in_chans=spec.in_chans)

@@ -14,12 +14,14 @@ from lcbench.baselines.layer_folding import (
     decoupled_step,
     folding_regularizer,
     reachable,
+    regularised_steps,
     rounds_to_one,
 )
 from lcbench.core.errors import ConfigError
 from lcbench.core.store import RunDir
+from lcbench.training.cost import flops_per_sample, forward_flops
 from lcbench.training.pipeline import execute, load_model
-from lcbench.training.resolve import make_config
+from lcbench.training.resolve import make_config, method_params
 from tests.conftest import fast_overrides, interrupt_then_resume
 
 
@@ -132,3 +134,26 @@ def test_the_bound_reads_the_regularised_epochs_at_the_whole_runs_schedule(tmp_p
     first_epoch = slopes.learning_rates(cfg, per_epoch)[:per_epoch]
     bound, steps = LayerFolding.bound(LayerFolding.Params(scope="all"), cfg)
     assert steps == per_epoch and bound == pytest.approx(first_epoch.sum())
+
+
+def test_a_post_fold_phase_in_steps_folds_mid_epoch_and_trains_the_folded_model_after(tmp_path):
+    """GLUE and WikiText train an epoch: `postfold_fraction` puts the fold at a step (here step 41 of 69,
+    inside epoch 2); the steps after it train the folded, smaller model, which the FLOPs count."""
+    from lcbench.training import slopes
+
+    args = ["stage=compress", "method=layer_folding", "k=2", "lam=10", "pretrain.epochs=2", "epochs=3"]
+    args += ["optimizer=sgd", "lr=0.01", "momentum=0.9", "postfold_epochs=0", "postfold_fraction=0.4"]
+    cfg = make_config({}, [*fast_overrides(tmp_path, model="digits_mlp"), *args])
+    per_epoch = slopes.steps_per_epoch(cfg)
+    assert per_epoch == 23 and regularised_steps(method_params(cfg), 3 * per_epoch, per_epoch) == 41
+    result = execute(cfg, progress_bar=False)
+    report = result["method_report"]
+    assert report["postfold_fraction"] == 0.4 and report["folded"]
+    flops = result["cost"]["train_flops"]
+    samples = result["cost"]["samples_seen"]
+    dense, folded = (
+        flops_per_sample(forward_flops(result[key]["gmacs"]), 0, 0) for key in ("original", "final")
+    )
+    assert samples * folded < flops < samples * dense  # part of the run trained the folded model
+    with pytest.raises(ConfigError, match="both set the post-fold phase; give one"):
+        make_config({}, [*fast_overrides(tmp_path, model="digits_mlp"), *args[:-2], "postfold_fraction=0.4"])
