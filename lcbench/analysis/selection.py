@@ -221,8 +221,8 @@ def tuning_section(plan: Plan) -> list[str]:
         "## Tuning",
         "",
         f"Every variant's settings were chosen by `lcbench search` (`{lock_path(plan.source).name}`, "
-        f"{document['written']}, {document['machine']}; its runs {_duration(document['run_seconds'])} of "
-        "one core each): up to "
+        f"{document['written']}, {document['machine']}; its runs: {_duration(document['run_seconds'])} "
+        "summed, one core each): up to "
         f"{protocol['trials']} trials each, trial 0 being the spec's own configuration, {where}, scored on "
         f"{protocol['validation']}. Selection: {protocol['rule']}. A variant with fewer "
         "configurations than the budget tried them all; configurations `lcbench plan` refuses (predicted not "

@@ -157,6 +157,7 @@ def plan_search(path: str | Path, overrides: list[str] = ()) -> SearchPlan:
     trials, seed = search_settings(spec, source)
     if not spec["variants"]:
         raise ConfigError(f"{source}: a search tunes the spec's variants, and it has none")
+    expand(spec, source)  # the spec as written must plan: its own errors come first, as `plan` gives them
     base = spec["base"]
     datasets = _values(spec["grid"].get("dataset", base.get("dataset", RunConfig().dataset)))
     per_replicate = any(DATASETS.get(d).seeded_split for d in datasets) and "seed" not in (

@@ -142,6 +142,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
             spec[key] = value
         elif key == "name":
             spec["name"] = str(value)
+        elif key.startswith("search."):  # `search.trials=2`: the search's budget, not a run's key
+            if not isinstance(spec.get("search") or {}, dict):
+                raise ConfigError(f"{path}: search must be a mapping ({{trials: N, seed: S}})")
+            spec["search"] = {**(spec.get("search") or {}), key.removeprefix("search."): value}
         elif key in spec["grid"]:
             spec["grid"][key] = value
         else:

@@ -189,6 +189,9 @@ def test_a_search_spec_with_a_bad_budget_is_refused_in_one_line(tmp_path):
     spec.write_text(SPEC.replace("trials: 2", "trials: 0").replace("sealed_digits", "digits"))
     with pytest.raises(ConfigError, match=r"search.trials must be a whole number in 1..64, not 0"):
         plan_search(spec)
+    assert plan_search(spec, ["search.trials=1"]).trials == 1  # the budget from the command line
+    with pytest.raises(ConfigError, match="unknown key epochz .did you mean epochs"):  # as `plan` says it
+        plan_search(spec, ["search.trials=1", "epochz=2"])
 
 
 def test_a_selection_plan_refuses_for_the_real_run_falls_back_to_the_next_best_trial(tmp_path):
