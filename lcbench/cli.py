@@ -323,19 +323,10 @@ def _hours(hours: float) -> str:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from .execution.executors import executor_named
-    from .execution.runner import LaunchOptions, launch
+    from .execution.runner import launch
 
     plan = _plan(args)
-    options = LaunchOptions(
-        executor=args.executor,
-        only_failed=args.only_failed,
-        max_parallel=args.max_parallel,
-        gpus=args.gpus,
-        threads=args.threads,
-        cpu=args.cpu,
-        profile=args.profile,
-        wait=args.wait,
-    )
+    options = _launch_options(args, args.wait)
     submission = launch(plan, options)
     if submission is None:
         why = "no failed or missing run" if args.only_failed else "every run is completed"
@@ -357,7 +348,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .analysis.selection import select, write_lock
-    from .execution.runner import LaunchOptions, launch, wait_for
+    from .execution.runner import launch, wait_for
     from .execution.search import plan_search
 
     files, overrides = _split_args(args.items)
@@ -382,16 +373,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if not os.access(search.lock_path.parent, os.W_OK):
         raise LcbenchError(f"{search.lock_path.parent} is not writable: the lock file goes beside the spec")
-    options = LaunchOptions(
-        executor=args.executor,
-        only_failed=args.only_failed,
-        max_parallel=args.max_parallel,
-        gpus=args.gpus,
-        threads=args.threads,
-        cpu=args.cpu,
-        profile=args.profile,
-        wait=True,
-    )
+    options = _launch_options(args, wait=True)
     launch(search.plan, options)
     report = lambda line: print(f"search {search.name}: {line}", file=sys.stderr, flush=True)  # noqa: E731
     wait_for(search.plan, poll_s=args.poll, on_change=report)
@@ -556,6 +538,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"epoch {row['epoch']:3}: {row['original']}  replay {row['replay']}  {verdict}")
     print(f"{len(report['changes'])} recorded change(s) applied; metrics identical: {report['identical']}")
     return 0 if report["identical"] else 1
+
+
+def _launch_options(args: argparse.Namespace, wait: bool):
+    """`_add_launch_options`'s flags as the runner takes them (`launch`, `search`)."""
+    from .execution.runner import LaunchOptions
+
+    return LaunchOptions(
+        executor=args.executor,
+        only_failed=args.only_failed,
+        max_parallel=args.max_parallel,
+        gpus=args.gpus,
+        threads=args.threads,
+        cpu=args.cpu,
+        profile=args.profile,
+        wait=wait,
+    )
 
 
 def _add_launch_options(p: argparse.ArgumentParser) -> None:
