@@ -95,8 +95,13 @@ def _config_keys() -> str:
 
 def _search_space(cls) -> str:
     """What `lcbench search` tries for the method at its default parameters, and where it comes from."""
-    space = cls.search_space(cls.Params())
-    values = "; ".join(f"`{k}` in {v}" for k, v in space.items()) or "nothing of its own"
+
+    def listed(optimizer: str) -> str:
+        space = cls.search_space(cls.Params(), optimizer)
+        return "; ".join(f"`{k}` in {v}" for k, v in space.items()) or "nothing of its own"
+
+    sgd, adamw = listed("sgd"), listed("adamw")
+    values = sgd if sgd == adamw else f"{sgd} (SGD); {adamw} (AdamW)"
     return (
         f"**Search space** (`lcbench search`, at the default parameters): {values}, plus the fine-tuning "
         f"lr x 0.25 to 4 where it trains. Source: {cls.search_source}.\n\n"

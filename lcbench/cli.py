@@ -209,6 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):
+    """The sweep the command names, or with `--search` the sweep of its search's trials."""
     from .execution.sweep import plan_sweep
 
     files, overrides = _split_args(args.items)
@@ -216,7 +217,18 @@ def _plan(args: argparse.Namespace):
         raise LcbenchError(
             f"give exactly one sweep spec (runs/NAME.yaml), then key=value overrides; got {files}"
         )
+    if getattr(args, "search", False):
+        from .execution.search import plan_search
+
+        return plan_search(files[0], overrides).plan
     return plan_sweep(files[0], overrides)
+
+
+def _resubmit(args: argparse.Namespace) -> str:
+    """The command that runs a sweep's failed and missing runs again."""
+    if getattr(args, "search", False):
+        return f"`lcbench search {_spec_args(args)}` (it reruns only what did not complete)"
+    return f"`lcbench launch {_spec_args(args)} --only-failed`"
 
 
 def _spec_args(args: argparse.Namespace) -> str:
@@ -402,9 +414,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in logs[:10]:  # where to look first
         print(f"log of failed run {s.run.run_id}: {s.log}")
     if bad:
-        print(
-            f"resubmit the {bad} failed/missing run(s) with `lcbench launch {_spec_args(args)} --only-failed`"
-        )
+        print(f"resubmit the {bad} failed/missing run(s) with {_resubmit(args)}")
     if counts.get("unknown"):
         print(
             f"{counts['unknown']} run(s) unknown (may still be queued: do not resubmit them); run "
@@ -423,7 +433,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 0
     print(
         f"sweep {plan.name}: cancelled {len(cancelled)} run(s) ({', '.join(cancelled)}); resubmit them with "
-        f"`lcbench launch {_spec_args(args)} --only-failed`"
+        f"{_resubmit(args)}"
     )
     return 0
 
@@ -634,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     spec_help = "runs/NAME.yaml then key=value overrides of its base (seeds=[0] too)"
+    search_help = "the runs of the spec's search (`lcbench search`: its trials), not of the sweep itself"
     p = sub.add_parser(
         "rehearse",
         help="a few hundred steps of a spec's recipe on its architectures (random weights, synthetic "
@@ -680,10 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
     p.add_argument("--wait", action="store_true", help="block until nothing is pending or running")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
+    p.add_argument("--search", action="store_true", help=search_help)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("cancel", help="withdraw a sweep's queued and running jobs (local queue or SLURM)")
     p.add_argument("items", nargs="+", metavar="SPEC.yaml|key=value", help=spec_help)
+    p.add_argument("--search", action="store_true", help=search_help)
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("report", help="tables (CSV, Markdown, LaTeX), plots and findings of a sweep")

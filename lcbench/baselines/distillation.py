@@ -13,6 +13,15 @@ Initialisation (`init`):
 - `teacher_fold` (collapsed students only): as `teacher`, but each folded Linear starts as the teacher's
   block folded at slope 1, i.e. with its unregularised ReLU/GELU taken as the identity. That start is often
   near chance (digits_mlp collapsed:2: 17% with logits in the hundreds); offered to reproduce, not to compare.
+
+Checked against (Hinton et al. publish no code): Intel Distiller, which the LayerCollapse paper's KD used
+(IntelLabs/distiller, `distiller/knowledge_distillation.py::KnowledgeDistillationPolicy.before_backward_pass`
+at HEAD: student weight x CE + distill weight x T^2 x per-sample KL), and Hugging Face's DistilGPT-2 trainer
+for the per-token form (`examples/research_projects/distillation/distiller.py::Distiller.step`); a test
+rebuilds both losses on hand-built logits. Departures, and why: one alpha (Distiller's two weights summing
+to 1, as in Hinton's weighted average); the version of Distiller the paper ran applied T^2 twice (an
+effective 0.5 CE + 8 KL at T = 2), a bug not reproduced; DistilGPT-2's extra cosine and MLM terms are not
+used (they need the teacher's hidden states or a masked objective: logit KD is the comparison here).
 """
 
 from __future__ import annotations
@@ -86,7 +95,7 @@ class KnowledgeDistillation(Method):
     )
 
     @classmethod
-    def search_space(cls, params: KDParams) -> dict[str, list]:
+    def search_space(cls, params: KDParams, optimizer: str) -> dict[str, list]:
         return {"T": [1.0, 2.0, 4.0, 8.0], "alpha": [0.5, 0.9]}
 
     @classmethod

@@ -90,9 +90,9 @@ class LayerFoldingParams:
 FOLD_AT = 0.5  # rounding sends a slope at or above it to 1
 
 
-def decoupled(params: LayerFoldingParams, cfg: RunConfig) -> bool:
+def decoupled(params: LayerFoldingParams, optimizer: str) -> bool:
     """Whether the penalty acts outside the optimizer (`regularizer`, auto: under AdamW)."""
-    return params.regularizer == "decoupled" or (params.regularizer == "auto" and cfg.optimizer == "adamw")
+    return params.regularizer == "decoupled" or (params.regularizer == "auto" and optimizer == "adamw")
 
 
 def folding_regularizer(alphas: list[torch.Tensor]) -> torch.Tensor:
@@ -156,15 +156,20 @@ class LayerFolding(Method):
     Params = LayerFoldingParams
 
     search_source = (
-        "lam (scope=k): the paper's 0.25 (arXiv 2106.09309, LayerFolding/Layer-Folding) and larger values "
-        "for recipes too short for 0.25 to fold (`lcbench plan`'s bound); with scope=all lam decides what "
-        "folds, so it sets the point's compression, like another method's level: not searched (a search by "
-        "accuracy alone would choose to fold nothing)"
+        "lam (scope=k): coupled (SGD), the paper's 0.25 (arXiv 2106.09309, LayerFolding/Layer-Folding) and "
+        "larger values for recipes too short for 0.25 to fold (`lcbench plan`'s bound); decoupled (AdamW), "
+        "100 to 5000, where that bound first lets a short recipe fold (text: 200); with scope=all lam "
+        "decides what folds, so it sets the point's compression, like another method's level: not searched "
+        "(a search by accuracy alone would choose to fold nothing)"
     )
 
     @classmethod
-    def search_space(cls, params: LayerFoldingParams) -> dict[str, list]:
-        return {} if params.scope == "all" else {"lam": [0.25, 1.0, 10.0, 100.0]}
+    def search_space(cls, params: LayerFoldingParams, optimizer: str) -> dict[str, list]:
+        if params.scope == "all":
+            return {}
+        if decoupled(params, optimizer):  # Adam's normalised steps: a slope leaves 0 at about lr per step
+            return {"lam": [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]}
+        return {"lam": [0.25, 1.0, 10.0, 100.0]}
 
     @classmethod
     def check(cls, params: LayerFoldingParams, cfg: RunConfig) -> None:
@@ -193,7 +198,7 @@ class LayerFolding(Method):
     @classmethod
     def fixes(cls, params: LayerFoldingParams, cfg: RunConfig) -> str:
         """What lets a slope reach 1/2 by the bound: a decoupled penalty, the least lam on a 1-2-5 grid."""
-        fixes = [] if decoupled(params, cfg) else ["use regularizer=auto (decoupled under AdamW)"]
+        fixes = [] if decoupled(params, cfg.optimizer) else ["use regularizer=auto (decoupled under AdamW)"]
         for lam in (m * 10.0**e for e in range(-1, 7) for m in (1, 2, 5)):
             bound = cls.bound(replace(params, lam=lam, regularizer="decoupled"), cfg)
             if bound is not None and bound[0] >= FOLD_AT:
@@ -210,11 +215,11 @@ class LayerFolding(Method):
         if per_epoch is None or not cfg.epochs:
             return None
         steps = regularised_steps(params, cfg.epochs * per_epoch, per_epoch)
-        return reachable(cfg, params.lam, decoupled(params, cfg), steps=steps) if steps else None
+        return reachable(cfg, params.lam, decoupled(params, cfg.optimizer), steps=steps) if steps else None
 
     @staticmethod
     def bound_how(params: LayerFoldingParams, cfg: RunConfig) -> str:
-        return f"{'decoupled' if decoupled(params, cfg) else 'coupled'} penalty, lam {params.lam:g}"
+        return f"{'decoupled' if decoupled(params, cfg.optimizer) else 'coupled'} penalty, lam {params.lam:g}"
 
     @classmethod
     def plan_note(cls, params: LayerFoldingParams, cfg: RunConfig) -> str:
@@ -231,7 +236,7 @@ class LayerFolding(Method):
             else collapse.select_blocks(model, self.params.k, model_name=self.ctx.cfg.model)
         )
         self.order = [b.name for b in chosen]
-        self.decoupled = decoupled(self.params, self.ctx.cfg)
+        self.decoupled = decoupled(self.params, self.ctx.cfg.optimizer)
         self.target = collapse.collapse_targets(
             self.ctx.original, 0, self.ctx.input_shape, self.ctx.cfg.model, names=self.order
         )

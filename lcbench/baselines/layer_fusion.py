@@ -15,6 +15,14 @@ retraining. With `match_collapse`, a merge is only taken if the model stays with
 when the most similar pair would overshoot, the most similar pair that still fits is taken instead, and
 fusion stops when none fits. A run that ends more than 2% below its target is recorded as not matched
 (`match` in the record). A shared tensor counts once; MACs and depth do not fall (fused layers still run).
+
+No official code is published (the first author's publication page lists none), so lcbench follows the
+paper's description; a test checks each similarity against its reference implementation (scipy's cosine
+distance and 1-D Wasserstein distance; Kornblith et al.'s linear CKA, google-research/google-research
+`representation_similarity`, in its Gram form). Departures, and why: linear CKA is an addition of lcbench's
+(a third similarity beside the weight-distribution ones), computed on the weight matrices with their rows
+as examples, since fusion compares weights, not activations; `freeze` is our reading of the paper's
+freezing variant; the staged schedule shares lcbench's trainer and epochs with every other method.
 """
 
 from __future__ import annotations
@@ -112,7 +120,7 @@ class LayerFusion(Method):
     )
 
     @classmethod
-    def search_space(cls, params: FusionParams) -> dict[str, list]:
+    def search_space(cls, params: FusionParams, optimizer: str) -> dict[str, list]:
         return {"similarity": ["cosine", "wasserstein", "cka"], "mode": ["average", "mix", "freeze"]}
 
     def __init__(self, params: FusionParams, ctx: RunContext) -> None:

@@ -16,6 +16,11 @@ is factorised, among the useful ones: no layer at rank 1, and a C-class head at 
 or more. When no candidate is useful the run is still trained but reported `infeasible` (a point no
 allocation reaches at a useful rank: the report labels it and never counts it as another method's win).
 Then the factorised model is fine-tuned with the run's budget, like every other method.
+
+Neither paper publishes PyTorch code; a test checks the factors against numpy's SVD (each factor
+sqrt(S_r) of it, the bias on the second) and the Eckart-Young error. Departures, and why: Denton et al. and
+Sainath et al. choose ranks by hand per layer; lcbench chooses them by the rules above, so that every point
+meets its compression target within 2%, and the choice is scored on training examples only.
 """
 
 from __future__ import annotations

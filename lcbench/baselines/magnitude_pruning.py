@@ -10,6 +10,14 @@ prunable tensors; layerwise: the same fraction of each tensor. Unstructured spar
 Structured (`scope=structured`): L1-norm channel/neuron pruning with torch-pruning, which removes them
 physically, to `target_macs_ratio` (original MACs / pruned MACs); MACs and latency really fall. For timm
 attention blocks the attention layers are left whole (their head layout is kept) and the MLPs pruned.
+
+Checked against ShrinkBench (JJGO/shrinkbench, `strategies/magnitude.py::GlobalMagWeight` and
+`LayerMagWeight`, `pruning/utils.py::fraction_to_keep`, `strategies/utils.py::fraction_threshold`): a test
+rebuilds its masks and finds the same surviving weights, but for the one at the boundary its quantile
+interpolates across. Departures, and why: ShrinkBench masks a prunable layer's bias too, with the same
+threshold; lcbench keeps biases dense (`torch.nn.utils.prune` on the weights, the common practice; a bias is
+1/fan-in of its layer's weights), so the weights carry the whole target. ShrinkBench's fine-tuning
+and schedules are its own; here every method shares one trainer.
 """
 
 from __future__ import annotations
@@ -190,7 +198,7 @@ class MagnitudePruning(Method):
     )
 
     @classmethod
-    def search_space(cls, params: PruningParams) -> dict[str, list]:
+    def search_space(cls, params: PruningParams, optimizer: str) -> dict[str, list]:
         return {} if params.scope == "structured" else {"scope": ["global", "layerwise"]}
 
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -233,7 +233,7 @@ class Wanda(Method):
     )
 
     @classmethod
-    def search_space(cls, params: WandaParams) -> dict[str, list]:
+    def search_space(cls, params: WandaParams, optimizer: str) -> dict[str, list]:
         if params.allocation != "owl":
             return {}
         return {"owl_m": [3.0, 5.0, 7.0, 10.0], "owl_lambda": [0.02, 0.05, 0.08, 0.1, 0.2]}

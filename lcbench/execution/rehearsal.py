@@ -171,7 +171,7 @@ def rehearse_run(
 
     p = method_params(cfg)
     lc = METHODS.get("layercollapse")
-    decoupled = decoupled_regularizer(p, cfg)
+    decoupled = decoupled_regularizer(p, cfg.optimizer)
     start_slope = lc.start_slope(p, cfg)
     lr_steps = slopes.learning_rates(cfg, per_epoch)[: steps + WARMUP]
     predicted = [

@@ -1,13 +1,13 @@
 """`lcbench search SPEC`: every method's hyperparameters chosen by one protocol, on validation data.
 
 A spec's `search: {trials: 4, seed: 1000}` sets the budget. Each variant's search space is its method's
-`search_space(params)` (its authors' values; `search_source` says where from) plus the fine-tuning lr of a
-run that trains, the same factors for every method (`LR_FACTORS`). A variant gets `trials` configurations:
-the spec's own first, then the others in an order drawn with the tuning seed, skipping those `plan`
-refuses (a lam predicted not to fold: listed in the lock, not trials); all of them where the grid is
-smaller. Each trial is a variant of a sweep of its own (`NAME@t2`) run with `holdout=validation`: trained
-on the training split less a validation part carved from it and scored on that part
-(`zoo.data.carve_validation`); the test split is never loaded. Where a data set's split is drawn per
+`search_space(params, optimizer)` (its authors' values; `search_source` says where from) plus the
+fine-tuning lr of a run that trains, the same factors for every method (`LR_FACTORS`). A variant gets
+`trials` configurations: the spec's own first, then the others in an order drawn with the tuning seed,
+skipping those `plan` refuses (a lam predicted not to fold: listed in the lock, not trials); all of them
+where the grid is smaller. Each trial is a variant of a sweep of its own (`NAME@t2`) run with
+`holdout=validation`: trained on the training split less a validation part carved from it and scored on that
+part (`zoo.data.carve_validation`); the test split is never loaded. Where a data set's split is drawn per
 replicate (digits), every replicate is tuned on its own training split; where it is official, one tuning
 replicate of its own seed (its own original model) is.
 
@@ -120,7 +120,8 @@ def variant_space(variant: dict, base: dict) -> tuple[dict[str, list], str, dict
         params = method.Params(**given)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"variant of {variant['method']}: {e}") from None
-    space = {k: list(v) for k, v in method.search_space(params).items()}
+    optimizer = variant.get("optimizer", base.get("optimizer", RunConfig().optimizer))
+    space = {k: list(v) for k, v in method.search_space(params, optimizer).items()}
     own = {k: getattr(params, k) for k in space}
     source = method.search_source or "no hyperparameter of its own declared"
     if _trains(variant, base):

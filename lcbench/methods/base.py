@@ -25,8 +25,8 @@ Optional hooks with defaults: `operating_range` (where the method is meant to wo
 it records `report["outside_range"]`, the reason, and is labelled, never counted), `match_target` (the
 compression it was asked to match), `original_forward_passes` (forward passes of the original model per
 training sample: a KD teacher's 1, counted in the training FLOPs by the trainer and the planner alike),
-`final_model_name` (a student of another architecture), `search_space(params)` with `search_source` (the
-values `lcbench search` tries, and their source). A `Params` field declared with
+`final_model_name` (a student of another architecture), `search_space(params, optimizer)` with
+`search_source` (the values `lcbench search` tries, and their source). A `Params` field declared with
 `option(..., tunable=True)` may be changed by `lcbench tune` while the run trains.
 """
 
@@ -150,9 +150,10 @@ class Method:
             architecture.selected(cfg, params.match_collapse, what="match_collapse")
 
     @classmethod
-    def search_space(cls, params: Any) -> dict[str, list]:
-        """Parameter -> the values `lcbench search` may try for a variant with these `params` (those the
-        variant fixes by its protocol, e.g. KD's student, are not searched); {} for none."""
+    def search_space(cls, params: Any, optimizer: str) -> dict[str, list]:
+        """Parameter -> the values `lcbench search` may try for a variant with these `params` trained with
+        `optimizer` (a penalty's scale differs inside and outside AdamW); those the variant fixes by its
+        protocol (e.g. KD's student) are not searched; {} for none."""
         return {}
 
     @classmethod

@@ -62,9 +62,9 @@ class LayerCollapseParams:
     )
 
 
-def decoupled_regularizer(params: LayerCollapseParams, cfg: RunConfig) -> bool:
+def decoupled_regularizer(params: LayerCollapseParams, optimizer: str) -> bool:
     """Whether the run's slopes are pulled outside the optimizer (`regularizer`, auto: under AdamW)."""
-    return params.regularizer == "decoupled" or (params.regularizer == "auto" and cfg.optimizer == "adamw")
+    return params.regularizer == "decoupled" or (params.regularizer == "auto" and optimizer == "adamw")
 
 
 def _progressive(params: LayerCollapseParams, count: int) -> int:
@@ -79,12 +79,16 @@ class LayerCollapse(Method):
     Params = LayerCollapseParams
 
     search_source = (
-        "lam: the official LayerCollapse code's 0.2 (from scratch) to 1-5 (ImageNet fine-tunes); 10 and 100 "
-        "where a short fine-tune needs them to reach the fold band (`lcbench plan`'s slope prediction)"
+        "lam, coupled (SGD): the official LayerCollapse code's 0.2 (from scratch) to 1-5 (ImageNet "
+        "fine-tunes); 10 and 100 where a short fine-tune needs them to reach the fold band (`lcbench plan`'s "
+        "slope prediction); decoupled (AdamW): the official NLP runners' 10 (thousands of steps at lr 1e-4) "
+        "up to 3000 for short recipes (text's 100, GLUE's 2000)"
     )
 
     @classmethod
-    def search_space(cls, params: LayerCollapseParams) -> dict[str, list]:
+    def search_space(cls, params: LayerCollapseParams, optimizer: str) -> dict[str, list]:
+        if decoupled_regularizer(params, optimizer):  # a step of 2 lr lam toward 1: another scale
+            return {"lam": [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]}
         return {"lam": [0.2, 1.0, 5.0, 10.0, 100.0]}
 
     def __init__(self, params: LayerCollapseParams, ctx: RunContext) -> None:
@@ -94,7 +98,7 @@ class LayerCollapse(Method):
         self.folded: list[str] = []
         self.fold_reports: dict[str, dict] = {}  # the latest fold attempt per block
         self.prelus: list[nn.PReLU] = []
-        self.decoupled = decoupled_regularizer(params, ctx.cfg)
+        self.decoupled = decoupled_regularizer(params, ctx.cfg.optimizer)
         self.target: dict | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------
@@ -114,7 +118,11 @@ class LayerCollapse(Method):
         if pred is not None and not pred.folds and not params.force and not params.allow_unfolded:
             raise ConfigError(
                 slopes.refusal(
-                    cfg, pred, params.lam, decoupled_regularizer(params, cfg), _progressive(params, count)
+                    cfg,
+                    pred,
+                    params.lam,
+                    decoupled_regularizer(params, cfg.optimizer),
+                    _progressive(params, count),
                 )
             )
 
@@ -125,7 +133,7 @@ class LayerCollapse(Method):
         return slopes.predict(
             cfg,
             params.lam,
-            decoupled_regularizer(params, cfg),
+            decoupled_regularizer(params, cfg.optimizer),
             cls.start_slope(params, cfg),
             params.threshold,
             _progressive(params, len(chosen)),

@@ -126,6 +126,11 @@ def test_a_search_never_reads_the_test_split_and_plan_uses_its_lock(tmp_path, mo
 
     done = _lcbench(["search", str(spec), "--executor", "local", "--cpu", "--max-parallel", "2"], env)
     assert done.returncode == 0, done.stdout + done.stderr
+    status = _lcbench(["status", str(spec), "--search"], env)  # the trials' runs, not the sweep's
+    assert status.returncode == 0 and "sweep sealed_search: " in status.stdout, status.stderr
+    assert "missing" not in status.stdout.splitlines()[-1]
+    cancel = _lcbench(["cancel", str(spec), "--search"], env)
+    assert cancel.returncode == 0 and "sweep sealed_search: nothing to cancel" in cancel.stderr
     lock = yaml.safe_load(lock_path(spec).read_text())
     assert lock["protocol"]["holdout"] == "validation" and lock["protocol"]["tuning_replicates"] == [0, 1]
     variants = lock["variants"]
@@ -248,3 +253,24 @@ def test_a_variant_that_decides_its_own_compression_is_not_tuned_toward_compress
     targeted = {"scores": [96.0, 98.5], "compression": [2.34, 1.0], "not_counted": {}, "free": False}
     _hold_compression(targeted)  # a variant with a match target is judged by it instead
     assert targeted["scores"] == [96.0, 98.5]
+
+
+def test_a_decoupled_penalty_is_searched_on_its_own_scale():
+    """Under AdamW the slope penalties act outside the optimizer (a step of about 2 lr lam), so the coupled
+    grid (LayerCollapse's lam 0.2-100, Layer Folding's 0.25-100) would leave the text recipe's slopes short
+    of folding: the decoupled grids are searched there, and the coupled ones under SGD."""
+    from lcbench.execution.search import variant_space
+
+    sgd = {"optimizer": "sgd", "epochs": 2}
+    adamw = {"optimizer": "adamw", "epochs": 2}
+    lc = {"method": "layercollapse", "k": "{level}"}
+    assert variant_space(lc, sgd)[0]["lam"] == [0.2, 1.0, 5.0, 10.0, 100.0]
+    assert min(variant_space(lc, adamw)[0]["lam"]) == 10.0 and max(variant_space(lc, adamw)[0]["lam"]) > 1000
+    assert (
+        variant_space({**lc, "regularizer": "decoupled"}, sgd)[0]["lam"] == variant_space(lc, adamw)[0]["lam"]
+    )
+    folding = {"method": "layer_folding", "k": "{level}", "regularizer": "auto"}
+    assert variant_space(folding, sgd)[0]["lam"] == [0.25, 1.0, 10.0, 100.0]
+    assert min(variant_space(folding, adamw)[0]["lam"]) >= 100
+    text = plan_search("text")  # the bundled spec: LayerCollapse fills its trials like every method
+    assert len(text.variants["layercollapse"].trials) == text.trials == 4

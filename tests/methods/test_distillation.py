@@ -234,3 +234,42 @@ def test_a_level_two_student_is_the_same_whatever_the_string_hash_seed(tmp_path)
         rid = __import__("json").loads(done.stdout)["run_id"]
         tops.append(RunDir(tmp_path / str(seed), rid).result()["final"]["loss"])  # the most sensitive
     assert tops[0] == tops[1]
+
+
+def test_kd_loss_reproduces_distillers_and_distilgpt2s_losses():
+    """Fidelity: Intel Distiller (the LayerCollapse paper's KD; `distiller/knowledge_distillation.py`,
+    `before_backward_pass` at HEAD) computes student_wt * CE + distill_wt * T^2 * KL with KL averaged per
+    sample (`batchmean`); Hugging Face's DistilGPT-2 distiller (`examples/research_projects/distillation/
+    distiller.py`, `step`) flattens (batch, tokens, vocab) to token rows and averages the KL per token. Both
+    rebuilt here in float64 from their steps, on hand-built logits."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def kl_per_row(student: np.ndarray, teacher: np.ndarray, T: float) -> np.ndarray:
+        def log_softmax(z):
+            z = z / T
+            return (
+                z
+                - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+                - z.max(-1, keepdims=True)
+            )
+
+        log_s, log_t = log_softmax(student), log_softmax(teacher)
+        return (np.exp(log_t) * (log_t - log_s)).sum(-1)
+
+    student, teacher = rng.normal(size=(4, 10)) * 3, rng.normal(size=(4, 10)) * 3
+    labels = torch.tensor([1, 4, 9, 0])
+    for T, distill_wt in ((1.0, 0.5), (2.0, 0.5), (4.0, 0.9)):
+        s = torch.tensor(student, dtype=torch.float32)
+        ce = torch.nn.functional.cross_entropy(s, labels)
+        distiller = (1 - distill_wt) * ce.item() + distill_wt * T**2 * kl_per_row(student, teacher, T).mean()
+        ours = kd_loss(ce, s, torch.tensor(teacher, dtype=torch.float32), distill_wt, T).item()
+        assert ours == pytest.approx(distiller, rel=1e-5)
+
+    tokens_s, tokens_t = rng.normal(size=(2, 5, 7)), rng.normal(size=(2, 5, 7))  # (batch, tokens, vocab)
+    T = 2.0
+    per_token = T**2 * kl_per_row(tokens_s.reshape(-1, 7), tokens_t.reshape(-1, 7), T).mean()
+    zero = torch.tensor(0.0)
+    ours = kd_loss(zero, torch.tensor(tokens_s), torch.tensor(tokens_t), 1.0, T).item()
+    assert ours == pytest.approx(per_token, rel=1e-6)

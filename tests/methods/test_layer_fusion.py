@@ -38,6 +38,30 @@ def test_similarities_rank_identical_weights_first():
     assert weight_similarity(a, a, "wasserstein") == pytest.approx(0.0)
 
 
+def test_similarities_reproduce_their_reference_implementations():
+    """Fidelity (O'Neill et al. publish no code; their publication page lists none): cosine is 1 - scipy's
+    cosine distance of the flattened weights, Wasserstein scipy's 1-D distance of the weight values, and
+    linear CKA Kornblith et al.'s (google-research/google-research, `representation_similarity`:
+    `gram_linear`, `center_gram`, `cka`), rebuilt from their Gram-matrix form with the weight rows as
+    examples: <HKH, HLH> / (||HKH|| ||HLH||) for K = X X^T, L = Y Y^T."""
+    import numpy as np
+    from scipy.spatial.distance import cosine
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 6)), rng.normal(size=(12, 6)) + 0.5 * rng.normal(size=(12, 6))
+    ta, tb = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+    assert weight_similarity(ta, tb, "cosine") == pytest.approx(1 - cosine(a.ravel(), b.ravel()), rel=1e-6)
+    assert weight_similarity(ta, tb, "wasserstein") == pytest.approx(
+        -wasserstein_distance(a.ravel(), b.ravel()), rel=1e-6
+    )
+    centring = np.eye(12) - np.ones((12, 12)) / 12
+    gram_x, gram_y = centring @ (a @ a.T) @ centring, centring @ (b @ b.T) @ centring
+    kornblith = (gram_x * gram_y).sum() / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y))
+    assert 0.05 < kornblith < 0.95  # a pair neither identical nor unrelated
+    assert weight_similarity(ta, tb, "cka") == pytest.approx(kornblith, rel=1e-5)
+
+
 def test_candidates_are_same_type_and_shape_and_never_the_classifier():
     from lcbench.zoo.models import create_model
 

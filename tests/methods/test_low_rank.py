@@ -33,6 +33,29 @@ def test_factors_are_the_best_rank_r_approximation_with_r_times_n_plus_m_paramet
         assert sum(p.numel() for p in pair.parameters()) == rank * (24 + 16) + 16  # + the bias
 
 
+def test_factors_reproduce_numpys_svd_split_by_square_roots():
+    """Fidelity (neither Denton et al. 2014 nor Sainath et al. 2013 publish PyTorch code): the two factors
+    are numpy's SVD W = U S V^T truncated to rank r, each taking sqrt(S_r): the first Linear's weight
+    sqrt(S_r) V_r^T, the second's U_r sqrt(S_r), up to the sign of each singular pair; the bias stays on the
+    second."""
+    import numpy as np
+
+    torch.manual_seed(1)
+    linear = nn.Linear(9, 7)
+    u, s, vt = np.linalg.svd(linear.weight.detach().double().numpy())
+    rank = 3
+    first, second = factorised(linear, rank)
+    signs = np.sign(np.sum(first.weight.detach().double().numpy() * (np.sqrt(s[:rank, None]) * vt[:rank]), 1))
+    assert first.bias is None and np.all(signs != 0)
+    np.testing.assert_allclose(
+        first.weight.detach().numpy(), signs[:, None] * np.sqrt(s[:rank, None]) * vt[:rank], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        second.weight.detach().numpy(), u[:, :rank] * np.sqrt(s[:rank]) * signs, atol=1e-6
+    )
+    assert torch.equal(second.bias, linear.bias)
+
+
 def test_ranks_reach_the_compression_of_folding_the_same_blocks():
     model = create_model("digits_vit", 10, 1)
     paths = block_linears(model, 2, "digits_vit")
