@@ -29,11 +29,18 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[all,test,docs]"
 	@touch $(TEST_STAMP)
 
+# the suite in TEST_WORKERS processes (pytest-xdist; auto: one per core), then the tests marked `serial`
+# (signals, timing, the SLURM cluster, a second account) one at a time with the machine to themselves
+TEST_WORKERS ?= auto
 test: install $(TEST_STAMP)
-	$(PY) -m pytest -q -rs --durations=15
+	@rc=0; \
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal -m "not serial" \
+		--durations=15 || rc=$$?; \
+	$(PY) -m pytest -q -rs -m serial --durations=15 || rc=$$?; \
+	exit $$rc
 
 test-fast: install $(TEST_STAMP)
-	$(PY) -m pytest -q -m "not slow and not slurm"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not slurm"
 
 LCBENCH  := $(VENV)/bin/lcbench
 EXECUTOR ?= local

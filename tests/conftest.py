@@ -14,6 +14,24 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 REPO = Path(__file__).resolve().parents[1]
+# fixtures whose tests need the machine to themselves (a SLURM cluster, a second account): `make test` runs
+# them after the parallel part, one at a time, with the tests marked `serial` (signals, timing)
+SERIAL_FIXTURES = {"slurm_cluster", "second_user"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist every worker computes on one thread: two workers on two cores, not four threads
+    spinning on two (a run's own `threads` still sets its arithmetic)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def fast_overrides(out: Path, **extra) -> list[str]:
@@ -130,7 +148,7 @@ TEX_PACKAGES = ["texlive-latex-base", "texlive-latex-recommended", "texlive-scie
 
 
 @pytest.fixture(scope="session")
-def pdflatex() -> str:
+def pdflatex(tmp_path_factory) -> str:
     """pdflatex with booktabs, siunitx and graphicx: the installed one, or TeX Live's Debian packages
     installed here when running as root on a Debian system (about a minute, once)."""
     import shutil
@@ -141,21 +159,35 @@ def pdflatex() -> str:
         found = subprocess.run(["kpsewhich", "siunitx.sty", "booktabs.sty"], capture_output=True, text=True)
         return len(found.stdout.split()) == 2
 
-    if not ready():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip(
-                "LaTeX tests skipped: pdflatex with siunitx is missing and installing it needs root on "
-                f"Debian (`sudo apt-get install {' '.join(TEX_PACKAGES)}`, then `make test` again)"
-            )
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env)
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *TEX_PACKAGES],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        if done.returncode != 0 or not ready():
-            pytest.fail(f"installing {' '.join(TEX_PACKAGES)} failed:\n{done.stdout[-2000:]}\n{done.stderr}")
+    if ready():
+        return shutil.which("pdflatex")
+    import fcntl
+
+    # parallel workers install once: the others wait on a lock beside their shared base temp folder
+    with open(tmp_path_factory.getbasetemp().parent / "tex-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready():
+            _install_tex(ready)
     return shutil.which("pdflatex")
+
+
+def _install_tex(ready) -> None:
+    """TeX Live's Debian packages, installed as root (skips the tests where that is impossible)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(
+            "LaTeX tests skipped: pdflatex with siunitx is missing and installing it needs root on "
+            f"Debian (`sudo apt-get install {' '.join(TEX_PACKAGES)}`, then `make test` again)"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *TEX_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    if done.returncode != 0 or not ready():
+        pytest.fail(f"installing {' '.join(TEX_PACKAGES)} failed:\n{done.stdout[-2000:]}\n{done.stderr}")

@@ -31,6 +31,7 @@ def numbers(run_dir: Path) -> tuple[list[dict], dict]:
     return events, {k: v for k, v in final.items() if "latency" not in k}
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_workers_run_successive_runs_alike_and_isolate_failures(tmp_path, capsys):
     variants = {
@@ -81,6 +82,7 @@ def test_workers_run_successive_runs_alike_and_isolate_failures(tmp_path, capsys
             assert numbers(alone / run.run_id) == numbers(tmp_path / "out" / run.run_id), run.variant
 
 
+@pytest.mark.serial
 def test_an_idle_worker_that_died_is_replaced_before_it_gets_a_run():
     pool = [Worker(None, 1, True)]
     dead = pool[0]
@@ -92,6 +94,7 @@ def test_an_idle_worker_that_died_is_replaced_before_it_gets_a_run():
     assert pool[0].process.exitcode == 0
 
 
+@pytest.mark.serial
 def test_the_supervisor_never_waits_forever_for_a_worker_that_does_not_answer():
     """A worker that does not end on SIGINT (it ignores it, or is stuck: here stopped) is killed after the
     grace; the supervisor used to join it forever, and `status` showed its run as running."""
@@ -104,6 +107,7 @@ def test_the_supervisor_never_waits_forever_for_a_worker_that_does_not_answer():
     assert worker.process.exitcode == -signal.SIGKILL
 
 
+@pytest.mark.serial
 def test_a_ddp_runs_failure_is_the_rank_that_ended_first_on_its_own():
     lost, term = EXIT_RANK_LOST, -signal.SIGTERM
     assert first_failed_rank({0: lost, 1: -signal.SIGKILL}) == (1, -signal.SIGKILL)  # killed; 0 noticed

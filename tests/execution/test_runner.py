@@ -210,6 +210,7 @@ def test_an_sbatch_without_srun_names_the_missing_client(tmp_path, capsys, monke
     assert "`srun` is not on PATH" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("sigint", ["default", "ignored"])
 def test_cancel_withdraws_a_local_queue_and_its_runs_can_be_resubmitted(tmp_path, capsys, sigint):
     """`ignored`: launched from a shell that ignores SIGINT (a script's background job), which every child

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from lcbench.cli import main
 from lcbench.core.config import to_yaml
 from lcbench.core.store import RunDir
@@ -39,6 +41,7 @@ def test_two_launches_of_one_sweep_at_once_submit_it_once(tmp_path):
         ).events("resume")
 
 
+@pytest.mark.serial
 def test_a_new_queue_waits_for_the_pretrain_another_process_is_training(tmp_path):
     """An earlier queue's supervisor died; its pretrain run goes on training. `launch --only-failed` then
     queues the compress runs: they wait for that pretrain's lock instead of failing "did not complete"."""
@@ -63,6 +66,7 @@ def test_a_new_queue_waits_for_the_pretrain_another_process_is_training(tmp_path
     assert [e["epoch"] for e in run.events("epoch")] == list(range(1, 11)) and not run.events("resume")
 
 
+@pytest.mark.serial
 def test_a_queue_does_not_start_a_run_another_process_holds(tmp_path, capsys):
     """A run of this queue whose lock another process holds (an earlier queue's orphan) is started only
     once that process ends; then it completes (here: resumes nothing, trains once)."""

@@ -4,6 +4,8 @@ import multiprocessing
 import subprocess
 import sys
 
+import pytest
+
 from lcbench.core.store import RunDir, atomic_torch_save, atomic_write_json, load_records
 from tests.conftest import REPO
 
@@ -50,6 +52,7 @@ def test_32_concurrent_writers(tmp_path):
     assert len(table.stdout.strip().splitlines()) == 33  # header + 32 records
 
 
+@pytest.mark.serial
 def test_two_compress_runs_started_at_once_wait_for_their_shared_pretrain(tmp_path):
     """The second used to fail with "run is being executed by another process"."""
     from lcbench.core.config import pretrain_config

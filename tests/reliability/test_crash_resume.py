@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from lcbench.core.store import RunDir
 from lcbench.training.identity import run_id
 from lcbench.training.pipeline import execute
@@ -23,6 +25,7 @@ def metrics(root, cfg):
     ]
 
 
+@pytest.mark.serial
 def test_five_random_sigkills_then_identical_metrics(tmp_path):
     args = fast_overrides(tmp_path / "killed", model="digits_mixer", epochs=6, batch_size=32)
     cfg = make_config({}, args)

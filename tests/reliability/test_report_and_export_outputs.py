@@ -183,6 +183,7 @@ def test_an_out_below_a_file_or_a_dangling_link_is_one_line(root_with_runs, tmp_
     assert afile.read_text() == "a file\n" and not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.serial
 def test_a_killed_export_leaves_a_staging_folder_the_next_export_removes(root_with_runs, tmp_path):
     """A SIGKILLed `export --force` left its `.<name>.*` staging folder forever."""
     import subprocess
@@ -220,6 +221,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lcbench-lock"}
 
 
+@pytest.mark.serial
 def test_a_report_killed_midway_leaves_the_previous_report_as_it_was(tmp_path, capsys):
     """SIGKILLed after its tables, a report left new tables under the old README ("3 missing" beside a
     runs.csv of completed runs). Now the folder keeps the previous report byte for byte, and the next

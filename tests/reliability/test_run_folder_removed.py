@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.serial
 def test_a_run_whose_folder_is_removed_while_it_trains_ends_in_one_line(tmp_path):
     out = tmp_path / "out"
     argv = ["-m", "lcbench", "run", "model=digits_mlp", "epochs=200", f"output_root={out}", "--no-progress"]

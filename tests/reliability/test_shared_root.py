@@ -132,6 +132,7 @@ def test_a_planted_sweeps_link_or_submissions_link_is_refused_before_anything_is
     assert secret.read_text() == "root only\n"
 
 
+@pytest.mark.serial
 def test_cancel_signals_only_the_supervisor_of_a_queue_this_user_owns(tmp_path):
     """A planted queue.json naming any process whose command line says "lcbench" made `cancel` SIGTERM
     it (and `launch` refuse the sweep as still queued)."""

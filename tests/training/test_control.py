@@ -55,6 +55,7 @@ def test_malformed_foreign_and_oversized_requests_are_refused(tmp_path):
         assert "not by the run's owner" in problems["e.json"]
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_live_tuning_of_a_training_subprocess_then_replay(tmp_path, capsys):
     out = tmp_path / "out"
@@ -250,6 +251,7 @@ def test_a_folder_named_like_a_request_never_ends_the_run(tmp_path):
     assert not (requests / "x.json").exists() and (requests / "y.json.refused").is_dir()
 
 
+@pytest.mark.serial
 def test_tune_says_at_once_that_the_run_ended_instead_of_waiting_out_its_timeout(tmp_path):
     """On a fast machine the run finished before answering and `tune` waited 60 s, then asked "is it
     training?"."""

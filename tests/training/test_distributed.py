@@ -99,6 +99,7 @@ def test_ddp_matches_one_process_for_every_method(tmp_path, capsys):
         assert abs(ddp["final"]["top1"] - one["final"]["top1"]) <= TOP1_POINTS, name
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_ddp_run_resumes_exactly_after_one_rank_is_killed(tmp_path, capsys):
     # digits_mlp: dropout and BatchNorm, so every rank's RNG and the buffers must come back as they were
@@ -180,6 +181,7 @@ def ddp_run_after_two_epochs(tmp_path, epochs_planned: int):
     return launcher, run_dir, command, start
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_resumes(tmp_path):
     process, run_dir, command, start = ddp_run_after_two_epochs(tmp_path, 300)
@@ -208,6 +210,7 @@ def test_a_killed_rank_of_lcbench_run_is_named_in_one_line_and_the_same_command_
     assert any(e["event"] == "resume" for e in events)
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_the_ranks_of_a_killed_launcher_end_with_it_and_the_same_command_resumes_at_once(tmp_path):
     """Issue 40, case 8: a SIGKILLed `lcbench run nproc=2` left both ranks training on as orphans for 90 s
@@ -237,6 +240,7 @@ def test_the_ranks_of_a_killed_launcher_end_with_it_and_the_same_command_resumes
     assert any(e["event"] == "resume" for e in events)
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_resume_at_another_world_size_is_recorded_and_flagged(tmp_path):
     """Issue 40, case 9: interrupted at nproc=2 and resumed at nproc=1, a run ended at other numbers than

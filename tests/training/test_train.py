@@ -140,6 +140,7 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path):
     assert result["status"] == "failed" and result["error"]["type"] == "TrainingDiverged"
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_sigkill_mid_run_then_restart_resumes_to_identical_metrics(tmp_path):
     args = fast_overrides(tmp_path / "killed", model="digits_mlp", epochs=8, batch_size=16)
