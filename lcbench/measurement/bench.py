@@ -50,6 +50,7 @@ from ..zoo.measure import count_macs, count_parameters, device_name, latency_ms
 from ..zoo.models import create_model
 from ..zoo.text_data import TEXT_SEQ_LEN
 from ..zoo.text_models import ByteTokenizer, CausalLM
+from . import sweep_profile
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
@@ -557,6 +558,29 @@ NUMERICS_SETTINGS = {
 }
 
 
+@benchmark("sweep_profile")
+def bench_sweep_profile(args: argparse.Namespace) -> dict:
+    """The embedded sweeps at one seed, each run as `make reproduce` runs it (alone on the machine, 2 warm
+    workers): where their runs' time goes, the queue's start and idle workers, the quiet latency pass and
+    the report, and the training's FLOP/s beside one core's on the same GEMMs (`sweep_profile.py`);
+    `sweep_profile.md` beside the JSON."""
+    sweeps, shapes, models = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in ("digits", "text"):
+            root = Path(tmp) / spec
+            ran = sweep_profile.run_sweep(spec, root, ["seeds=[0]"], parallel=2)
+            sweeps[spec] = {**sweep_profile.breakdown(root, ran), "parallel": 2}
+            shapes.update(sweep_profile.input_shapes_of(root, ran["queue"]))
+            models.update(sweeps[spec]["models"])
+    result = {
+        "environment": {"cpu": device_name(torch.device("cpu")), "cores": os.cpu_count()},
+        "sweeps": sweeps,
+        "roofline": sweep_profile.roofline(models, shapes),
+    }
+    sweep_profile.dump(result, Path(args.out))
+    return result
+
+
 @benchmark("numerics")
 def bench_numerics(args: argparse.Namespace) -> dict:
     """The cost of each kernel-pinning setting: a 5-epoch digits pretrain of three models (1 thread, each
@@ -611,7 +635,7 @@ def write_readme(folder: Path) -> None:
     ]
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
-        if "results" not in data and path.with_suffix(".md").exists():  # a page of its own (calibration)
+        if path.with_suffix(".md").exists():  # a page of its own (calibration, sweep_profile)
             lines += [f"## {path.stem}", "", f"See `{path.stem}.md`.", ""]
             continue
         env = data.get("environment", {})

@@ -51,6 +51,7 @@ from . import distributed, examples
 from .callbacks import LiveControl, Replay
 from .evaluation import AMP_DTYPES
 from .identity import run_id
+from .phases import Phases
 from .provenance import environment
 from .resolve import method_params
 from .rng import seed_everything
@@ -441,7 +442,7 @@ def _execute(
     pre_run: RunDir | None,
     replay_changes: list[dict] | None,
 ) -> dict:
-    started = time.perf_counter()
+    started, phases = time.perf_counter(), Phases()
     spec = DATASETS.get(cfg.dataset)
     root = Path(cfg.data_root).expanduser()
     check_data(cfg)
@@ -477,21 +478,29 @@ def _execute(
 
     method_cls = METHODS.get(cfg.method)
     method: Method = method_cls(method_params(cfg), ctx)
-    model = method.prepare(model)
+    phases.add("setup", time.perf_counter() - started)  # data, the starting model, the method
+    with phases.timed("prepare"):
+        model = method.prepare(model)
     callbacks = (Replay(replay_changes or []), LiveControl(run.path))
     trainer = Trainer(model, method, callbacks, tracker, progress_bar)
-    model = trainer.fit()
+    with phases.timed("fit"):
+        model = trainer.fit()
 
-    final = method.finalize(model).eval()
-    final_eval, final_outcomes = ctx.examine(final)  # (on every rank: a DDP run's ranks evaluate together)
-    outcomes = {"final": final_outcomes, **method.outcomes}
-    if pre_run is not None:
-        outcomes["original"] = _original_outcomes(ctx, pre_run, pretrain_record)
+    with phases.timed("final_evaluation"):
+        final = method.finalize(model).eval()
+        final_eval, final_outcomes = ctx.examine(
+            final
+        )  # (on every rank: a DDP run's ranks evaluate together)
+        outcomes = {"final": final_outcomes, **method.outcomes}
+        if pre_run is not None:
+            outcomes["original"] = _original_outcomes(ctx, pre_run, pretrain_record)
     if not world.main:  # rank 0 measures, saves and records
         return {}
-    original_m, final_m = _measure_both(ctx, final, final_eval, pretrain_record)
-    save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
-    kept = examples.write(run.path, outcomes)
+    with phases.timed("measure"):  # parameters, MACs and the in-run latency of both models
+        original_m, final_m = _measure_both(ctx, final, final_eval, pretrain_record)
+    with phases.timed("save"):
+        save_model(run.model_path, final, cfg, data.num_classes, data.in_chans, method)
+        kept = examples.write(run.path, outcomes)
     cost = {
         "train_seconds": trainer.progress.train_seconds,
         "wall_seconds": time.perf_counter() - started,
@@ -500,9 +509,19 @@ def _execute(
         "train_flops": trainer.progress.train_flops + method.calibration_flops,
         "calibration_flops": method.calibration_flops,
         "device": str(device),
+        "phases": _phase_seconds(phases, trainer),
     }
     changes = {"world_size_changes": trainer.world_size_changes} if trainer.world_size_changes else {}
     return {**_record(ctx, method, original_m, final_m, pretrain_record, cost), "examples": kept, **changes}
+
+
+def _phase_seconds(phases: Phases, trainer: Trainer) -> dict[str, float]:
+    """The run's wall time by phase: `fit` split into its training steps (`train_seconds`: steps and the
+    method's epoch-end work), evaluations, checkpoints and the rest (logging, resuming)."""
+    fit = phases.seconds.pop("fit", 0.0)
+    inner = {"train_steps": trainer.progress.train_seconds, **trainer.phases.seconds}
+    phases.seconds = {**phases.seconds, **inner, "fit_other": max(fit - sum(inner.values()), 0.0)}
+    return phases.as_dict()
 
 
 def _original_outcomes(ctx: RunContext, pre_run: RunDir, pretrain_record: dict) -> dict:

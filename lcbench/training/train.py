@@ -29,6 +29,7 @@ from .control import tunables
 from .cost import flops_per_sample, forward_flops
 from .evaluation import AMP_DTYPES
 from .optim import build_optimizer, build_scheduler, lr_factor
+from .phases import Phases
 from .rng import rng_state, set_rng_state
 from .tasks import TASKS
 
@@ -120,6 +121,7 @@ class Trainer:
         self.resumed_at_another_world_size = False
         self.tunable = {**TRAINER_TUNABLE, **tunables(type(method.params))}
         self.checkpointer = Checkpointer(self.run)
+        self.phases = Phases()  # evaluations and checkpoints between epochs (`cost.phases`)
         self.forward_flops = 0.0
         self.original_flops = 0.0  # forward FLOPs of the original model, for a method that runs it (KD)
         if method.original_forward_passes:
@@ -149,8 +151,9 @@ class Trainer:
                 self.rebuild_optimizer()
             seconds += time.perf_counter() - start
             self.progress.train_seconds += seconds
-            val = self.method.ctx.evaluate(self.model)
-            method_metrics = self.method.epoch_metrics(self.model)
+            with self.phases.timed("evaluate"):
+                val = self.method.ctx.evaluate(self.model)
+                method_metrics = self.method.epoch_metrics(self.model)
             metrics = dict(
                 epoch=self.progress.epoch,
                 step=self.progress.step,
@@ -169,7 +172,8 @@ class Trainer:
                 log.info(self._epoch_line(metrics, eta=per_epoch * (self.cfg.epochs - self.progress.epoch)))
             if self.tracker:
                 self.tracker.log_epoch(metrics, set(method_metrics))
-            self.save_checkpoint()
+            with self.phases.timed("checkpoint"):
+                self.save_checkpoint()
         return self.model
 
     def train_epoch(self) -> tuple[float, float | None, float]:
