@@ -44,7 +44,7 @@ RUN_PHASES = (
 )
 PHASE_WORDS = {
     "setup": "setup (data, starting model, method)",
-    "prepare": "method's prepare (prune, factorise, convert)",
+    "prepare": "method's prepare (prune, factorise, convert) and the trainer",
     "train_steps": "training steps",
     "evaluate": "evaluations between epochs",
     "checkpoint": "checkpoints",

@@ -479,10 +479,10 @@ def _execute(
     method_cls = METHODS.get(cfg.method)
     method: Method = method_cls(method_params(cfg), ctx)
     phases.add("setup", time.perf_counter() - started)  # data, the starting model, the method
-    with phases.timed("prepare"):
+    with phases.timed("prepare"):  # the method's prepare, and the trainer built around its model
         model = method.prepare(model)
-    callbacks = (Replay(replay_changes or []), LiveControl(run.path))
-    trainer = Trainer(model, method, callbacks, tracker, progress_bar)
+        callbacks = (Replay(replay_changes or []), LiveControl(run.path))
+        trainer = Trainer(model, method, callbacks, tracker, progress_bar)
     with phases.timed("fit"):
         model = trainer.fit()
 
