@@ -564,18 +564,17 @@ def bench_sweep_profile(args: argparse.Namespace) -> dict:
     workers): where their runs' time goes, the queue's start and idle workers, the quiet latency pass and
     the report, and the training's FLOP/s beside one core's on the same GEMMs (`sweep_profile.py`);
     `sweep_profile.md` beside the JSON."""
-    sweeps, shapes, models = {}, {}, {}
+    sweeps, models = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in ("digits", "text"):
             root = Path(tmp) / spec
             ran = sweep_profile.run_sweep(spec, root, ["seeds=[0]"], parallel=2)
             sweeps[spec] = {**sweep_profile.breakdown(root, ran), "parallel": 2}
-            shapes.update(sweep_profile.input_shapes_of(root, ran["queue"]))
             models.update(sweeps[spec]["models"])
     result = {
         "environment": {"cpu": device_name(torch.device("cpu")), "cores": os.cpu_count()},
         "sweeps": sweeps,
-        "roofline": sweep_profile.roofline(models, shapes),
+        "roofline": sweep_profile.roofline(models),
     }
     sweep_profile.dump(result, Path(args.out))
     return result

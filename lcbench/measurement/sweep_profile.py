@@ -116,6 +116,8 @@ def breakdown(root: Path, sweep: dict) -> dict:
         model["train_seconds"] += phases.get("train_steps", 0.0)
         model["runs"] += 1
         model["batch_size"] = (record.get("config") or {}).get("batch_size", 0)
+        if record.get("input_shape"):
+            model["input_shape"] = list(record["input_shape"])  # as the model sees it
     first = min(e["started"] for e in queue)
     last = max(e["ended"] for e in queue)
     slots = sweep["parallel"] * (last - first)
@@ -191,17 +193,18 @@ def peak_rate(size: int = 1024, repeats: int = 10) -> float:
     return 2.0 * size**3 / _gemm_seconds(size, size, size, repeats) / 1e9
 
 
-def roofline(models: dict[str, dict], input_shapes: dict[str, tuple[int, ...]]) -> dict:
+def roofline(models: dict[str, dict]) -> dict:
     """Per model: the sweep's achieved training rate beside one core's rate on the same GEMMs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # every sweep run computes on one thread
     try:
         out = {"peak_gflops_per_s_1024": peak_rate()}
         for name, totals in models.items():
-            if name not in input_shapes or not totals["train_seconds"]:
+            shape = tuple(totals.get("input_shape") or ())
+            if not shape or not totals["train_seconds"]:
                 continue
-            model = create_model(name, 10, input_shapes[name][0])
-            rate = matmul_rate(model, int(totals["batch_size"]), input_shapes[name])
+            model = create_model(name, 10, shape[0])
+            rate = matmul_rate(model, int(totals["batch_size"]), shape)
             achieved = totals["train_flops"] / totals["train_seconds"] / 1e9
             out[name] = {
                 "achieved_gflops_per_s": achieved,
@@ -269,16 +272,6 @@ def markdown(result: dict) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
-
-
-def input_shapes_of(root: Path, queue: list[dict]) -> dict[str, tuple[int, ...]]:
-    """Each model's input shape, as its runs recorded it."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for entry in queue:
-        record = read_json(root / entry["run_id"] / "result.json") or {}
-        if record.get("model") and record.get("input_shape"):
-            shapes.setdefault(record["model"], tuple(record["input_shape"]))
-    return shapes
 
 
 def dump(result: dict, folder: Path) -> None:
